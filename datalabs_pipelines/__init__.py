@@ -1,0 +1,1 @@
+"""Datalabs pipeline services: CWL pipeline catalogue, runs and executors."""

@@ -1,0 +1,1 @@
+"""Datalabs sessions: the datalab catalogue, the spawn form and the Datalabs spawners."""

@@ -1,0 +1,1 @@
+"""Datalabs data and storage services: the volume catalogue, mounting, remote storage."""

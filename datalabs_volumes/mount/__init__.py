@@ -1,0 +1,1 @@
+"""Mounting volumes: local bind mounts and rclone, and Kubernetes pod volume builders."""

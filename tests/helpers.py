@@ -1,0 +1,46 @@
+"""Small helpers shared by the tests: writing catalogue trees."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    """Write a catalogue file (dedented) under ``root`` and return its path."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def volume_yaml(vid: str, path: str | None = None, extra: str = "") -> str:
+    return f"id: {vid}\ntitle: Volume {vid}\nsource:\n  type: local\n  path: {path or vid}\n" + extra
+
+
+def datalab_yaml(title: str = "Lab", extra: str = "") -> str:
+    return f"title: {title}\nkind: notebook\nimage: example/lab:1\n" + extra
+
+
+def form_inputs(html: str) -> list[dict[str, str | None]]:
+    """The <input> elements of an HTML form, as attribute dicts."""
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "input":
+                found.append(dict(attrs))
+
+    Parser().feed(html)
+    return found
+
+
+def checked(html: str, name: str) -> list[str]:
+    """Values of the checked inputs named ``name``."""
+    return [i["value"] for i in form_inputs(html) if i.get("name") == name and "checked" in i]
+
+
+def offered(html: str, name: str) -> list[str]:
+    return [i["value"] for i in form_inputs(html) if i.get("name") == name]

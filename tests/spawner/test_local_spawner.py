@@ -1,0 +1,195 @@
+"""DatalabsLocalSpawner on this machine: real bind mounts (as root), real rclone FUSE mounts.
+
+The single-user command is a stand-in process here (a sleep) because these tests are about what
+the spawner does around it; tests/e2e starts real hubs and real JupyterLab servers.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from tornado import web
+
+from datalabs_spawner.spawner import DatalabsLocalSpawner
+from datalabs_volumes.mount.local import is_mount_point, mounts_under
+from tests.helpers import datalab_yaml, volume_yaml, write
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+@pytest.fixture
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    for vid in ("psa", "spice", "secret"):
+        (root / vid).mkdir(parents=True)
+        (root / vid / "README.txt").write_text(f"{vid} data\n")
+    return root
+
+
+@pytest.fixture
+def catalogue_dir(tmp_path):
+    cat = tmp_path / "catalogue"
+    write(cat, "m/datalabs/lab.yaml", datalab_yaml("Lab", "default_volumes: [psa]\n"))
+    for vid in ("psa", "spice"):
+        write(cat, f"m/volumes/{vid}.yaml", volume_yaml(vid))
+    write(cat, "m/volumes/secret.yaml", volume_yaml("secret", extra="access: {groups: [team]}\n"))
+    write(cat, "m/volumes/gone.yaml", volume_yaml("gone"))
+    write(cat, "m/volumes/nfs.yaml", "id: nfs\ntitle: N\nsource: {type: nfs, server: s, path: /p}\n")
+    return cat
+
+
+@pytest.fixture
+def make_spawner(hub_user, tmp_path, archive, catalogue_dir):
+    made = []
+
+    def make(name="alice", groups=(), **kw):
+        user = hub_user(name, groups)
+        kw.setdefault("cmd", SLEEP)
+        spawner = user._new_spawner(
+            "", spawner_class=DatalabsLocalSpawner,
+            catalogue_dirs=[str(catalogue_dir)], catalogue_refresh_seconds=0,
+            workspace_root=str(tmp_path / "workspaces"), volume_root=str(archive),
+            interrupt_timeout=1, term_timeout=1, kill_timeout=1, **kw,
+        )
+        made.append(spawner)
+        return spawner
+
+    yield make
+    for spawner in made:
+        # Never leave mounts behind, whatever a test did.
+        for point in mounts_under(Path(spawner.workspace_root)):
+            os.system(f"umount -l '{point}'")
+
+
+def require_root():
+    # Bind mounts need root; CI runs as root. Fail loudly rather than skip.
+    assert os.geteuid() == 0, "these tests need root (bind mounts); run them as CI does"
+
+
+async def events_of(spawner):
+    return [e["message"] async for e in spawner._datalabs_progress()]
+
+
+async def test_start_mounts_chosen_volumes_read_only_and_stop_unmounts(make_spawner):
+    require_root()
+    spawner = make_spawner()
+    spawner.user_options = {"profile": "lab", "volumes": ["psa", "spice"]}
+    await spawner.start()
+    try:
+        data = Path(spawner.workspace) / "data"
+        for vid in ("psa", "spice"):
+            assert is_mount_point(data / vid)
+            assert (data / vid / "README.txt").read_text() == f"{vid} data\n"
+            with pytest.raises(OSError, match="Read-only file system"):
+                (data / vid / "new.txt").write_text("x")
+        assert await spawner.poll() is None
+        env = spawner.get_env()
+        assert json.loads(env["DATALABS_VOLUMES"]) == [
+            {"id": "psa", "title": "Volume psa", "mission": "m", "version": None,
+             "path": str(data / "psa"), "read_only": True},
+            {"id": "spice", "title": "Volume spice", "mission": "m", "version": None,
+             "path": str(data / "spice"), "read_only": True},
+        ]
+        assert env["HOME"] == str(spawner.workspace) == env["JUPYTERHUB_ROOT_DIR"]
+        assert "--allow-root" in spawner.get_args()
+        messages = await events_of(spawner)
+        assert "Attached volume psa at data/psa (read-only, bind mount)" in messages
+        assert "Attached volume spice at data/spice (read-only, bind mount)" in messages
+    finally:
+        await spawner.stop()
+    assert mounts_under(Path(spawner.workspace)) == []
+    assert not (Path(spawner.workspace) / "data" / "psa").exists()
+    # The archive itself is untouched
+    assert (Path(spawner.volume_root) / "psa" / "README.txt").exists()
+
+
+async def test_forbidden_volume_is_refused_before_anything_starts(make_spawner):
+    spawner = make_spawner("bob")
+    spawner.user_options = {"profile": "lab", "volumes": ["psa", "secret"]}
+    with pytest.raises(web.HTTPError) as err:
+        await spawner.start()
+    assert err.value.status_code == 403
+    assert "Volume 'secret' does not exist or you may not read it." in str(err.value)
+    assert spawner.proc is None
+    root = Path(spawner.workspace_root)
+    assert not root.exists() or mounts_under(root) == []
+
+
+async def test_group_member_may_mount_the_restricted_volume(make_spawner):
+    require_root()
+    spawner = make_spawner("alice", groups=["team"])
+    spawner.user_options = {"volumes": ["secret"]}
+    await spawner.start()
+    try:
+        assert (Path(spawner.workspace) / "data" / "secret" / "README.txt").exists()
+    finally:
+        await spawner.stop()
+
+
+async def test_missing_source_fails_clearly_and_leaves_nothing_mounted(make_spawner):
+    require_root()
+    spawner = make_spawner()
+    spawner.user_options = {"volumes": ["psa", "gone"]}
+    with pytest.raises(web.HTTPError) as err:
+        await spawner.start()
+    message = str(err.value)
+    assert "Volume 'gone' could not be attached" in message
+    assert "does not exist" in message and "No volume was left attached" in message
+    assert mounts_under(Path(spawner.workspace)) == []
+    assert spawner.proc is None
+
+
+async def test_nfs_volume_is_refused_by_the_local_spawner(make_spawner):
+    spawner = make_spawner()
+    spawner.user_options = {"volumes": ["nfs"]}
+    with pytest.raises(web.HTTPError) as err:
+        await spawner.start()
+    assert err.value.status_code == 400
+    assert "Volume 'nfs' has a nfs source" in str(err.value)
+    assert 'value="nfs"' not in spawner._render_datalabs_form()
+
+
+async def test_stale_mounts_are_cleaned_at_start(make_spawner, archive):
+    require_root()
+    spawner = make_spawner()
+    stale = Path(spawner.workspace) / "data" / "old"
+    stale.mkdir(parents=True)
+    assert os.system(f"mount --bind '{archive / 'spice'}' '{stale}'") == 0
+    spawner.user_options = {"volumes": ["psa"]}
+    await spawner.start()
+    try:
+        assert not is_mount_point(stale) and not stale.exists()
+        assert is_mount_point(Path(spawner.workspace) / "data" / "psa")
+    finally:
+        await spawner.stop()
+
+
+async def test_symlink_escaping_the_archive_is_refused(make_spawner, archive, tmp_path):
+    require_root()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (archive / "spice").rename(archive / "spice-real")
+    (archive / "spice").symlink_to(outside)
+    spawner = make_spawner()
+    spawner.user_options = {"volumes": ["spice"]}
+    with pytest.raises(web.HTTPError, match="outside the archive root"):
+        await spawner.start()
+    assert mounts_under(Path(spawner.workspace)) == []
+
+
+async def test_rclone_fallback_mounts_read_only(make_spawner):
+    spawner = make_spawner(mount_method="rclone")
+    spawner.user_options = {"volumes": ["psa"]}
+    await spawner.start()
+    try:
+        target = Path(spawner.workspace) / "data" / "psa"
+        assert is_mount_point(target)
+        assert (target / "README.txt").read_text() == "psa data\n"
+        with pytest.raises(OSError):
+            (target / "new.txt").write_text("x")
+        assert "Attached volume psa at data/psa (read-only, rclone mount)" in await events_of(spawner)
+    finally:
+        await spawner.stop()
+    assert mounts_under(Path(spawner.workspace)) == []

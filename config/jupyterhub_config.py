@@ -59,5 +59,7 @@ c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(
 # The single-user server from this very environment, whatever PATH the hub was started with.
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
+# Tests point JupyterLab at settings that turn off its news prompt; pass that through.
+c.Spawner.env_keep = ["JUPYTERHUB_SINGLEUSER_APP", "PATH", "LANG", "JUPYTERLAB_SETTINGS_DIR"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60

@@ -329,12 +329,21 @@ def test_spice_volume_without_spiceypy_lists_text_kernels_only():
 # --- rosetta-restricted --------------------------------------------------------------------
 
 
-def test_restricted_volume_states_its_embargo(archive):
+def test_restricted_volume_states_its_embargo_and_calibration(archive):
     folder = archive["rosetta-restricted"]
     assert (folder / "EMBARGO").read_text().strip() == (
         f"embargo-until: {sample_data.EMBARGO_UNTIL}"
     )
+    with (folder / "navcam_demo_calibration.csv").open(newline="") as handle:
+        coefficients = {row["parameter"]: float(row["value"]) for row in csv.DictReader(handle)}
+    assert coefficients["bias"] == sample_data.RAW_BIAS
+    assert coefficients["radiance_per_dn"] == sample_data.RADIANCE_PER_DN
     with (folder / "rosina_demo_mass_spectrum_20160930.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["mass_per_charge"]) for r in rows] == list(range(12, 101))
     assert max(rows, key=lambda r: int(r["counts"]))["mass_per_charge"] == "18"  # water
+
+
+def test_embargo_date_matches_the_demo_catalogue():
+    entry = SCRIPT.parents[1] / "catalogue" / "rosetta" / "volumes" / "rosetta-restricted.yaml"
+    assert f'embargo_until: "{sample_data.EMBARGO_UNTIL}"' in entry.read_text()

@@ -23,7 +23,7 @@ It writes one folder per hosted volume under OUTDIR:
 ``esasky-catalogue/``
     An ESASky-like source catalogue of 500 synthetic sources, as CSV and as a VOTable 1.4.
 ``rosetta-restricted/``
-    A small embargoed dataset, for the volume access rules (``embargo-until``) to guard.
+    A small embargoed calibration dataset, for the volume access rules (group, embargo) to guard.
 
 Everything is synthetic and derived from fixed seeds: a rerun produces the same bytes, leaves files
 whose content has not changed untouched (so their mtimes too) and removes files it no longer makes
@@ -67,7 +67,7 @@ IMAGE_SIZE = 512
 RAW_BIAS = 120  # DN of an unlit pixel: the calibration subtracts it.
 RADIANCE_PER_DN = 2.5e-6  # W m-2 sr-1 nm-1 per DN, a made-up but plausible NAVCAM-like gain.
 
-EMBARGO_UNTIL = "2030-01-01"
+EMBARGO_UNTIL = "2031-01-01"  # as in config/catalogue/rosetta/volumes/rosetta-restricted.yaml
 
 JUICE_DEMO_CODE = -28900  # Not JUICE's real NAIF code (-28): this orbit is invented.
 JUICE_DEMO_ORBIT_FRAME = -28901
@@ -937,7 +937,19 @@ def make_esasky_catalogue() -> Files:
 
 
 def make_rosetta_restricted() -> Files:
-    """Build the ``rosetta-restricted`` volume: a small embargoed mass-spectrum dataset."""
+    """Build the ``rosetta-restricted`` volume: embargoed calibration data of the instrument team.
+
+    ``navcam_demo_calibration.csv`` holds the coefficients that turned the raw frame of
+    ``psa-rosetta`` into its calibrated product, so a team member can redo the calibration.
+    """
+    calibration = _crlf(
+        [
+            "parameter,value,unit,description",
+            f"bias,{RAW_BIAS},DN,level of an unlit pixel; subtracted first",
+            f"radiance_per_dn,{RADIANCE_PER_DN:g},W*m**-2*sr**-1*nm**-1,gain after the bias",
+            "saturation,4095,DN,largest raw value (12-bit converter)",
+        ]
+    )
     rng = random.Random(SEED + 2)
     # Peaks at masses a comet's coma shows (H2O, CO, CO2, ...); the rest is background.
     peaks = {18: 9.0e5, 17: 2.1e5, 28: 1.4e5, 44: 1.1e5, 16: 6.0e4, 32: 3.5e4, 34: 8.0e3}
@@ -945,22 +957,19 @@ def make_rosetta_restricted() -> Files:
     for mz in range(12, 101):
         counts = peaks.get(mz, 40.0) * (1 + rng.gauss(0, 0.03))
         lines.append(f"{mz},{max(0, round(counts))}")
-    spectrum = ("\n".join(lines) + "\n").encode("ascii")
-    log = (
-        b"2016-09-29T20:50:00Z  start of the last coma composition sequence\n"
-        b"2016-09-30T06:40:00Z  spectrum integrated for 20 minutes\n"
-        b"2016-09-30T10:39:28Z  end of mission: Rosetta touches down on 67P\n"
-    )
+    spectrum = _crlf(lines)
     readme = (
-        "rosetta-restricted: embargoed demo data (synthetic).\n"
-        f"Proprietary period: readable by the instrument team only until {EMBARGO_UNTIL}.\n"
+        "rosetta-restricted: embargoed calibration data of the instrument team (synthetic).\n"
+        f"Proprietary period: readable by the rosetta-team group only, until {EMBARGO_UNTIL}.\n"
         "The Datalabs volume catalogue enforces this through the volume's access rules.\n"
+        "navcam_demo_calibration.csv: coefficients behind psa-rosetta's calibrated frame\n"
+        "rosina_demo_mass_spectrum_20160930.csv: a coma mass spectrum from the last day\n"
     ).encode()
     return {
         "EMBARGO": f"embargo-until: {EMBARGO_UNTIL}\n".encode(),
         "readme.txt": readme,
+        "navcam_demo_calibration.csv": calibration,
         "rosina_demo_mass_spectrum_20160930.csv": spectrum,
-        "observation_log.txt": log,
     }
 
 

@@ -15,7 +15,9 @@ def write(root: Path, rel: str, text: str) -> Path:
 
 
 def volume_yaml(vid: str, path: str | None = None, extra: str = "") -> str:
-    return f"id: {vid}\ntitle: Volume {vid}\nsource:\n  type: local\n  path: {path or vid}\n" + extra
+    return (
+        f"id: {vid}\ntitle: Volume {vid}\nsource:\n  type: local\n  path: {path or vid}\n" + extra
+    )
 
 
 def datalab_yaml(title: str = "Lab", extra: str = "") -> str:

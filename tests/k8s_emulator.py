@@ -292,6 +292,8 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         for name, info in CORE_RESOURCES.items():
             self.resources[name] = copy.deepcopy(info)
         self._buses = _JournalBuses(self._record)
+        # kubernetes_asyncio's VersionApi asks for /version/, kmock only answers /version.
+        self.fallback["get /version/"] << self._serve_server_version
 
     # --- request handling -------------------------------------------------------------------
 
@@ -318,12 +320,17 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
 
         if request.action == kmock.action.CREATE:
             self._fill_on_create(request)
-        deleting = (resource, request.namespace, request.name or "")
-        existed = deleting in self.objects and not self.objects[deleting].deleted
+        key = (resource, request.namespace, request.name or "")
+        deleting = (
+            request.action == kmock.action.DELETE
+            and key in self.objects
+            and not self.objects[key].deleted
+        )
 
         response = await super()._handle(request)
 
-        if request.action == kmock.action.DELETE and existed and self.objects[deleting].deleted:
+        # Only a real removal frees dependents: an object held by finalizers is still there.
+        if deleting and self.objects[key].deleted:
             await self._collect_garbage(request.namespace)
         return response
 
@@ -343,7 +350,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                     reason="NotFound",
                     message=f"{request.resource.plural} are namespaced: POST to a namespace URL",
                 )
-            if meta.get("namespace", request.namespace) != request.namespace:
+            if (meta.get("namespace") or request.namespace) != request.namespace:
                 raise _bad_request(
                     "the namespace of the provided object does not match the namespace sent on"
                     " the request"
@@ -488,6 +495,10 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
 
             while not self._closing:
                 changed = self._changed
+                if self._journal and self._journal[0].revision > cursor + 1:
+                    # This watcher fell so far behind that the journal forgot what it missed.
+                    yield self._expired(cursor, self._journal[0].revision)
+                    return
                 entries = [e for e in self._journal if e.revision > cursor]
                 for entry in entries:
                     cursor = entry.revision

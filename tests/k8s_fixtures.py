@@ -5,8 +5,8 @@ Fixtures
   exported as ``KUBECONFIG``; yields a ``K8sAPI`` (``.url``, ``.emulator``, ``.namespace``,
   ``.play_kubelet()``, ``.start_kubelet()``, ``.make_spawner()``, ``.core_v1()``).
 
-Import it into a test module (``from tests.k8s_fixtures import k8s_api  # noqa: F401``) or list
-this module in the root conftest's ``pytest_plugins``.
+Enable it with ``pytest_plugins = ["tests.k8s_fixtures"]`` in a test module or in
+``tests/conftest.py`` (importing the fixture by name trips ruff's F811 in every test using it).
 
 KubeSpawner keeps process-wide state that outlives one test and one event loop, so the fixture
 resets all of it on the way in and out: the class-level reflectors, the API clients cached per
@@ -18,9 +18,10 @@ kubernetes_asyncio's default ``Configuration``.
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -39,13 +40,16 @@ NAMESPACE = "datalabs"
 
 
 class MockUser:
-    """The part of ``jupyterhub.user.User`` a spawner reads, for spawners made outside a hub."""
+    """The part of ``jupyterhub.user.User`` a spawner reads, for spawners made outside a hub.
 
-    def __init__(self, name: str, id: int = 1, groups: list[str] | None = None) -> None:
+    ``groups`` holds objects with a ``name``, like the ORM groups of a real user.
+    """
+
+    def __init__(self, name: str, id: int = 1, groups: Iterable[str] = ()) -> None:
         self.name = name
         self.escaped_name = name
         self.id = id
-        self.groups = groups or []
+        self.groups = [SimpleNamespace(name=group) for group in groups]
         self.server = Server(base_url=f"/user/{name}/")
 
     @property
@@ -99,14 +103,18 @@ class K8sAPI:
         }
 
     def make_spawner(
-        self, cls: type[SpawnerT] = KubeSpawner, user: str = "ada", **traits: Any
+        self, cls: type[SpawnerT] = KubeSpawner, user: str | Any = "ada", **traits: Any
     ) -> SpawnerT:
-        """A spawner of ``cls`` for a mock user, aimed at the emulator; ``traits`` override."""
+        """A spawner of ``cls`` aimed at the emulator; ``traits`` override the defaults.
+
+        ``user`` is a name (for a ``MockUser``) or a user object, e.g. from ``hub_user``.
+        """
+        user = MockUser(user) if isinstance(user, str) else user
         kwargs: dict[str, Any] = {
-            "user": MockUser(user),
+            "user": user,
             "hub": Hub(),
             "api_token": "not-a-real-token",
-            "oauth_client_id": f"jupyterhub-user-{user}",
+            "oauth_client_id": f"jupyterhub-user-{user.name}",
             **self.spawner_traits(),
             **traits,
         }

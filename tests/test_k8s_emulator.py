@@ -1,12 +1,14 @@
 """The Kubernetes API emulator runs the plain KubeSpawner lifecycle and serves lists and watches
 the way KubeSpawner's reflectors and kubernetes_asyncio expect."""
 
+from __future__ import annotations
+
 import asyncio
 import base64
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -21,7 +23,16 @@ from kubernetes_asyncio.config import load_kube_config
 from kubernetes_asyncio.watch import Watch
 
 from tests.k8s_emulator import KubeAPIEmulator, running_emulator
-from tests.k8s_fixtures import K8sAPI, k8s_api  # noqa: F401
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jupyterhub.user import User
+
+    from tests.k8s_fixtures import K8sAPI
+
+# Registered as a plugin rather than imported, so that pytest rewrites its asserts.
+pytest_plugins = ["tests.k8s_fixtures"]
 
 
 def pod(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -72,8 +83,10 @@ async def test_kubespawner_start_poll_stop(k8s_api: K8sAPI) -> None:
         assert await spawner.poll() == 1
 
 
-async def test_kubespawner_poll_reports_exit_code_and_removes_pod(k8s_api: K8sAPI) -> None:
-    spawner = k8s_api.make_spawner(user="grace")
+async def test_kubespawner_poll_reports_exit_code_and_removes_pod(
+    k8s_api: K8sAPI, hub_user: Callable[..., User]
+) -> None:
+    spawner = k8s_api.make_spawner(user=hub_user("grace", ["astronomers"]))  # a real hub User
     ns, name = k8s_api.namespace, spawner.pod_name
     async with asyncio.timeout(20):
         k8s_api.start_kubelet(name)

@@ -6,8 +6,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_alice_starts_a_datalab_with_two_read_only_volumes(demo_hub, demo_archive):
-    r = demo_hub.api("POST", "users/alice/server",
-                     json={"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]})
+    r = demo_hub.api(
+        "POST",
+        "users/alice/server",
+        json={"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]},
+    )
     assert r.status_code in (201, 202), r.text
     try:
         demo_hub.wait_ready("alice")
@@ -18,22 +21,32 @@ def test_alice_starts_a_datalab_with_two_read_only_volumes(demo_hub, demo_archiv
         expected = sorted(p.name for p in (demo_archive / "spice-juice").iterdir())
         assert sorted(c["name"] for c in spice["content"]) == expected
         # ... and read-only: saving a file there fails, and nothing reaches the archive
-        r = demo_hub.server("alice", "PUT", "api/contents/data/psa-rosetta/notes.txt",
-                            json={"type": "file", "format": "text", "content": "hello"})
+        r = demo_hub.server(
+            "alice",
+            "PUT",
+            "api/contents/data/psa-rosetta/notes.txt",
+            json={"type": "file", "format": "text", "content": "hello"},
+        )
         assert r.status_code >= 400, r.text
         assert not (demo_archive / "psa-rosetta" / "notes.txt").exists()
         # ... while her workspace itself is writable
-        r = demo_hub.server("alice", "PUT", "api/contents/notes.txt",
-                            json={"type": "file", "format": "text", "content": "hello"})
+        r = demo_hub.server(
+            "alice",
+            "PUT",
+            "api/contents/notes.txt",
+            json={"type": "file", "format": "text", "content": "hello"},
+        )
         assert r.status_code in (200, 201), r.text
     finally:
         demo_hub.stop_server("alice")
 
 
 def test_bob_is_refused_the_restricted_volume_and_nothing_starts(demo_hub):
-    r = demo_hub.api("POST", "users/bob/server",
-                     json={"profile": "planetary-lab", "volumes": ["psa-rosetta",
-                                                                   "rosetta-restricted"]})
+    r = demo_hub.api(
+        "POST",
+        "users/bob/server",
+        json={"profile": "planetary-lab", "volumes": ["psa-rosetta", "rosetta-restricted"]},
+    )
     assert r.status_code == 403, r.text
     assert "rosetta-restricted" in r.json()["message"]
     model = demo_hub.api("GET", "users/bob").json()

@@ -13,12 +13,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_datalab_fields_and_problems(tmp_path):
-    write(tmp_path, "m/datalabs/good.yaml", datalab_yaml("Good", """\
+    write(
+        tmp_path,
+        "m/datalabs/good.yaml",
+        datalab_yaml(
+            "Good",
+            """\
 abstract: A lab
 creator: Team
 resources: {cpu_limit: 1.5, mem_limit: 2G}
 default_volumes: [v, missing]
-"""))
+""",
+        ),
+    )
     write(tmp_path, "m/datalabs/desk.yaml", "title: Desk\nkind: desktop\nimage: x/y:1\n")
     write(tmp_path, "m/datalabs/typo.yaml", datalab_yaml("Typo", "imgae: x\n"))
     write(tmp_path, "m/datalabs/kind.yaml", "title: K\nkind: vm\nimage: x\n")
@@ -30,11 +37,16 @@ default_volumes: [v, missing]
     good = cat.datalabs.entries["good"]
     assert (good.mission, good.resources.cpu_limit, good.resources.mem_limit) == ("m", 1.5, "2G")
     found = [str(p) for p in cat.problems]
-    assert found[0] == "m/datalabs/desk.yaml: default_url: a desktop datalab must say which URL to open"
+    assert (
+        found[0]
+        == "m/datalabs/desk.yaml: default_url: a desktop datalab must say which URL to open"
+    )
     assert "m/datalabs/good.yaml: default_volumes.1: no volume 'missing' in the catalogue" in found
     assert "m/datalabs/kind.yaml: kind: 'vm' is not one of ['notebook', 'desktop', 'app']" in found
-    assert any(p.startswith("m/datalabs/mem.yaml: resources.mem_limit: 'lots' does not match")
-               for p in found)
+    assert any(
+        p.startswith("m/datalabs/mem.yaml: resources.mem_limit: 'lots' does not match")
+        for p in found
+    )
     assert any(p.startswith("m/datalabs/typo.yaml: imgae: unknown field") for p in found)
 
 
@@ -50,7 +62,9 @@ def test_check_fails_and_lists_every_problem(tmp_path):
     write(tmp_path, "m/volumes/ok.yaml", volume_yaml("ok"))
     proc = subprocess.run(
         [sys.executable, "-m", "datalabs_spawner.cli", "catalogue", "check", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == [
@@ -67,7 +81,10 @@ def test_list_json_has_the_resolved_entries(capsys):
     assert {"planetary-lab", "astronomy-lab", "topcat"} <= slugs
     volumes = {v["id"]: v for v in data["volumes"]}
     assert volumes["rosetta-restricted"]["access"] == {
-        "groups": ["rosetta-team"], "users": [], "embargo_until": "2031-01-01"}
+        "groups": ["rosetta-team"],
+        "users": [],
+        "embargo_until": "2031-01-01",
+    }
     assert volumes["psa-rosetta"]["access"] == {"groups": [], "users": []}
     assert len({v["mission"] for v in data["volumes"]}) >= 3
     assert data["problems"] == []
@@ -76,7 +93,9 @@ def test_list_json_has_the_resolved_entries(capsys):
 def test_missing_directory_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "datalabs_spawner.cli", "catalogue", "check", str(tmp_path / "no")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert f"not a directory: {tmp_path / 'no'}" in proc.stderr

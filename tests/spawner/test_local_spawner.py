@@ -36,7 +36,9 @@ def catalogue_dir(tmp_path):
         write(cat, f"m/volumes/{vid}.yaml", volume_yaml(vid))
     write(cat, "m/volumes/secret.yaml", volume_yaml("secret", extra="access: {groups: [team]}\n"))
     write(cat, "m/volumes/gone.yaml", volume_yaml("gone"))
-    write(cat, "m/volumes/nfs.yaml", "id: nfs\ntitle: N\nsource: {type: nfs, server: s, path: /p}\n")
+    write(
+        cat, "m/volumes/nfs.yaml", "id: nfs\ntitle: N\nsource: {type: nfs, server: s, path: /p}\n"
+    )
     return cat
 
 
@@ -48,10 +50,16 @@ def make_spawner(hub_user, tmp_path, archive, catalogue_dir):
         user = hub_user(name, groups)
         kw.setdefault("cmd", SLEEP)
         spawner = user._new_spawner(
-            "", spawner_class=DatalabsLocalSpawner,
-            catalogue_dirs=[str(catalogue_dir)], catalogue_refresh_seconds=0,
-            workspace_root=str(tmp_path / "workspaces"), volume_root=str(archive),
-            interrupt_timeout=1, term_timeout=1, kill_timeout=1, **kw,
+            "",
+            spawner_class=DatalabsLocalSpawner,
+            catalogue_dirs=[str(catalogue_dir)],
+            catalogue_refresh_seconds=0,
+            workspace_root=str(tmp_path / "workspaces"),
+            volume_root=str(archive),
+            interrupt_timeout=1,
+            term_timeout=1,
+            kill_timeout=1,
+            **kw,
         )
         made.append(spawner)
         return spawner
@@ -87,10 +95,22 @@ async def test_start_mounts_chosen_volumes_read_only_and_stop_unmounts(make_spaw
         assert await spawner.poll() is None
         env = spawner.get_env()
         assert json.loads(env["DATALABS_VOLUMES"]) == [
-            {"id": "psa", "title": "Volume psa", "mission": "m", "version": None,
-             "path": str(data / "psa"), "read_only": True},
-            {"id": "spice", "title": "Volume spice", "mission": "m", "version": None,
-             "path": str(data / "spice"), "read_only": True},
+            {
+                "id": "psa",
+                "title": "Volume psa",
+                "mission": "m",
+                "version": None,
+                "path": str(data / "psa"),
+                "read_only": True,
+            },
+            {
+                "id": "spice",
+                "title": "Volume spice",
+                "mission": "m",
+                "version": None,
+                "path": str(data / "spice"),
+                "read_only": True,
+            },
         ]
         assert env["HOME"] == str(spawner.workspace) == env["JUPYTERHUB_ROOT_DIR"]
         assert "--allow-root" in spawner.get_args()
@@ -189,7 +209,9 @@ async def test_rclone_fallback_mounts_read_only(make_spawner):
         assert (target / "README.txt").read_text() == "psa data\n"
         with pytest.raises(OSError):
             (target / "new.txt").write_text("x")
-        assert "Attached volume psa at data/psa (read-only, rclone mount)" in await events_of(spawner)
+        assert "Attached volume psa at data/psa (read-only, rclone mount)" in await events_of(
+            spawner
+        )
     finally:
         await spawner.stop()
     assert mounts_under(Path(spawner.workspace)) == []

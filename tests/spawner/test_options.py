@@ -21,22 +21,42 @@ BOB = Who("bob", ())
 
 @pytest.fixture
 def catalogue(tmp_path):
-    write(tmp_path, "rosetta/datalabs/planetary.yaml", datalab_yaml("Planetary", """\
+    write(
+        tmp_path,
+        "rosetta/datalabs/planetary.yaml",
+        datalab_yaml(
+            "Planetary",
+            """\
 default_volumes: [psa, secret]
 options:
   image_versions:
     - {name: "2", image: example/planetary:2, default: true}
     - {name: "1", image: example/planetary:1}
-"""))
-    write(tmp_path, "rosetta/datalabs/team-only.yaml",
-          datalab_yaml("Team", "access: {groups: [rosetta-team]}\n"))
-    write(tmp_path, "rosetta/volumes/psa.yaml", volume_yaml("psa", extra="""\
+""",
+        ),
+    )
+    write(
+        tmp_path,
+        "rosetta/datalabs/team-only.yaml",
+        datalab_yaml("Team", "access: {groups: [rosetta-team]}\n"),
+    )
+    write(
+        tmp_path,
+        "rosetta/volumes/psa.yaml",
+        volume_yaml(
+            "psa",
+            extra="""\
 versions:
   - {name: v1}
   - {name: v2, default: true, source: {type: local, path: psa-v2}}
-"""))
-    write(tmp_path, "rosetta/volumes/secret.yaml",
-          volume_yaml("secret", extra="access: {groups: [rosetta-team]}\n"))
+""",
+        ),
+    )
+    write(
+        tmp_path,
+        "rosetta/volumes/secret.yaml",
+        volume_yaml("secret", extra="access: {groups: [rosetta-team]}\n"),
+    )
     write(tmp_path, "juice/volumes/spice.yaml", volume_yaml("spice"))
     cat = Catalogue([tmp_path])
     cat.refresh()
@@ -60,35 +80,72 @@ def test_explicit_choice_with_versions(catalogue):
     )
     assert choice.image == "example/planetary:1"
     assert [(v.id, v.version, v.source.path) for v in choice.volumes] == [
-        ("spice", None, "spice"), ("psa", "v1", "psa")]
+        ("spice", None, "spice"),
+        ("psa", "v1", "psa"),
+    ]
     assert choice.to_user_options() == {
-        "profile": "planetary", "image": "1", "volumes": ["spice", "psa@v1"]}
+        "profile": "planetary",
+        "image": "1",
+        "volumes": ["spice", "psa@v1"],
+    }
     assert resolve_choice({"profile": "planetary", "volumes": []}, catalogue, BOB).volumes == ()
 
 
 @pytest.mark.parametrize(
     ("options", "status", "message"),
     [
-        ({"profile": "planetary", "volumes": ["secret"]}, 403,
-         "Volume 'secret' does not exist or you may not read it."),
-        ({"profile": "planetary", "volumes": ["nope"]}, 403,
-         "Volume 'nope' does not exist or you may not read it."),
-        ({"profile": "team-only"}, 403, "Datalab 'team-only' does not exist or you may not use it."),
-        ({"profile": "planetary", "image": "9"}, 400,
-         "Datalab 'planetary' has no image version '9' (versions: 2, 1)."),
-        ({"profile": "planetary", "volumes": ["psa@v9"]}, 400,
-         "Volume 'psa' has no version 'v9' (versions: v1, v2)."),
-        ({"profile": "planetary", "volumes": "psa"}, 400, "'volumes' must be a list of volume ids."),
-        ({"profile": "planetary", "volumes": [{"id": "psa"}]}, 400,
-         "Volume ids are strings; got {'id': 'psa'}."),
-        ({"profile": "planetary", "volumes": ["psa@v1", "psa@v2"]}, 400,
-         "Volume 'psa' is asked for twice, in two versions."),
-        ({"profile": "planetary", "gpu": True}, 400,
-         "Unknown session option(s): gpu. Known options: profile, image, volumes."),
+        (
+            {"profile": "planetary", "volumes": ["secret"]},
+            403,
+            "Volume 'secret' does not exist or you may not read it.",
+        ),
+        (
+            {"profile": "planetary", "volumes": ["nope"]},
+            403,
+            "Volume 'nope' does not exist or you may not read it.",
+        ),
+        (
+            {"profile": "team-only"},
+            403,
+            "Datalab 'team-only' does not exist or you may not use it.",
+        ),
+        (
+            {"profile": "planetary", "image": "9"},
+            400,
+            "Datalab 'planetary' has no image version '9' (versions: 2, 1).",
+        ),
+        (
+            {"profile": "planetary", "volumes": ["psa@v9"]},
+            400,
+            "Volume 'psa' has no version 'v9' (versions: v1, v2).",
+        ),
+        (
+            {"profile": "planetary", "volumes": "psa"},
+            400,
+            "'volumes' must be a list of volume ids.",
+        ),
+        (
+            {"profile": "planetary", "volumes": [{"id": "psa"}]},
+            400,
+            "Volume ids are strings; got {'id': 'psa'}.",
+        ),
+        (
+            {"profile": "planetary", "volumes": ["psa@v1", "psa@v2"]},
+            400,
+            "Volume 'psa' is asked for twice, in two versions.",
+        ),
+        (
+            {"profile": "planetary", "gpu": True},
+            400,
+            "Unknown session option(s): gpu. Known options: profile, image, volumes.",
+        ),
         (["planetary"], 400, None),
         ({"profile": 3}, 400, "'profile' must be the slug of a datalab (a string)."),
-        ({"volumes": ["../../etc"]}, 403,
-         "Volume '../../etc' does not exist or you may not read it."),
+        (
+            {"volumes": ["../../etc"]},
+            403,
+            "Volume '../../etc' does not exist or you may not read it.",
+        ),
     ],
 )
 def test_refusals_name_what_is_refused(catalogue, options, status, message):
@@ -119,10 +176,16 @@ def test_profile_list_is_derived_and_filtered_by_group(catalogue):
             "image": {
                 "display_name": "Image version",
                 "choices": {
-                    "2": {"display_name": "2", "default": True,
-                          "kubespawner_override": {"image": "example/planetary:2"}},
-                    "1": {"display_name": "1", "default": False,
-                          "kubespawner_override": {"image": "example/planetary:1"}},
+                    "2": {
+                        "display_name": "2",
+                        "default": True,
+                        "kubespawner_override": {"image": "example/planetary:2"},
+                    },
+                    "1": {
+                        "display_name": "1",
+                        "default": False,
+                        "kubespawner_override": {"image": "example/planetary:1"},
+                    },
                 },
             }
         },
@@ -130,10 +193,18 @@ def test_profile_list_is_derived_and_filtered_by_group(catalogue):
 
 
 def test_form_fields_become_user_options():
-    form = {"profile": ["planetary"], "image--planetary": ["1"], "image--other": ["x"],
-            "volumes": ["psa", "spice"], "volume-version--psa": ["v1"]}
+    form = {
+        "profile": ["planetary"],
+        "image--planetary": ["1"],
+        "image--other": ["x"],
+        "volumes": ["psa", "spice"],
+        "volume-version--psa": ["v1"],
+    }
     assert options_from_form(form) == {
-        "profile": "planetary", "image": "1", "volumes": ["psa@v1", "spice"]}
+        "profile": "planetary",
+        "image": "1",
+        "volumes": ["psa@v1", "spice"],
+    }
     assert options_from_form({"profile": ["planetary"]}) == {"profile": "planetary", "volumes": []}
 
 
@@ -144,7 +215,11 @@ def test_form_shows_only_what_the_user_may_use_and_escapes_text(catalogue, tmp_p
     # The first datalab and its default volumes the user may read are pre-selected
     assert checked(html, "profile") == ["planetary"]
     assert checked(html, "volumes") == ["psa"]
-    write(tmp_path, "evil/volumes/x.yaml", volume_yaml("x", extra="description: <script>alert(1)</script>\n"))
+    write(
+        tmp_path,
+        "evil/volumes/x.yaml",
+        volume_yaml("x", extra="description: <script>alert(1)</script>\n"),
+    )
     catalogue.refresh()
     html = render_form(usable_datalabs(catalogue, BOB), readable_volumes(catalogue, BOB))
     assert "<script>alert(1)</script>" not in html
@@ -152,7 +227,10 @@ def test_form_shows_only_what_the_user_may_use_and_escapes_text(catalogue, tmp_p
 
 
 def test_form_preselects_the_previous_choice(catalogue):
-    html = render_form(usable_datalabs(catalogue, ALICE), readable_volumes(catalogue, ALICE),
-                       {"profile": "team-only", "volumes": ["spice"]})
+    html = render_form(
+        usable_datalabs(catalogue, ALICE),
+        readable_volumes(catalogue, ALICE),
+        {"profile": "team-only", "volumes": ["spice"]},
+    )
     assert checked(html, "profile") == ["team-only"]
     assert checked(html, "volumes") == ["spice"]

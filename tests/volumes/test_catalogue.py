@@ -12,7 +12,12 @@ def problems_of(cat):
 
 
 def test_valid_volumes_are_loaded_with_their_fields(tmp_path):
-    write(tmp_path, "rosetta/volumes/psa.yaml", volume_yaml("psa", extra="""\
+    write(
+        tmp_path,
+        "rosetta/volumes/psa.yaml",
+        volume_yaml(
+            "psa",
+            extra="""\
 description: PDS4 bundle
 access:
   groups: [team]
@@ -23,7 +28,9 @@ versions:
   - name: v2
     default: true
     source: {type: pvc, claim: archive, subPath: psa/v2}
-"""))
+""",
+        ),
+    )
     cat = VolumeCatalogue([tmp_path])
     cat.refresh()
     assert problems_of(cat) == []
@@ -47,14 +54,18 @@ def test_broken_yaml_is_reported_with_line_and_the_rest_is_served(tmp_path):
 
 
 def test_unknown_and_missing_fields_are_named(tmp_path):
-    write(tmp_path, "m/volumes/typo.yaml", "id: typo\ntitel: Oops\nsource: {type: local, path: x}\n")
+    write(
+        tmp_path, "m/volumes/typo.yaml", "id: typo\ntitel: Oops\nsource: {type: local, path: x}\n"
+    )
     write(tmp_path, "m/volumes/nosource.yaml", "id: nosource\ntitle: No source\n")
     write(tmp_path, "m/volumes/nfs.yaml", "id: nfs\ntitle: N\nsource: {type: nfs, path: /x}\n")
     cat = VolumeCatalogue([tmp_path])
     cat.refresh()
     found = problems_of(cat)
-    assert "m/volumes/typo.yaml: titel: unknown field (known: access, description, id, " \
+    assert (
+        "m/volumes/typo.yaml: titel: unknown field (known: access, description, id, "
         "mission, mount_path, source, title, versions)" in found
+    )
     assert "m/volumes/typo.yaml: title: required field is missing" in found
     assert "m/volumes/nosource.yaml: source: required field is missing" in found
     assert "m/volumes/nfs.yaml: source.server: required field is missing" in found
@@ -85,11 +96,21 @@ def test_path_traversal_in_ids_paths_and_subpaths_is_refused(tmp_path):
     write(tmp_path, "m/volumes/a.yaml", volume_yaml("../etc"))
     write(tmp_path, "m/volumes/b.yaml", volume_yaml("b", path="../../etc"))
     write(tmp_path, "m/volumes/c.yaml", volume_yaml("c", path="/etc"))
-    write(tmp_path, "m/volumes/d.yaml",
-          "id: d\ntitle: D\nsource: {type: pvc, claim: archive, subPath: a/../../b}\n")
-    write(tmp_path, "m/volumes/e.yaml", "id: e\ntitle: E\nsource: {type: nfs, server: nfs.example,"
-          " path: /exports/../etc}\n")
-    write(tmp_path, "m/volumes/Upper Case.yaml", "title: no id field\nsource: {type: local, path: x}\n")
+    write(
+        tmp_path,
+        "m/volumes/d.yaml",
+        "id: d\ntitle: D\nsource: {type: pvc, claim: archive, subPath: a/../../b}\n",
+    )
+    write(
+        tmp_path,
+        "m/volumes/e.yaml",
+        "id: e\ntitle: E\nsource: {type: nfs, server: nfs.example, path: /exports/../etc}\n",
+    )
+    write(
+        tmp_path,
+        "m/volumes/Upper Case.yaml",
+        "title: no id field\nsource: {type: local, path: x}\n",
+    )
     write(tmp_path, "m/volumes/f.yaml", volume_yaml("f", extra="mount_path: ../up\n"))
     cat = VolumeCatalogue([tmp_path])
     cat.refresh()
@@ -107,7 +128,11 @@ def test_path_traversal_in_ids_paths_and_subpaths_is_refused(tmp_path):
 
 
 def test_bad_embargo_date_and_wrong_types(tmp_path):
-    write(tmp_path, "m/volumes/a.yaml", volume_yaml("a", extra="access: {embargo_until: 2030-02-31}\n"))
+    write(
+        tmp_path,
+        "m/volumes/a.yaml",
+        volume_yaml("a", extra="access: {embargo_until: 2030-02-31}\n"),
+    )
     write(tmp_path, "m/volumes/b.yaml", "- just\n- a list\n")
     write(tmp_path, "m/volumes/c.yaml", "")
     cat = VolumeCatalogue([tmp_path])

@@ -27,7 +27,10 @@ def test_nfs_volume_is_read_only():
         "nfs": {"server": "nfs.example.org", "path": "/exports/psa", "readOnly": True},
     }
     assert pod_volume_mount(NFS, "/home/jovyan/data") == {
-        "name": "dlv-psa", "mountPath": "/home/jovyan/data/psa", "readOnly": True}
+        "name": "dlv-psa",
+        "mountPath": "/home/jovyan/data/psa",
+        "readOnly": True,
+    }
 
 
 def test_pvc_volume_with_subpath_is_read_only():
@@ -36,17 +39,26 @@ def test_pvc_volume_with_subpath_is_read_only():
         "persistentVolumeClaim": {"claimName": "archive", "readOnly": True},
     }
     assert pod_volume_mount(PVC, "/data") == {
-        "name": "dlv-spice", "mountPath": "/data/spice", "readOnly": True, "subPath": "spice/v2"}
+        "name": "dlv-spice",
+        "mountPath": "/data/spice",
+        "readOnly": True,
+        "subPath": "spice/v2",
+    }
 
 
 def test_local_volume_needs_the_archive_claim():
     with pytest.raises(UnmountableVolume, match="archive_claim"):
         pod_volume(LOCAL)
     assert pod_volume(LOCAL, "datalabs-archive")["persistentVolumeClaim"] == {
-        "claimName": "datalabs-archive", "readOnly": True}
+        "claimName": "datalabs-archive",
+        "readOnly": True,
+    }
     assert pod_volume_mount(LOCAL, "/data") == {
-        "name": "dlv-cat", "mountPath": "/data/catalogue", "readOnly": True,
-        "subPath": "esasky/cat"}
+        "name": "dlv-cat",
+        "mountPath": "/data/catalogue",
+        "readOnly": True,
+        "subPath": "esasky/cat",
+    }
 
 
 def test_merge_keeps_operator_volumes_and_replaces_ours_from_a_previous_start():

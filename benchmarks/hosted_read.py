@@ -1,0 +1,67 @@
+"""Read throughput of a 1 GiB file inside a hosted-volume mount, against reading it directly.
+
+Baseline: reading the same file at its own path, in the same run, interleaved with the mounted
+reads so that machine noise hits both alike. Both read warm (page cache), which is how a
+notebook re-reading archive files sees them. The mount is the one DatalabsLocalSpawner makes
+(a read-only bind mount when run as root, else the rclone fallback, which will miss the target).
+Last line: ``hosted_read: ratio=<mounted throughput / direct throughput> target=0.95``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datalabs_volumes.mount.local import LocalMounter  # noqa: E402
+
+SIZE = 1 << 30
+CHUNK = 4 << 20
+ROUNDS = 5
+
+
+def read_all(path: Path) -> float:
+    start = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while f.readinto(view):
+            pass
+    return time.perf_counter() - start
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp:
+        archive = Path(tmp) / "archive" / "psa"
+        archive.mkdir(parents=True)
+        data = archive / "big.dat"
+        with open(data, "wb") as f:
+            block = os.urandom(CHUNK)
+            for _ in range(SIZE // CHUNK):
+                f.write(block)
+        target = Path(tmp) / "workspace" / "data" / "psa"
+        mounter = LocalMounter("auto")
+        mounted = await mounter.attach(archive, target)
+        try:
+            read_all(data)
+            read_all(target / "big.dat")  # warm both paths
+            direct, through = [], []
+            for _ in range(ROUNDS):
+                direct.append(read_all(data))
+                through.append(read_all(target / "big.dat"))
+        finally:
+            await mounter.detach(target)
+    d, t = statistics.median(direct), statistics.median(through)
+    print(f"direct read (baseline): {SIZE / d / 2**20:.0f} MiB/s (median of {ROUNDS})")
+    print(f"through the {mounted.method} mount: {SIZE / t / 2**20:.0f} MiB/s (median of {ROUNDS})")
+    print(f"hosted_read: ratio={d / t:.3f} target=0.95")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

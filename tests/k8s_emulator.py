@@ -466,7 +466,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         # is an HTTP 400 and not an ERROR event in an already started stream.
         selection = self._selection(request)
         try:
-            timeout = 0
+            timeout = int(request.params.get("timeoutSeconds", "0"))
             since = request.params.get("resourceVersion", "")
             start = int(since) if since not in ("", "0") else None
         except ValueError:
@@ -611,7 +611,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                 {
                     "name": c["name"],
                     "image": c.get("image", ""),
-                    "imageID": "",
+                    
                     "ready": True,
                     "started": True,
                     "restartCount": 0,

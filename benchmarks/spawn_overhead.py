@@ -44,12 +44,17 @@ def main() -> None:
         (Path(tmp) / "ours").mkdir()
         (Path(tmp) / "plain").mkdir()
         ours = stack.enter_context(running_hub(Path(tmp) / "ours", archive))
-        plain = stack.enter_context(running_hub(
-            Path(tmp) / "plain", archive,
-            ["--JupyterHub.spawner_class=simple",
-             f"--SimpleLocalProcessSpawner.home_dir_template={tmp}/plain/home/{{username}}",
-             "--Spawner.args=--allow-root"],
-        ))
+        plain = stack.enter_context(
+            running_hub(
+                Path(tmp) / "plain",
+                archive,
+                [
+                    "--JupyterHub.spawner_class=simple",
+                    f"--SimpleLocalProcessSpawner.home_dir_template={tmp}/plain/home/{{username}}",
+                    "--Spawner.args=--allow-root",
+                ],
+            )
+        )
         body = {"profile": "planetary-lab", "volumes": VOLUMES}
         timed_spawn(ours, body)  # warm-up: imports, first JupyterLab start
         timed_spawn(plain, {})

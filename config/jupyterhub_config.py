@@ -38,8 +38,11 @@ c.JupyterHub.cleanup_servers = True
 # -- Who may log in: the demo users, one shared demo password ------------------------------
 password = os.environ.get("DATALABS_DEMO_PASSWORD") or secrets.token_urlsafe(12)
 if "DATALABS_DEMO_PASSWORD" not in os.environ:
-    print(f"\n  Datalabs demo: log in at http://{ip}:{port} as alice or bob, "
-          f"password: {password}\n", file=sys.stderr, flush=True)
+    print(
+        f"\n  Datalabs demo: log in at http://{ip}:{port} as alice or bob, password: {password}\n",
+        file=sys.stderr,
+        flush=True,
+    )
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = password
 c.Authenticator.allowed_users = {"alice", "bob"}

@@ -197,8 +197,10 @@ def build_datalab(doc: dict[str, Any], mission: str, stem: str, rel: str) -> Dat
         default_url=doc.get("default_url", ""),
         command=tuple(doc.get("command", ())),
         resources=Resources(
-            res.get("cpu_limit"), res.get("cpu_guarantee"),
-            res.get("mem_limit"), res.get("mem_guarantee"),
+            res.get("cpu_limit"),
+            res.get("cpu_guarantee"),
+            res.get("mem_limit"),
+            res.get("mem_guarantee"),
         ),
         default_volumes=tuple(dict.fromkeys(doc.get("default_volumes", ()))),
         access=build_access(doc.get("access")),
@@ -211,8 +213,9 @@ class DatalabCatalogue(EntryDirectory[Datalab]):
     """The datalabs published under ``<root>/<mission>/datalabs/``."""
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]]):
-        super().__init__(roots, "datalabs", DATALAB_SCHEMA, build_datalab, lambda d: d.slug,
-                         "datalab")
+        super().__init__(
+            roots, "datalabs", DATALAB_SCHEMA, build_datalab, lambda d: d.slug, "datalab"
+        )
 
     def usable_by(
         self, user: str, groups: Iterable[str], today: date | None = None
@@ -240,8 +243,11 @@ class Catalogue:
         for d in self.datalabs.entries.values():
             for i, vid in enumerate(d.default_volumes):
                 if vid not in self.volumes.entries:
-                    found.append(Problem(d.file, f"default_volumes.{i}",
-                                         f"no volume {vid!r} in the catalogue"))
+                    found.append(
+                        Problem(
+                            d.file, f"default_volumes.{i}", f"no volume {vid!r} in the catalogue"
+                        )
+                    )
         return sorted(found)
 
 

@@ -42,8 +42,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     datalabs = [d.to_json() for d in catalogue.datalabs.entries.values()]
     volumes = [v.to_json() for v in catalogue.volumes.entries.values()]
     if args.json:
-        json.dump({"datalabs": datalabs, "volumes": volumes,
-                   "problems": [str(p) for p in catalogue.problems]}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "datalabs": datalabs,
+                "volumes": volumes,
+                "problems": [str(p) for p in catalogue.problems],
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
         return 0
     print("Datalabs:")
@@ -51,8 +58,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {d['slug']:<28} {d['kind']:<8} {d['mission']:<12} {d['title']}")
     print("Volumes:")
     for v in volumes:
-        who = "everyone" if not (v["access"]["groups"] or v["access"]["users"]) else (
-            "groups " + ",".join(v["access"]["groups"]) + " users " + ",".join(v["access"]["users"])
+        who = (
+            "everyone"
+            if not (v["access"]["groups"] or v["access"]["users"])
+            else (
+                "groups "
+                + ",".join(v["access"]["groups"])
+                + " users "
+                + ",".join(v["access"]["users"])
+            )
         )
         print(f"  {v['id']:<28} {v['mission']:<12} {v['title']}  [{who}]")
     for p in catalogue.problems:

@@ -94,12 +94,18 @@ def resolve_choice(
     if user_options is None:
         user_options = {}
     if not isinstance(user_options, Mapping):
-        raise ChoiceError(400, "Session options must be a JSON object such as "
-                               '{"profile": "<datalab>", "volumes": ["<volume id>"]}.')
+        raise ChoiceError(
+            400,
+            "Session options must be a JSON object such as "
+            '{"profile": "<datalab>", "volumes": ["<volume id>"]}.',
+        )
     unknown = sorted(set(user_options) - set(KNOWN_OPTIONS))
     if unknown:
-        raise ChoiceError(400, f"Unknown session option(s): {', '.join(map(str, unknown))}. "
-                               f"Known options: {', '.join(KNOWN_OPTIONS)}.")
+        raise ChoiceError(
+            400,
+            f"Unknown session option(s): {', '.join(map(str, unknown))}. "
+            f"Known options: {', '.join(KNOWN_OPTIONS)}.",
+        )
 
     datalabs = usable_datalabs(catalogue, who, today)
     slug = user_options.get("profile")
@@ -124,8 +130,10 @@ def resolve_choice(
         image = datalab.image_for(image_version)
     except KeyError:
         names = ", ".join(v.name for v in datalab.image_versions) or "none"
-        raise ChoiceError(400, f"Datalab '{datalab.slug}' has no image version "
-                               f"'{image_version}' (versions: {names}).") from None
+        raise ChoiceError(
+            400,
+            f"Datalab '{datalab.slug}' has no image version '{image_version}' (versions: {names}).",
+        ) from None
 
     requested = user_options.get("volumes")
     if requested is None:
@@ -160,16 +168,20 @@ def _resolve_volumes(
             picked = choose(volume, version or None)
         except KeyError:
             names = ", ".join(v.name for v in volume.versions) or "none"
-            raise ChoiceError(400, f"Volume '{vid}' has no version '{version}' "
-                                   f"(versions: {names}).") from None
+            raise ChoiceError(
+                400, f"Volume '{vid}' has no version '{version}' (versions: {names})."
+            ) from None
         if vid in chosen and chosen[vid].version != picked.version:
             raise ChoiceError(400, f"Volume '{vid}' is asked for twice, in two versions.")
         chosen[vid] = picked
     folders: dict[str, str] = {}
     for c in chosen.values():
         if c.volume.folder in folders:
-            raise ChoiceError(400, f"Volumes '{folders[c.volume.folder]}' and '{c.id}' would be "
-                                   f"mounted at the same folder '{c.volume.folder}'.")
+            raise ChoiceError(
+                400,
+                f"Volumes '{folders[c.volume.folder]}' and '{c.id}' would be "
+                f"mounted at the same folder '{c.volume.folder}'.",
+            )
         folders[c.volume.folder] = c.id
     return list(chosen.values())
 

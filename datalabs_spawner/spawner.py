@@ -23,9 +23,9 @@ from tornado import web
 from traitlets import Dict, Enum, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
-from datalabs_volumes.mount.local import LocalMounter, MountError, Mounted
 from datalabs_volumes.models import ChosenVolume, Volume
+from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
+from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
 
 from .catalogue import Catalogue, shared_catalogue
 from .form import render_form
@@ -142,8 +142,11 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             raise _http_error(e.status, e.message) from None
         for c in choice.volumes:
             if not self.mountable(c):
-                raise _http_error(400, f"Volume '{c.id}' has a {c.source.type} source, which "
-                                       f"this hub's spawner cannot attach.")
+                raise _http_error(
+                    400,
+                    f"Volume '{c.id}' has a {c.source.type} source, which "
+                    f"this hub's spawner cannot attach.",
+                )
         return choice
 
     # -- the spawn form ----------------------------------------------------------------------
@@ -330,8 +333,11 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
                 ) from None
             self._mounted.append(mounted)
             paths[chosen.id] = str(target)
-            self._emit(f"Attached volume {chosen.id} at data/{chosen.volume.folder} "
-                       f"(read-only, {mounted.method} mount)", 10 + 60 * i // total)
+            self._emit(
+                f"Attached volume {chosen.id} at data/{chosen.volume.folder} "
+                f"(read-only, {mounted.method} mount)",
+                10 + 60 * i // total,
+            )
         return paths
 
     async def _detach_all(self) -> None:
@@ -416,8 +422,6 @@ class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
         except UnmountableVolume as e:
             raise _http_error(400, str(e)) from None
         paths = {c.id: mounts["datalabs-" + c.id]["mountPath"] for c in choice.volumes}
-        self.environment = {
-            **self.environment, **_escape_braces(self.volume_env(choice, paths))
-        }
+        self.environment = {**self.environment, **_escape_braces(self.volume_env(choice, paths))}
         for c in choice.volumes:
             self._emit(f"Volume {c.id} will be mounted read-only at {paths[c.id]}")

@@ -224,8 +224,12 @@ class EntryDirectory(Generic[T]):
             rel = path.relative_to(root).as_posix()
             if k in entries:
                 problems.append(
-                    Problem(rel, "id", f"duplicate {self.kind} id {k!r}: already defined in "
-                            f"{origin[k]}; this file is ignored")
+                    Problem(
+                        rel,
+                        "id",
+                        f"duplicate {self.kind} id {k!r}: already defined in "
+                        f"{origin[k]}; this file is ignored",
+                    )
                 )
                 continue
             entries[k] = loaded.entry
@@ -262,12 +266,12 @@ _SOURCE_SCHEMA: dict[str, Any] = {
     },
     "additionalProperties": False,
     "allOf": [
-        {"if": {"properties": {"type": {"const": "local"}}},
-         "then": {"required": ["path"]}},
-        {"if": {"properties": {"type": {"const": "nfs"}}},
-         "then": {"required": ["server", "path"]}},
-        {"if": {"properties": {"type": {"const": "pvc"}}},
-         "then": {"required": ["claim"]}},
+        {"if": {"properties": {"type": {"const": "local"}}}, "then": {"required": ["path"]}},
+        {
+            "if": {"properties": {"type": {"const": "nfs"}}},
+            "then": {"required": ["server", "path"]},
+        },
+        {"if": {"properties": {"type": {"const": "pvc"}}}, "then": {"required": ["claim"]}},
     ],
 }
 
@@ -318,8 +322,9 @@ def build_source(doc: dict[str, Any], field: str) -> VolumeSource:
     kind = doc["type"]
     if kind == "local":
         if not is_safe_relative_path(doc["path"]):
-            raise EntryError(f"{field}.path", "must be a path relative to the archive root, "
-                             "without '..'")
+            raise EntryError(
+                f"{field}.path", "must be a path relative to the archive root, without '..'"
+            )
         return VolumeSource("local", path=doc["path"])
     if kind == "nfs":
         path = doc["path"]
@@ -348,8 +353,11 @@ def check_id(doc: dict[str, Any], key: str, stem: str) -> str:
     """The entry's id: the field when given, else the file name, which must then fit the rules."""
     value = doc.get(key, stem)
     if not isinstance(value, str) or not ID_RE.match(value):
-        raise EntryError(key, f"{value!r} is not a valid id: the file name is used when the field "
-                         "is absent, and ids are lower-case letters, digits and dashes")
+        raise EntryError(
+            key,
+            f"{value!r} is not a valid id: the file name is used when the field "
+            "is absent, and ids are lower-case letters, digits and dashes",
+        )
     return value
 
 
@@ -363,8 +371,11 @@ def build_volume(doc: dict[str, Any], mission: str, stem: str, rel: str) -> Volu
             raise EntryError(f"versions.{i}.name", f"duplicate version {v['name']!r}")
         names.add(v["name"])
         vsource = build_source(v["source"], f"versions.{i}.source") if "source" in v else source
-        versions.append(VolumeVersion(v["name"], vsource, v.get("description", ""),
-                                      bool(v.get("default", False))))
+        versions.append(
+            VolumeVersion(
+                v["name"], vsource, v.get("description", ""), bool(v.get("default", False))
+            )
+        )
     if sum(v.default for v in versions) > 1:
         raise EntryError("versions", "more than one version is marked default")
     return Volume(

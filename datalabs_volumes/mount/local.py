@@ -39,7 +39,9 @@ class Mounted:
 def _unescape(field: str) -> str:
     # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
     return (
-        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
         .replace("\\134", "\\")
     )
 
@@ -74,7 +76,9 @@ def rclone_binary() -> str:
 
 async def _run(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -109,7 +113,8 @@ class LocalMounter:
             if method == "rclone":
                 log.warning(
                     "The hub cannot bind-mount (not root); attaching %s through a read-only "
-                    "rclone mount, which reads far slower than a bind mount.", source
+                    "rclone mount, which reads far slower than a bind mount.",
+                    source,
                 )
         if method == "bind":
             try:
@@ -134,15 +139,25 @@ class LocalMounter:
     async def _rclone(self, source: Path, target: Path) -> Mounted:
         env = dict(os.environ, RCLONE_CONFIG=os.devnull)
         argv = [
-            rclone_binary(), "mount", str(source), str(target),
-            "--read-only", "--daemon", "--daemon-wait", f"{self.rclone_timeout:.0f}s",
-            "--dir-cache-time", "5s",
+            rclone_binary(),
+            "mount",
+            str(source),
+            str(target),
+            "--read-only",
+            "--daemon",
+            "--daemon-wait",
+            f"{self.rclone_timeout:.0f}s",
+            "--dir-cache-time",
+            "5s",
         ]
         if os.geteuid() == 0:
             argv.append("--allow-other")
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, env=env,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
         )
         out, _ = await proc.communicate()
         if proc.returncode or not is_mount_point(target):

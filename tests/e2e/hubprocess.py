@@ -42,14 +42,16 @@ class Hub:
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"}
-        return requests.request(method, f"{self.url}/hub/api/{path}", headers=headers,
-                                timeout=30, **kw)
+        return requests.request(
+            method, f"{self.url}/hub/api/{path}", headers=headers, timeout=30, **kw
+        )
 
     def server(self, user: str, method: str, path: str, **kw) -> requests.Response:
         """A request to ``user``'s single-user server (through the proxy)."""
         headers = {"Authorization": f"token {self.token}"}
-        return requests.request(method, f"{self.url}/user/{user}/{path}", headers=headers,
-                                timeout=30, **kw)
+        return requests.request(
+            method, f"{self.url}/user/{user}/{path}", headers=headers, timeout=30, **kw
+        )
 
     def wait_ready(self, user: str, timeout: float = 90) -> dict:
         deadline = time.monotonic() + timeout
@@ -105,7 +107,11 @@ def running_hub(state: Path, archive: Path, extra_args: Sequence[str] = ()) -> I
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG), *extra_args],
-            cwd=state, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=state,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     hub = Hub(f"http://127.0.0.1:{port}", token, password, state, log)
     try:

@@ -59,6 +59,8 @@ c.JupyterHub.spawner_class = "datalabs-local"
 c.DatalabsSpawnerMixin.catalogue_dirs = [str(here / "catalogue")]
 c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
 c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
+# Example notebooks per datalab, copied into workspaces/<user>/examples/<datalab>/ at start.
+c.DatalabsLocalSpawner.examples_dir = str(here / "notebooks")
 # The single-user server from this very environment, whatever PATH the hub was started with.
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"

@@ -19,6 +19,7 @@ from typing import Any
 from datalabs_volumes.models import ChosenVolume, Volume, choose
 
 from .catalogue import Catalogue, Datalab
+from .desktop import desktop_env
 
 KNOWN_OPTIONS = ("profile", "image", "volumes")
 #: More volumes than this in one session is a mistake or an attack, not a use case.
@@ -225,7 +226,16 @@ def make_profile_list(
             override["mem_limit"] = res.mem_limit
         if res.mem_guarantee:
             override["mem_guarantee"] = res.mem_guarantee
-        if d.command:
+        if d.kind == "desktop":
+            # A desktop's command is the application on the desktop, not the server: it goes
+            # to the session in the environment (KubeSpawner merges this dict into its own, and
+            # str.format()s the values, hence the doubled braces).
+            env = desktop_env(d)
+            if env:
+                override["environment"] = {
+                    k: v.replace("{", "{{").replace("}", "}}") for k, v in env.items()
+                }
+        elif d.command:
             override["cmd"] = list(d.command)
         override.update(extra_override or {})
         profile: dict[str, Any] = {

@@ -28,6 +28,8 @@ from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, se
 from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
 
 from .catalogue import Catalogue, shared_catalogue
+from .desktop import SESSION_SCRIPT, desktop_env
+from .examples import install_examples
 from .form import render_form
 from .options import (
     ChoiceError,
@@ -249,6 +251,16 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         """,
     )
 
+    examples_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        Folder of example notebooks, one subfolder per datalab slug: at each start,
+        ``<examples_dir>/<slug>/`` is copied to ``<workspace>/examples/<slug>/``, leaving files
+        the user already has (edited or not) untouched. Empty (default): no examples.
+        """,
+    )
+
     _mounted: list[Mounted]
 
     @default("cmd")
@@ -284,6 +296,14 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             args.append("--allow-root")
         return args
 
+    def get_env(self):
+        env = super().get_env()
+        if self.choice is not None:
+            # Set per start, never stored in self.environment, so that it cannot outlive a
+            # desktop session into the user's next (notebook) one.
+            env.update(desktop_env(self.choice.datalab, str(SESSION_SCRIPT)))
+        return env
+
     async def progress(self):
         async for event in self._datalabs_progress():
             yield event
@@ -296,6 +316,14 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             self.choice = choice
             workspace = self.workspace
             workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Before any mount, so that a failure here leaves nothing attached.
+            if self.examples_dir:
+                slug = choice.datalab.slug
+                copied = install_examples(
+                    Path(self.examples_dir) / slug, workspace / "examples" / slug
+                )
+                if copied:
+                    self._emit(f"Copied {len(copied)} example file(s) to examples/{slug}")
             mounter = LocalMounter(self.mount_method)
             stale = await mounter.clean(self.data_dir)
             if stale:

@@ -51,7 +51,7 @@ def test_alice_picks_a_datalab_and_volumes_and_sees_them_in_jupyterlab(page, dem
     form = page.locator("#datalabs-form")
     expect(form).to_be_visible()
     # Cards for each datalab; alice sees the restricted volume (she is in rosetta-team)
-    expect(form.locator(".dl-card")).to_have_count(3)
+    expect(form.locator(".dl-card")).to_have_count(4)
     expect(form.locator("input[value=rosetta-restricted]")).to_have_count(1)
     form.locator(".dl-card[data-slug=planetary-lab]").click()
     # Picking the planetary datalab pre-selects its default volumes

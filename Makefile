@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := fuse3 chromium chromium-driver
+# tigervnc-standalone-server, openbox and topcat (with Java) make the TOPCAT desktop datalab;
+# x11-utils gives the desktop test xwininfo.
+APT_PACKAGES := fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench system venv sample-data lint clean

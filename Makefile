@@ -45,6 +45,7 @@ bench: system venv sample-data
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint config/images/*/Dockerfile
 
 clean:
 	rm -rf $(VENV) .demo tests/artifacts

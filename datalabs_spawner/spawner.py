@@ -28,7 +28,7 @@ from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, se
 from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
 
 from .catalogue import Catalogue, shared_catalogue
-from .desktop import SESSION_SCRIPT, desktop_env
+from .desktop import COMMAND_ENV, SESSION_SCRIPT, desktop_env
 from .examples import install_examples
 from .form import render_form
 from .options import (
@@ -436,6 +436,9 @@ class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
         self._progress_events = []
         choice = self.resolve_user_options()
         self.choice = choice
+        # A desktop profile merges its application into self.environment, and JupyterHub keeps
+        # this spawner for the user's next session: forget it before the next profile applies.
+        self.environment = {k: v for k, v in self.environment.items() if k != COMMAND_ENV}
         # KubeSpawner applies image, resources and default_url from the derived profile.
         self.user_options = {**(self.user_options or {}), **choice.to_user_options()}
         await super().load_user_options()

@@ -98,6 +98,22 @@ async def test_kubernetes_pod_of_the_topcat_datalab(k8s_api):
     kubernetes_validate.validate(manifest, "1.30", strict=True)
 
 
+async def test_kubernetes_notebook_after_a_desktop_has_no_application_left(k8s_api):
+    # JupyterHub keeps one spawner per user across sessions, and KubeSpawner merges profile
+    # environments into it: the desktop's application must not reach the next session.
+    spawner = k8s_api.make_spawner(
+        DatalabsKubeSpawner, user="alice", catalogue_dirs=[str(DEMO_CATALOGUE)]
+    )
+    spawner.user_options = {"profile": "topcat", "volumes": []}
+    await spawner.load_user_options()
+    assert COMMAND_ENV in spawner.environment
+    spawner.user_options = {"profile": "astronomy-lab", "volumes": []}
+    await spawner.load_user_options()
+    pod = await spawner.get_pod_manifest()
+    assert COMMAND_ENV not in {e.name for e in pod.spec.containers[0].env}
+    assert pod.spec.containers[0].image == "datalabs/astronomy-lab:1.0"
+
+
 def test_local_desktop_environment_does_not_outlive_the_desktop_session(hub_user):
     user = hub_user("alice")
     spawner = user._new_spawner(

@@ -239,3 +239,16 @@ async def test_progress_streams_each_volume_while_start_runs(make_spawner):
         assert progress == sorted(progress) and progress[-1] == 80
     finally:
         await spawner.stop()
+
+
+def test_a_broken_catalogue_file_is_logged_and_the_rest_is_served(
+    make_spawner, catalogue_dir, caplog
+):
+    spawner = make_spawner()
+    write(catalogue_dir, "m/volumes/broken.yaml", "id: broken\ntitle: [oops\n")
+    with caplog.at_level("WARNING"):
+        html = spawner._render_datalabs_form()
+    assert any(
+        "m/volumes/broken.yaml: (yaml): not valid YAML" in r.getMessage() for r in caplog.records
+    )
+    assert 'value="psa"' in html and 'value="spice"' in html

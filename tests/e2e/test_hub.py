@@ -88,3 +88,18 @@ def test_a_forged_spawn_form_is_refused_on_the_form(demo_hub):
     )
     model = demo_hub.api("GET", "users/bob").json()
     assert model["servers"] == {} and not model["pending"]
+
+
+def test_only_the_demo_users_log_in(demo_hub):
+    def log_in(user, password):
+        s = requests.Session()
+        s.get(f"{demo_hub.url}/hub/login", timeout=30)
+        return s.post(
+            f"{demo_hub.url}/hub/login",
+            timeout=30,
+            data={"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")},
+        )
+
+    assert "/hub/login" not in log_in("alice", demo_hub.password).url
+    assert "Invalid username or password" in log_in("carol", demo_hub.password).text
+    assert "Invalid username or password" in log_in("alice", "wrong-password").text

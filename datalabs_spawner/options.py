@@ -110,6 +110,7 @@ def resolve_choice(
 
     datalabs = usable_datalabs(catalogue, who, today)
     slug = user_options.get("profile")
+    datalab: Datalab | None
     if slug in (None, ""):
         if not datalabs:
             raise ChoiceError(403, f"There is no datalab that {who.name} may start.")

@@ -3,7 +3,7 @@
 No API server can run on the machines this project is tested on, so the spawn lifecycle is tested
 against `kmock`'s ``KubernetesEmulator`` (an in-memory store of objects served over real HTTP by
 aiohttp). ``KubeAPIEmulator`` below is a small subclass that fills the gaps KubeSpawner 7 runs into
-(listed in ``../shared/FACTS.md``, "Kubernetes without a cluster"):
+(the project's FACTS.md lists them under "Kubernetes without a cluster"):
 
 What it emulates
 - Core v1 ``pods`` (with the ``status`` subresource), ``events``, ``persistentvolumeclaims``,
@@ -40,6 +40,7 @@ What it does not emulate
   (lists are replaced, not merged).
 - Namespaces as objects: ``POST /api/v1/namespaces`` crashes kmock's path parser, so KubeSpawner's
   ``enable_user_namespaces`` cannot be tested here.
+- Any other resource: undeclared ones answer 404, as on a cluster without that API.
 """
 
 import asyncio
@@ -456,7 +457,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         group, version = selection.resource.group, selection.resource.version
         return {
             "apiVersion": f"{group}/{version}" if group else version,
-            "kind": f"{info.kind}List",
+            "kind": f"{info.kind or ''}List",
             "metadata": {"resourceVersion": str(revision)},
             "items": items,
         }
@@ -611,7 +612,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                 {
                     "name": c["name"],
                     "image": c.get("image", ""),
-                    
+                    "imageID": "",
                     "ready": True,
                     "started": True,
                     "restartCount": 0,

@@ -11,8 +11,9 @@ Enable it with ``pytest_plugins = ["tests.k8s_fixtures"]`` in a test module or i
 KubeSpawner keeps process-wide state that outlives one test and one event loop, so the fixture
 resets all of it on the way in and out: the class-level reflectors, the API clients cached per
 loop (``kubespawner.clients._client_cache``), the ``lru_cache`` of ``load_config`` (else a later
-test on a recycled port would silently reuse an older emulator's configuration) and
-kubernetes_asyncio's default ``Configuration``.
+test on a recycled port would silently reuse an older emulator's configuration),
+kubernetes_asyncio's default ``Configuration`` and its kubeconfig location, which it reads from
+``KUBECONFIG`` only once, at import.
 """
 
 import asyncio

@@ -67,8 +67,8 @@ def merge_named(
         merged = {k: v for k, v in operator.items() if not k.startswith(prefix)}
     else:
         merged = {f"operator-{i:03d}": v for i, v in enumerate(operator)}
-    clash = {v.get("name") for v in merged.values()} & {v.get("name") for v in ours.values()}
-    if clash - {None}:
+    clash = {str(v.get("name")) for v in merged.values()} & {str(v["name"]) for v in ours.values()}
+    if clash:
         raise UnmountableVolume(
             f"The operator's volumes already use the name(s) {', '.join(sorted(clash))}"
         )

@@ -1,6 +1,7 @@
 """A real hub: alice starts a datalab with volumes through the REST API; bob is refused."""
 
 import pytest
+import requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,3 +58,48 @@ def test_unknown_datalab_is_refused_by_name(demo_hub):
     r = demo_hub.api("POST", "users/bob/server", json={"profile": "no-such-lab"})
     assert r.status_code == 403, r.text
     assert "Datalab 'no-such-lab'" in r.json()["message"]
+
+
+def test_a_forged_spawn_form_is_refused_on_the_form(demo_hub):
+    """bob's form does not offer the restricted volume; posting it anyway is refused."""
+    s = requests.Session()
+    login = s.get(f"{demo_hub.url}/hub/login", timeout=30)
+    xsrf = s.cookies.get("_xsrf") or login.text.split('name="_xsrf" value="')[1].split('"')[0]
+    r = s.post(
+        f"{demo_hub.url}/hub/login",
+        timeout=30,
+        data={"username": "bob", "password": demo_hub.password, "_xsrf": xsrf},
+    )
+    assert r.status_code == 200 and "/hub/login" not in r.url, r.url
+    form = s.get(f"{demo_hub.url}/hub/spawn", timeout=30)
+    assert 'value="psa-rosetta"' in form.text and "rosetta-restricted" not in form.text
+    r = s.post(
+        f"{demo_hub.url}/hub/spawn",
+        timeout=30,
+        data={
+            "_xsrf": s.cookies.get("_xsrf"),
+            "profile": "planetary-lab",
+            "volumes": ["psa-rosetta", "rosetta-restricted"],
+        },
+    )
+    assert (
+        "Volume &#39;rosetta-restricted&#39; does not exist or you may not read it." in r.text
+        or "Volume 'rosetta-restricted' does not exist or you may not read it." in r.text
+    )
+    model = demo_hub.api("GET", "users/bob").json()
+    assert model["servers"] == {} and not model["pending"]
+
+
+def test_only_the_demo_users_log_in(demo_hub):
+    def log_in(user, password):
+        s = requests.Session()
+        s.get(f"{demo_hub.url}/hub/login", timeout=30)
+        return s.post(
+            f"{demo_hub.url}/hub/login",
+            timeout=30,
+            data={"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")},
+        )
+
+    assert "/hub/login" not in log_in("alice", demo_hub.password).url
+    assert "Invalid username or password" in log_in("carol", demo_hub.password).text
+    assert "Invalid username or password" in log_in("alice", "wrong-password").text

@@ -4,6 +4,7 @@ The single-user command is a stand-in process here (a sleep) because these tests
 the spawner does around it; tests/e2e starts real hubs and real JupyterLab servers.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -215,3 +216,39 @@ async def test_rclone_fallback_mounts_read_only(make_spawner):
     finally:
         await spawner.stop()
     assert mounts_under(Path(spawner.workspace)) == []
+
+
+async def test_progress_streams_each_volume_while_start_runs(make_spawner):
+    require_root()
+    spawner = make_spawner()
+    spawner.user_options = {"volumes": ["psa", "spice"]}
+    starting = asyncio.ensure_future(spawner.start())
+    await asyncio.sleep(0)  # let start() begin, as JupyterHub does before asking for progress
+    events = [e async for e in spawner.progress()]
+    await starting
+    try:
+        messages = [e["message"] for e in events]
+        assert messages == [
+            "Attaching volume psa (1/2)",
+            "Attached volume psa at data/psa (read-only, bind mount)",
+            "Attaching volume spice (2/2)",
+            "Attached volume spice at data/spice (read-only, bind mount)",
+            "Starting Lab",
+        ]
+        progress = [e["progress"] for e in events]
+        assert progress == sorted(progress) and progress[-1] == 80
+    finally:
+        await spawner.stop()
+
+
+def test_a_broken_catalogue_file_is_logged_and_the_rest_is_served(
+    make_spawner, catalogue_dir, caplog
+):
+    spawner = make_spawner()
+    write(catalogue_dir, "m/volumes/broken.yaml", "id: broken\ntitle: [oops\n")
+    with caplog.at_level("WARNING"):
+        html = spawner._render_datalabs_form()
+    assert any(
+        "m/volumes/broken.yaml: (yaml): not valid YAML" in r.getMessage() for r in caplog.records
+    )
+    assert 'value="psa"' in html and 'value="spice"' in html

@@ -28,7 +28,7 @@ from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, se
 from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
 
 from .catalogue import Catalogue, shared_catalogue
-from .desktop import COMMAND_ENV, SESSION_SCRIPT, desktop_env
+from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
 from .options import (
@@ -298,10 +298,13 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
 
     def get_env(self):
         env = super().get_env()
+        # Every session gets our X session script: JupyterLab's Desktop launcher (from
+        # jupyter-remote-desktop-proxy) would otherwise want xfce4, and would leave its X server
+        # running after the session. A desktop datalab's application is set per start, never
+        # stored in self.environment, so that it cannot outlive the desktop session.
+        env[XSTARTUP_ENV] = str(SESSION_SCRIPT)
         if self.choice is not None:
-            # Set per start, never stored in self.environment, so that it cannot outlive a
-            # desktop session into the user's next (notebook) one.
-            env.update(desktop_env(self.choice.datalab, str(SESSION_SCRIPT)))
+            env.update(desktop_env(self.choice.datalab))
         return env
 
     async def progress(self):

@@ -59,6 +59,17 @@ def desktop_part(cmdline: str) -> str | None:
     return None
 
 
+def assert_nothing_left(home: Path, timeout: float = 20) -> None:
+    """Nothing of a user's desktop outlives their session (waits for it to wind down)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {p: c for p, c in session_processes(home).items() if desktop_part(c)}
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"left running after the session stopped: {left}"
+        time.sleep(0.5)
+
+
 def x_windows(display: str, home: Path) -> dict[str, tuple[int, int, int, int]]:
     """Named windows on ``display``: name -> (absolute x, y, width, height), from xwininfo."""
     out = subprocess.run(
@@ -223,11 +234,29 @@ def test_alice_opens_topcat_on_a_desktop_and_stopping_leaves_nothing(page, demo_
     finally:
         demo_hub.stop_server("alice")
 
-    # Nothing of the desktop outlives the session.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        left = {p: c for p, c in session_processes(home).items() if desktop_part(c)}
-        if not left:
-            break
-        time.sleep(0.5)
-    assert not left, f"left running after the session stopped: {left}"
+    assert_nothing_left(home)
+
+
+def test_desktop_launcher_of_a_notebook_datalab_is_ours_and_stops_with_it(page, demo_hub):  # noqa: F811
+    # jupyter-remote-desktop-proxy also puts a Desktop in JupyterLab's launcher: in a notebook
+    # datalab it opens our session (openbox, no application) and goes when the session goes.
+    home = demo_hub.state / "workspaces" / "alice"
+    r = demo_hub.api("POST", "users/alice/server", json={"profile": "astronomy-lab"})
+    assert r.status_code in (201, 202), r.text
+    try:
+        demo_hub.wait_ready("alice")
+        log_in(page, demo_hub, "alice")
+        page.goto(f"{demo_hub.url}/user/alice/desktop/")
+        expect(page.locator("canvas").first).to_be_visible(timeout=60_000)
+        deadline = time.monotonic() + 30
+        parts: set[str | None] = set()
+        while time.monotonic() < deadline:
+            parts = {desktop_part(c) for c in session_processes(home).values()}
+            if {"X/VNC server", "window manager", "session script"} <= parts:
+                break
+            time.sleep(0.5)
+        assert {"X/VNC server", "window manager", "session script"} <= parts, parts
+        assert "TOPCAT" not in parts
+    finally:
+        demo_hub.stop_server("alice")
+    assert_nothing_left(home)

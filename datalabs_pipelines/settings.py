@@ -7,6 +7,7 @@ values from the environment, so both look at one run store.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ ENV_CONTAINERS = "DATALABS_PIPELINES_CONTAINERS"
 ENV_PROVENANCE = "DATALABS_PIPELINES_PROVENANCE"
 ENV_CACHE = "DATALABS_PIPELINES_CACHE"
 
-_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 
 
 def default_home() -> Path:
@@ -34,10 +35,19 @@ def default_user() -> str:
 
 
 def check_user_name(user: str) -> str:
-    """Refuse user names that could not safely name a cache folder."""
-    if not _USER_RE.match(user) or user in {".", ".."}:
+    """Refuse an empty or absurd user name (runs are keyed by it)."""
+    if not user or len(user) > 256 or "\x00" in user:
         raise ValueError(f"unusable user name {user!r}")
     return user
+
+
+def user_slug(user: str) -> str:
+    """A folder name for ``user``: the name itself when safe, else a cleaned name plus a hash
+    (jupyter-server's anonymous users have spaces in their names)."""
+    if _SAFE_RE.match(user):
+        return user
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", user).strip("._")[:40] or "user"
+    return f"{cleaned}-{hashlib.sha256(user.encode()).hexdigest()[:10]}"
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -95,4 +105,4 @@ class Settings:
 
     def cache_dir(self, user: str) -> Path:
         """The per-user cwltool cache: a re-run with changed inputs reuses the unchanged steps."""
-        return self.home / "cache" / check_user_name(user)
+        return self.home / "cache" / user_slug(check_user_name(user))

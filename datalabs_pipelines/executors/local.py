@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -480,16 +480,17 @@ class LocalExecutor:
         self.store = store or RunStore(settings.db_path)
         self._children: list[subprocess.Popen[bytes]] = []
 
-    def submit(self, request: RunRequest) -> Run:
-        """Queue a run in the background and start it if a slot is free."""
-        run = create_run(self.store, self.settings, request, detached=True)
+    def submit(self, request: RunRequest, user: str | None = None) -> Run:
+        """Queue a run for ``user`` (default: the settings' user) and start it if a slot is free."""
+        settings = self.settings if user is None else replace(self.settings, user=user)
+        run = create_run(self.store, settings, request, detached=True)
         self.tick()
         return self.store.get(run.id)
 
     def rerun(self, user: str, run_id: str) -> Run:
         """Queue a new run of the same pipeline with the same inputs."""
         old = self.store.get(run_id, user, with_steps=False)
-        return self.submit(rerun_request(old))
+        return self.submit(rerun_request(old), user=user)
 
     def cancel(self, user: str, run_id: str) -> Run:
         """Cancel a run of ``user`` (see :func:`cancel`)."""

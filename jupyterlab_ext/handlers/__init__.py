@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jupyter_server.auth.identity import IdentityProvider
+from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 from jupyter_server.base.handlers import APIHandler
 
 from datalabs_pipelines.settings import default_user
@@ -16,6 +16,10 @@ from ..app import API_BASE, PipelineServices
 def route(path: str) -> str:
     """The URL pattern of ``path`` under the Datalabs API base (the server adds its base_url)."""
     return f"/{API_BASE}/{path}"
+
+
+#: jupyter-server's own providers: one shared token or password, no user names.
+_SHARED_TOKEN_PROVIDERS = (IdentityProvider, PasswordIdentityProvider)
 
 
 class DatalabsHandler(APIHandler):
@@ -34,7 +38,7 @@ class DatalabsHandler(APIHandler):
         are kept under the owner's login name. JupyterHub's provider (and any other) names the
         real user.
         """
-        if type(self.identity_provider) is IdentityProvider:
+        if type(self.identity_provider) in _SHARED_TOKEN_PROVIDERS:
             return default_user()
         return self.current_user.username
 

@@ -149,7 +149,7 @@ def _free_port() -> int:
 
 def runs_get_p99(work: Path) -> float:
     from datalabs_pipelines.executors.local import cancel
-    from datalabs_pipelines.runs import FAILED, SUCCESS, Run, RunStore, Step, new_run_id
+    from datalabs_pipelines.runs import FAILED, SUCCESS, Run, RunStore, new_run_id
     from datalabs_pipelines.settings import default_user
 
     home = work / "api-store"
@@ -186,7 +186,6 @@ def runs_get_p99(work: Path) -> float:
         for s in range(5):
             store.upsert_step(run_id, f"step{s}", state="success", started=now, finished=now)
         ids.append(run_id)
-    Step  # noqa: B018 - imported for the record shape only
 
     port, token = _free_port(), "bench-token"
     config = work / "jupyter-config"

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -204,9 +205,7 @@ def test_killed_launcher_does_not_lose_runs(settings, data_dir, wait_for, tmp_pa
         "    print(r.id, flush=True)\n"
         "time.sleep(600)\n"
     )
-    launcher = subprocess.Popen(
-        [os.sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         quick_id = launcher.stdout.readline().strip()
         slow_id = launcher.stdout.readline().strip()

@@ -114,6 +114,11 @@ class RunLog:
                 f = open(self.rundir / STEPS_DIR / step_log_name(step), "a", encoding="utf-8")  # noqa: SIM115
                 self._step_files[step] = f
             f.write(line if line.endswith("\n") else line + "\n")
+        # Readers (GET runs/<id>/log) follow the files while the run goes on; a step may then
+        # stay silent for hours, so nothing waits in a buffer.
+        self._log.flush()
+        if step is not None:
+            self._step_files[step].flush()
         return step, event
 
     def emit(self, kind: str, **data: Any) -> None:

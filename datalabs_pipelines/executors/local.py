@@ -47,7 +47,7 @@ from ..settings import Settings
 #: cwltool's exit code for "this implementation does not support a requirement".
 UNSUPPORTED_EXIT = 33
 #: Seconds between SIGTERM and SIGKILL when a run is cancelled.
-CANCEL_GRACE = 5.0
+CANCEL_GRACE = 3.0
 #: A claimed run whose supervisor never recorded itself within this time is declared lost.
 START_GRACE = 60.0
 
@@ -267,8 +267,11 @@ def execute(
     for raw in proc.stderr:
         line = raw.decode("utf-8", "replace").rstrip("\n")
         if echo is not None:
-            echo.write(line + "\n")
-            echo.flush()
+            try:
+                echo.write(line + "\n")
+                echo.flush()
+            except (OSError, ValueError):
+                echo = None  # the reader went away; the run goes on and is still logged
         recent.append(line)
         if len(recent) > 50:
             del recent[:25]

@@ -75,3 +75,34 @@ def test_rerun_and_step_logs(cli, data_dir, tmp_path, wait_for, settings):
     assert status["inputs"] == {"a": "x", "b": "y"} and status["rerun_of"] == first_id
     step_log = cli("logs", "--step", "second", new_id).stdout
     assert "[job second]" in step_log and "[job first]" not in step_log
+
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "catalogue"
+
+
+def test_search_and_run_by_catalogue_id(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATALABS_CATALOGUE", str(CATALOGUE))
+    found = cli("search", "sky", "--accepts", "csv")
+    assert found.returncode == 0
+    assert found.stdout.split("\t")[0] == "esasky/bright-sources"
+
+    (tmp_path / "cat.csv").write_text("ra,dec,magnitude,name\n1,2,3,a\n4,5,11,b\n")
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "catalogue": {
+                    "class": "File",
+                    "location": "cat.csv",
+                    "format": "http://edamontology.org/format_3752",
+                }
+            }
+        )
+    )
+    done = cli("run", "--quiet", "esasky/bright-sources", str(job), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "1 of 2 sources" in Path(json.loads(done.stdout)["report"]["path"]).read_text()
+    status = json.loads(cli("status", "--json", cli("list").stdout.split()[0]).stdout)
+    assert status["pipeline"] == "esasky/bright-sources"
+    # The relative location was made absolute, so a re-run finds the file from anywhere.
+    assert status["inputs"]["catalogue"]["location"] == str(tmp_path / "cat.csv")

@@ -4,6 +4,7 @@
   extension, the demo pipeline catalogue and a run store under ``tmp_path``; two users, ``alice``
   and ``bob``, are told apart by their tokens. Waits until it answers; always stopped.
 - ``server``: one started server (``.url``, ``.get/post(path, user=...)``, ``.root``, ``.home``).
+- ``wait_run``: polls ``GET runs/<id>`` until the run ends.
 """
 
 from __future__ import annotations
@@ -155,7 +156,13 @@ def server(start_server) -> Server:
     return start_server()
 
 
-def wait_run(server: Server, run_id: str, user: str = "alice", timeout: float = 120) -> dict:
+@pytest.fixture
+def wait_run():
+    """``wait_run(server, run_id)``: poll a run until it ends; returns its JSON."""
+    return _wait_run
+
+
+def _wait_run(server: Server, run_id: str, user: str = "alice", timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = server.get(f"runs/{run_id}", user=user).json()

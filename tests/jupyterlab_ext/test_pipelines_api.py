@@ -8,14 +8,15 @@ import os
 import signal
 import time
 import zipfile
+from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from .conftest import REPO, wait_run
-
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 
 CSV = "ra,dec,magnitude,name\n10.68,41.27,3.4,M31\n83.82,-5.39,4.0,M42\n148.97,69.68,12.1,faint\n"
 
@@ -117,7 +118,7 @@ def test_bad_jobs_are_refused_with_the_input_named(server):
     assert server.post("runs", ["not", "an", "object"]).status_code == 400
 
 
-def test_another_users_run_gives_404(server):
+def test_another_users_run_gives_404(server, wait_run):
     run = _launch(server, user="alice")
     for path in (
         f"runs/{run['id']}",
@@ -136,7 +137,7 @@ def test_another_users_run_gives_404(server):
         assert server.get(f"runs/{bad}").status_code == 404
 
 
-def test_cancel_and_rerun_over_http(start_server, tmp_path):
+def test_cancel_and_rerun_over_http(start_server, tmp_path, wait_run):
     slow = tmp_path / "catalogue" / "test" / "pipelines"
     slow.mkdir(parents=True)
     (slow / "wait.cwl").write_text(
@@ -178,7 +179,7 @@ def test_cancel_and_rerun_over_http(start_server, tmp_path):
         time.sleep(0.1)
 
 
-def test_killed_server_restarts_and_shows_every_run(start_server, tmp_path):
+def test_killed_server_restarts_and_shows_every_run(start_server, tmp_path, wait_run):
     server = start_server(max_concurrent_runs=1)
     (server.root / "slow.csv").write_text(CSV)
     quick = _launch(server)

@@ -90,7 +90,6 @@ class RunRequest:
 
 def build_argv(
     settings: Settings,
-    run_id: str,
     rundir: Path,
     outdir: str,
     job_path: str | None,
@@ -136,7 +135,7 @@ def create_run(store: RunStore, settings: Settings, request: RunRequest, detache
         rundir=str(rundir),
         outdir=outdir,
         cwd=request.cwd or str(rundir),
-        argv=build_argv(settings, run_id, rundir, outdir, job_path, request),
+        argv=build_argv(settings, rundir, outdir, job_path, request),
         detached=detached,
         rerun_of=request.rerun_of,
     )

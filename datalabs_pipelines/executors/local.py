@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,45 @@ class RunRequest:
     rerun_of: str | None = None
 
 
+_RUN_REF = re.compile(r"""run:\s*["']?([^\s"'#{}]+\.cwl)""")
+
+
+def _updates_in_place(pipeline_path: str) -> bool:
+    """Whether the pipeline or a tool it runs (followed through ``run:`` files) declares
+    InplaceUpdateRequirement (a text scan: cheap, and errs towards caution)."""
+    pending = [pipeline_path.partition("#")[0]]
+    seen: set[str] = set()
+    while pending and len(seen) < 200:
+        path = pending.pop()
+        if path in seen or "://" in path:
+            continue
+        seen.add(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")[:2_000_000]
+        except OSError:
+            continue
+        if "InplaceUpdateRequirement" in text:
+            return True
+        pending += [str(Path(path).parent / ref) for ref in _RUN_REF.findall(text)]
+    return False
+
+
+def unsafe_features(request: RunRequest) -> dict[str, str]:
+    """cwltool features that would change this run's result, each with the reason.
+
+    The cache key leaves out requirements given in the job document (``cwl:requirements``);
+    steps that update their inputs in place have effects that neither a cached result nor
+    ``--provenance`` (which captures the data it sees) leaves intact. Both found by the CWL
+    conformance tests.
+    """
+    unsafe: dict[str, str] = {}
+    if any(str(k).endswith("requirements") for k in request.inputs):
+        unsafe["cache"] = "the job carries its own requirements"
+    if _updates_in_place(request.pipeline_path):
+        unsafe["cache"] = unsafe["provenance"] = "a step updates its inputs in place"
+    return unsafe
+
+
 def build_argv(
     settings: Settings,
     rundir: Path,
@@ -97,11 +137,12 @@ def build_argv(
 ) -> list[str]:
     """cwltool's arguments for a run (after ``python -m cwltool``)."""
     argv = ["--disable-color"]
+    unsafe = unsafe_features(request)
     if settings.no_container:
         argv.append("--no-container")
-    if settings.provenance:
+    if settings.provenance and "provenance" not in unsafe:
         argv += ["--provenance", str(rundir / PROVENANCE_DIR)]
-    if settings.cache:
+    if settings.cache and "cache" not in unsafe:
         argv += ["--cachedir", str(settings.cache_dir(settings.user))]
     argv += ["--outdir", outdir]
     argv += list(settings.cwltool_args)

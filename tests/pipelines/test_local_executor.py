@@ -19,6 +19,8 @@ from datalabs_pipelines.executors.local import LocalExecutor, RunRequest, group_
 from datalabs_pipelines.runs import FINAL_STATES, RunNotFound, RunStore
 from datalabs_pipelines.settings import Settings
 
+DATA = Path(__file__).parent / "data"
+
 
 def _request(data_dir: Path, name: str, **inputs: object) -> RunRequest:
     return RunRequest(pipeline=name, pipeline_path=str(data_dir / name), inputs=dict(inputs))
@@ -223,3 +225,33 @@ def test_killed_launcher_does_not_lose_runs(settings, data_dir, wait_for, tmp_pa
     slow = _wait_final(store, slow_id, wait_for)
     assert (quick.state, slow.state) == ("success", "success")
     store.close()
+
+
+def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_path, settings):
+    from datalabs_pipelines.executors.local import build_argv
+
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "touch.cwl").write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\n"
+        "requirements: {InplaceUpdateRequirement: {inplaceUpdate: true}}\n"
+        "baseCommand: 'true'\ninputs: []\noutputs: []\n"
+    )
+    (tmp_path / "wf.cwl").write_text(
+        "cwlVersion: v1.2\nclass: Workflow\ninputs: []\noutputs: []\n"
+        "steps:\n  s:\n    run: tools/touch.cwl\n    in: {}\n    out: []\n"
+    )
+    inplace = RunRequest(pipeline="wf", pipeline_path=str(tmp_path / "wf.cwl"))
+    argv = build_argv(settings, tmp_path / "run", "/out", None, inplace)
+    assert "--cachedir" not in argv and "--provenance" not in argv
+
+    own_requirements = RunRequest(
+        pipeline="echo",
+        pipeline_path=str(DATA / "echo.cwl"),
+        inputs={"text": "x", "cwl:requirements": [{"class": "EnvVarRequirement"}]},
+    )
+    argv = build_argv(settings, tmp_path / "run", "/out", None, own_requirements)
+    assert "--cachedir" not in argv and "--provenance" in argv
+
+    plain = RunRequest(pipeline="echo", pipeline_path=str(DATA / "echo.cwl"), inputs={"text": "x"})
+    argv = build_argv(settings, tmp_path / "run", "/out", None, plain)
+    assert "--cachedir" in argv and "--provenance" in argv

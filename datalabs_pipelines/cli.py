@@ -105,7 +105,7 @@ def _load_job(job: str | None) -> dict[str, Any]:
 
         with open(job, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, ValueError, ImportError, Exception):  # noqa: BLE001 - cwltool reports it
+    except Exception:  # noqa: BLE001 - an unreadable job is cwltool's to report, not ours
         return {}
     if not isinstance(data, dict):
         return {}

@@ -177,6 +177,17 @@ def _run_from_row(row: sqlite3.Row) -> Run:
     return Run(**values)
 
 
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values as SQLite stores them (JSON text, 0/1)."""
+    out = dict(fields)
+    for key in _JSON_COLUMNS & out.keys():
+        if out[key] is not None:
+            out[key] = json.dumps(out[key])
+    for key in _BOOL_COLUMNS & out.keys():
+        out[key] = int(out[key])
+    return out
+
+
 class RunNotFound(KeyError):
     """No run with that id for that user."""
 
@@ -234,10 +245,7 @@ class RunStore:
         """Insert a new run."""
         values = asdict(run)
         values.pop("steps")
-        for key in _JSON_COLUMNS:
-            if values[key] is not None:
-                values[key] = json.dumps(values[key])
-        values["detached"] = int(values["detached"])
+        values = _encode(values)
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         with self._connect() as db:
@@ -284,18 +292,14 @@ class RunStore:
 
     def update(self, run_id: str, **fields: Any) -> None:
         """Set columns of one run."""
-        for key in _JSON_COLUMNS & fields.keys():
-            if fields[key] is not None:
-                fields[key] = json.dumps(fields[key])
+        fields = _encode(fields)
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         with self._connect() as db:
             db.execute(f"UPDATE runs SET {sets} WHERE id = :_id", {**fields, "_id": run_id})
 
     def set_state_if(self, run_id: str, expected: tuple[str, ...], **fields: Any) -> bool:
         """Update a run only while it is in one of ``expected`` states; True if it was."""
-        for key in _JSON_COLUMNS & fields.keys():
-            if fields[key] is not None:
-                fields[key] = json.dumps(fields[key])
+        fields = _encode(fields)
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         marks = ", ".join(f":_s{i}" for i in range(len(expected)))
         params = {**fields, "_id": run_id, **{f"_s{i}": s for i, s in enumerate(expected)}}

@@ -1,0 +1,291 @@
+"""Overhead of Datalabs pipeline runs, against plain cwltool measured in the same run.
+
+1. Wall time of ``datalabs-pipeline run`` (our defaults: run store, step events, logs per step,
+   provenance, per-user cache) divided by plain ``cwltool --no-container`` on the same 20-step
+   workflow; medians of a few alternating repetitions. Target <= 1.05.
+2. p99 latency of ``GET /datalabs/api/runs/<id>`` on a real jupyter server with 50 runs in the
+   store while 4 run. Target <= 50 ms.
+
+Prints ``runs_get_p99: ms=<n> target=50`` and, last, ``pipeline_overhead: ratio=<r> target=1.05``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+STEPS = 20
+
+STEP_TOOL = """cwlVersion: v1.2
+class: CommandLineTool
+doc: |
+  One step of the benchmark workflow - a small numerical job on the previous step's table
+  (about a third of a second of CPU, the scale of a light science step; with near-empty steps
+  cwltool's own per-step cost dominates and the fixed cost of a run weighs more, see the docs).
+requirements:
+  InitialWorkDirRequirement:
+    listing:
+      - entryname: step.py
+        entry: |
+          import math, sys
+          rows = [line.split(",") for line in open(sys.argv[1]).read().split()]
+          seed = sum(float(r[1]) for r in rows) % 1000
+          out = []
+          for i in range(1000000):
+              x = math.sin(seed + i * 0.001) * math.cos(i * 0.0007)
+              if i % 10000 == 0:
+                  out.append(f"{i},{x:.9f}")
+          open("table.csv", "w").write("\\n".join(out) + "\\n")
+baseCommand: [python3, step.py]
+inputs:
+  table: {type: File, inputBinding: {position: 1}}
+outputs:
+  table: {type: File, outputBinding: {glob: table.csv}}
+"""
+
+
+def write_workflow(folder: Path) -> tuple[Path, Path]:
+    (folder / "step.cwl").write_text(STEP_TOOL)
+    lines = [
+        "cwlVersion: v1.2",
+        "class: Workflow",
+        "inputs:",
+        "  table: File",
+        "outputs:",
+        "  table:",
+        "    type: File",
+        f"    outputSource: s{STEPS}/table",
+        "steps:",
+    ]
+    for i in range(1, STEPS + 1):
+        source = "table" if i == 1 else f"s{i - 1}/table"
+        lines += [
+            f"  s{i}:",
+            "    run: step.cwl",
+            f"    in: {{table: {source}}}",
+            "    out: [table]",
+        ]
+    workflow = folder / "wf20.cwl"
+    workflow.write_text("\n".join(lines) + "\n")
+    (folder / "seed.csv").write_text("0,1.5\n1,2.5\n")
+    job = folder / "job.json"
+    job.write_text(json.dumps({"table": {"class": "File", "path": str(folder / "seed.csv")}}))
+    return workflow, job
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed:\n{done.stderr.decode()[-2000:]}")
+    return elapsed
+
+
+def overhead(work: Path) -> float:
+    work.mkdir(parents=True, exist_ok=True)
+    workflow, job = write_workflow(work)
+    ours_times, plain_times = [], []
+    for rep in range(REPS + 1):  # the first round warms the page cache and is not counted
+        home = work / f"store-{rep}"  # fresh store and cache: every step really runs
+        env = dict(os.environ, DATALABS_PIPELINES_HOME=str(home))
+        plain = timed(
+            [
+                str(BIN / "cwltool"),
+                "--no-container",
+                "--quiet",
+                "--outdir",
+                str(work / f"plain-{rep}"),
+                str(workflow),
+                str(job),
+            ],
+            env,
+        )
+        ours = timed(
+            [
+                str(BIN / "datalabs-pipeline"),
+                "run",
+                "--quiet",
+                "--outdir",
+                str(work / f"ours-{rep}"),
+                str(workflow),
+                str(job),
+            ],
+            env,
+        )
+        if rep:
+            plain_times.append(plain)
+            ours_times.append(ours)
+        print(
+            f"  round {rep}: cwltool {plain:.2f} s, datalabs-pipeline run {ours:.2f} s"
+            + ("" if rep else " (warm-up)"),
+            flush=True,
+        )
+    plain_median, ours_median = statistics.median(plain_times), statistics.median(ours_times)
+    print(
+        f"20-step workflow: cwltool median {plain_median:.2f} s, "
+        f"datalabs-pipeline run median {ours_median:.2f} s"
+    )
+    return ours_median / plain_median
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def runs_get_p99(work: Path) -> float:
+    from datalabs_pipelines.executors.local import cancel
+    from datalabs_pipelines.runs import FAILED, SUCCESS, Run, RunStore, new_run_id
+    from datalabs_pipelines.settings import default_user
+
+    home = work / "api-store"
+    catalogue = work / "catalogue" / "bench" / "pipelines"
+    catalogue.mkdir(parents=True)
+    (catalogue / "wait.cwl").write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: sleep\n"
+        "inputs: {seconds: {type: string, inputBinding: {position: 1}}}\noutputs: []\n"
+    )
+    user = default_user()
+    store = RunStore(home / "runs.db")
+    now = time.time()
+    ids = []
+    for i in range(46):  # 46 finished runs with a few steps each, plus 4 live ones below
+        run_id = new_run_id()
+        store.add(
+            Run(
+                id=run_id,
+                user=user,
+                pipeline="bench/wait",
+                pipeline_path="x",
+                inputs={"seconds": "1"},
+                state=SUCCESS if i % 5 else FAILED,
+                created=now - 1000 + i,
+                rundir=str(home / "runs" / run_id),
+                outdir=str(home / "runs" / run_id / "outputs"),
+                cwd="/",
+                argv=[],
+                detached=True,
+                started=now - 999 + i,
+                finished=now - 998 + i,
+            )
+        )
+        for s in range(5):
+            store.upsert_step(run_id, f"step{s}", state="success", started=now, finished=now)
+        ids.append(run_id)
+
+    port, token = _free_port(), "bench-token"
+    config = work / "jupyter-config"
+    config.mkdir()
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(config),
+        JUPYTER_CONFIG_PATH=str(config),
+        JUPYTER_RUNTIME_DIR=str(work / "runtime"),
+    )
+    env.pop("JUPYTERHUB_USER", None)
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps(
+            {
+                "ServerApp": {
+                    "jpserver_extensions": {"jupyterlab_ext": True},
+                    "ip": "127.0.0.1",
+                    "port": port,
+                    "port_retries": 0,
+                    "open_browser": False,
+                    "allow_root": True,
+                    "root_dir": str(work),
+                },
+                "IdentityProvider": {"token": token},
+                "DatalabsExtension": {
+                    "catalogue_dirs": [str(work / "catalogue")],
+                    "pipelines_home": str(home),
+                    "max_concurrent_runs": 4,
+                },
+            }
+        )
+    )
+    log = open(work / "server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server"], env=env, stdout=log, stderr=log
+    )
+    session = requests.Session()
+    session.headers["Authorization"] = f"token {token}"
+    base = f"http://127.0.0.1:{port}/datalabs/api"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if session.get(f"{base}/runs", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("jupyter server did not start; see " + str(work / "server.log"))
+            time.sleep(0.2)
+        live = []
+        for _ in range(4):
+            r = session.post(
+                f"{base}/runs",
+                data=json.dumps({"pipeline": "bench/wait", "inputs": {"seconds": "120"}}),
+                timeout=30,
+            )
+            r.raise_for_status()
+            live.append(r.json()["id"])
+        deadline = time.monotonic() + 60
+        while sum(session.get(f"{base}/runs/{i}").json()["state"] == "running" for i in live) < 4:
+            if time.monotonic() > deadline:
+                raise SystemExit("the 4 live runs did not start")
+            time.sleep(0.2)
+        targets = ids + live
+        latencies = []
+        for n in range(500):
+            run_id = targets[n % len(targets)]
+            start = time.perf_counter()
+            response = session.get(f"{base}/runs/{run_id}", timeout=10)
+            latencies.append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
+        running = sum(session.get(f"{base}/runs/{i}").json()["state"] == "running" for i in live)
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        print(
+            f"GET runs/<id>: {len(latencies)} requests, 50 runs in the store, "
+            f"{running} running: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
+        return p99
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        for run in store.list(states=("queued", "running", "cancelling")):
+            cancel(store, run.id, run.user, grace=2)
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="datalabs-bench-"))
+    try:
+        p99 = runs_get_p99(work / "api")
+        ratio = overhead(work / "overhead")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"runs_get_p99: ms={p99:.1f} target=50")
+    print(f"pipeline_overhead: ratio={ratio:.3f} target=1.05")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""The local executor: each run is a cwltool process on this machine.
+
+Every run gets a *supervisor*: a small Python process in its own session that starts cwltool
+(itself in a new session, so a cancel can kill its whole process group), turns its log into step
+events, and records the outcome. Supervisors do not depend on the process that launched them, so a
+jupyter-server restart loses no run; a run whose supervisor vanished is found by
+:func:`reconcile` and marked failed with that reason.
+
+The queue needs no daemon: runs wait in state ``queued``; :func:`dispatch` claims as many as the
+limit allows in one SQLite write transaction, and every supervisor calls it again when its run
+ends, so the queue drains even with no server running. The CLI runs in the foreground instead
+(:func:`execute` in its own process) after claiming a slot the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from ..events import RunLog
+from ..runs import (
+    ACTIVE_STATES,
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RUNNING,
+    SUCCESS,
+    Run,
+    RunStore,
+    new_run_id,
+)
+from ..settings import Settings
+
+#: cwltool's exit code for "this implementation does not support a requirement".
+UNSUPPORTED_EXIT = 33
+#: Seconds between SIGTERM and SIGKILL when a run is cancelled.
+CANCEL_GRACE = 3.0
+#: A claimed run whose supervisor never recorded itself within this time is declared lost.
+START_GRACE = 60.0
+
+OUTPUTS_FILE = "outputs.json"
+JOB_FILE = "job.json"
+PROVENANCE_DIR = "provenance"
+SUPERVISOR_LOG = "supervisor.log"
+
+
+def cwltool_command() -> list[str]:
+    """How to start cwltool from this environment.
+
+    Not ``python -m cwltool``: its ``__main__`` drops the exit code, so every failure would look
+    like a success.
+    """
+    script = Path(sys.executable).parent / "cwltool"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from cwltool.main import run; sys.exit(run())"]
+
+
+@dataclass
+class RunRequest:
+    """What a user asked to run. Paths are absolute; ``inputs`` is the job object."""
+
+    pipeline: str
+    pipeline_path: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    #: An existing job file to hand to cwltool as is (the CLI's JOB argument, whose relative
+    #: paths resolve against its own folder); when None, ``inputs`` is written to ``job.json``.
+    job_path: str | None = None
+    outdir: str | None = None
+    cwd: str | None = None
+    #: cwltool options before the pipeline (from the CLI command line only, never from the API).
+    cwltool_args: list[str] = field(default_factory=list)
+    #: Arguments after the pipeline and job (tool inputs given as options, CLI only).
+    tool_args: list[str] = field(default_factory=list)
+    rerun_of: str | None = None
+
+
+_RUN_REF = re.compile(r"""run:\s*["']?([^\s"'#{}]+\.cwl)""")
+
+
+def _updates_in_place(pipeline_path: str) -> bool:
+    """Whether the pipeline or a tool it runs (followed through ``run:`` files) declares
+    InplaceUpdateRequirement (a text scan: cheap, and errs towards caution)."""
+    pending = [pipeline_path.partition("#")[0]]
+    seen: set[str] = set()
+    while pending and len(seen) < 200:
+        path = pending.pop()
+        if path in seen or "://" in path:
+            continue
+        seen.add(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")[:2_000_000]
+        except OSError:
+            continue
+        if "InplaceUpdateRequirement" in text:
+            return True
+        pending += [str(Path(path).parent / ref) for ref in _RUN_REF.findall(text)]
+    return False
+
+
+def unsafe_features(request: RunRequest) -> dict[str, str]:
+    """cwltool features that would change this run's result, each with the reason.
+
+    The cache key leaves out requirements given in the job document (``cwl:requirements``);
+    steps that update their inputs in place have effects that neither a cached result nor
+    ``--provenance`` (which captures the data it sees) leaves intact. Both found by the CWL
+    conformance tests.
+    """
+    unsafe: dict[str, str] = {}
+    if any(str(k).endswith("requirements") for k in request.inputs):
+        unsafe["cache"] = "the job carries its own requirements"
+    if _updates_in_place(request.pipeline_path):
+        unsafe["cache"] = unsafe["provenance"] = "a step updates its inputs in place"
+    return unsafe
+
+
+def build_argv(
+    settings: Settings,
+    rundir: Path,
+    outdir: str,
+    job_path: str | None,
+    request: RunRequest,
+) -> list[str]:
+    """cwltool's arguments for a run (after ``python -m cwltool``)."""
+    argv = ["--disable-color"]
+    unsafe = unsafe_features(request)
+    if settings.no_container:
+        argv.append("--no-container")
+    if settings.provenance and "provenance" not in unsafe:
+        argv += ["--provenance", str(rundir / PROVENANCE_DIR)]
+    if settings.cache and "cache" not in unsafe:
+        argv += ["--cachedir", str(settings.cache_dir(settings.user))]
+    argv += ["--outdir", outdir]
+    argv += list(settings.cwltool_args)
+    argv += list(request.cwltool_args)
+    argv.append(request.pipeline_path)
+    if job_path is not None:
+        argv.append(job_path)
+    argv += list(request.tool_args)
+    return argv
+
+
+def create_run(store: RunStore, settings: Settings, request: RunRequest, detached: bool) -> Run:
+    """Record a new queued run and prepare its folder."""
+    run_id = new_run_id()
+    rundir = settings.runs_dir / run_id
+    rundir.mkdir(parents=True)
+    outdir = request.outdir or str(rundir / "outputs")
+    job_path = request.job_path
+    if job_path is None and (request.inputs or not request.tool_args):
+        job_path = str(rundir / JOB_FILE)
+        Path(job_path).write_text(json.dumps(request.inputs, indent=2), encoding="utf-8")
+    run = Run(
+        id=run_id,
+        user=settings.user,
+        pipeline=request.pipeline,
+        pipeline_path=request.pipeline_path,
+        inputs=request.inputs,
+        job_path=job_path,
+        state=QUEUED,
+        created=time.time(),
+        rundir=str(rundir),
+        outdir=outdir,
+        cwd=request.cwd or str(rundir),
+        argv=build_argv(settings, rundir, outdir, job_path, request),
+        detached=detached,
+        rerun_of=request.rerun_of,
+    )
+    return store.add(run)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def process_started(pid: int) -> float | None:
+    """The start time of process ``pid`` (to tell it apart from a later process with its pid)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``started`` and not a zombie."""
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
+def group_alive(pgid: int | None) -> bool:
+    """Whether any process is left in process group ``pgid``."""
+    if not pgid:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A group whose only members are zombies is finished for our purposes.
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return False
+
+
+def kill_group(pgid: int | None, sig: int) -> None:
+    """Send ``sig`` to a whole process group, if it still exists."""
+    if not pgid:
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate_group(pgid: int | None, grace: float = CANCEL_GRACE) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after ``grace`` seconds."""
+    if not pgid:
+        return
+    kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    kill_group(pgid, signal.SIGKILL)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _last_error(lines: list[str]) -> str:
+    for line in reversed(lines):
+        text = line.strip()
+        if text.startswith(("ERROR", "CRITICAL")) or "Exception" in text or "Error" in text:
+            return text.removeprefix("ERROR ").removeprefix("CRITICAL ")[:500]
+    return lines[-1].strip()[:500] if lines else ""
+
+
+def _append_run_event(rundir: str, state: str, reason: str | None = None) -> None:
+    record = {"time": time.time(), "kind": "run", "state": state}
+    if reason:
+        record["message"] = reason
+    try:
+        with open(Path(rundir) / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError:
+        pass
+
+
+def execute(
+    store: RunStore,
+    run: Run,
+    echo: IO[str] | None = None,
+    on_started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> Run:
+    """Run cwltool for a claimed run, following its log until it ends; returns the final run.
+
+    ``echo`` receives cwltool's log as it comes (the CLI's stderr when not ``--quiet``).
+    """
+    rundir = Path(run.rundir)
+    log = RunLog(rundir)
+    log.emit("run", state=RUNNING)
+    cmd = [*cwltool_command(), *run.argv]
+    recent: list[str] = []
+    states: dict[str, str] = {}
+    with open(rundir / OUTPUTS_FILE, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            cwd=run.cwd,
+            start_new_session=True,
+        )
+    store.update(run.id, pgid=proc.pid)
+    if on_started is not None:
+        on_started(proc)
+    # A cancel that came between the claim and now found no process group to kill.
+    if store.get(run.id, with_steps=False).state == CANCELLING:
+        kill_group(proc.pid, signal.SIGTERM)
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if echo is not None:
+            try:
+                echo.write(line + "\n")
+                echo.flush()
+            except (OSError, ValueError):
+                echo = None  # the reader went away; the run goes on and is still logged
+        recent.append(line)
+        if len(recent) > 50:
+            del recent[:25]
+        _step, event = log.write_line(line)
+        if event is None or event.step is None:
+            if event is not None:
+                log.emit_event(event)
+            continue
+        if event.kind == "step" and event.state == "running":
+            # Every line of a job mentions its step; only the first one starts it.
+            if event.step not in states:
+                states[event.step] = "running"
+                store.upsert_step(run.id, event.step, state="running", started=time.time())
+                log.emit_event(event)
+            if event.cached:
+                store.upsert_step(run.id, event.step, cached=1)
+        elif event.kind == "step":
+            # "[job s1] completed" and "[step s1] completed" report the same thing twice.
+            if states.get(event.step) != event.state:
+                states[event.step] = event.state or ""
+                store.upsert_step(run.id, event.step, state=event.state, finished=time.time())
+                log.emit_event(event)
+        elif event.kind == "memory":
+            store.upsert_step(run.id, event.step, peak_memory_mib=event.peak_memory_mib)
+            log.emit_event(event)
+    code = proc.wait()
+    log.flush()
+    # Tools may leave background processes behind; they belong to this run and end with it.
+    kill_group(proc.pid, signal.SIGKILL)
+    outputs: dict[str, Any] | None = None
+    try:
+        text = (rundir / OUTPUTS_FILE).read_text(encoding="utf-8").strip()
+        if text:
+            outputs = json.loads(text)
+    except (OSError, ValueError):
+        outputs = None
+    current = store.get(run.id, with_steps=False)
+    finished = time.time()
+    if current.state == CANCELLING:
+        state, reason = CANCELLED, current.exit_reason or "cancelled"
+    elif code == 0:
+        state, reason = SUCCESS, None
+    elif code == UNSUPPORTED_EXIT:
+        state, reason = FAILED, f"unsupported CWL feature: {_last_error(recent)}"
+    else:
+        state, reason = FAILED, f"cwltool exited with code {code}: {_last_error(recent)}"
+    store.update(
+        run.id,
+        state=state,
+        finished=finished,
+        exit_code=code,
+        exit_reason=reason,
+        outputs=outputs,
+    )
+    store.close_open_steps(run.id, "failed" if state != SUCCESS else "success", finished)
+    log.emit("run", state=state, message=reason, exit_code=code)
+    log.close()
+    return store.get(run.id)
+
+
+def claim(store: RunStore, run_id: str, limit: int) -> bool:
+    """Move a queued run to running if fewer than ``limit`` runs are active."""
+    with store.transaction() as db:
+        if store.count_active(db) >= limit:
+            return False
+        cur = db.execute(
+            "UPDATE runs SET state = ?, started = ?, supervisor_pid = ?, supervisor_started = ? "
+            "WHERE id = ? AND state = ?",
+            (RUNNING, time.time(), os.getpid(), process_started(os.getpid()), run_id, QUEUED),
+        )
+        return cur.rowcount == 1
+
+
+def supervisor_command(settings: Settings, run_id: str) -> list[str]:
+    """The command line of a run's supervisor process."""
+    return [
+        sys.executable,
+        "-m",
+        "datalabs_pipelines.executors.local",
+        "--home",
+        str(settings.home),
+        "--max-runs",
+        str(settings.max_concurrent),
+        run_id,
+    ]
+
+
+def dispatch(store: RunStore, settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """Start queued background runs while there are free slots; returns the supervisors started.
+
+    The caller may reap them (the server does); a supervisor outlives the caller if it must.
+    """
+    with store.transaction() as db:
+        free = settings.max_concurrent - store.count_active(db)
+        if free <= 0:
+            return []
+        rows = db.execute(
+            "SELECT id FROM runs WHERE state = ? AND detached = 1 ORDER BY created, rowid LIMIT ?",
+            (QUEUED, free),
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        now = time.time()
+        for run_id in ids:
+            db.execute(
+                "UPDATE runs SET state = ?, started = ? WHERE id = ?", (RUNNING, now, run_id)
+            )
+    started = []
+    for run_id in ids:
+        run = store.get(run_id, with_steps=False)
+        try:
+            with open(Path(run.rundir) / SUPERVISOR_LOG, "ab") as err:
+                proc = subprocess.Popen(
+                    supervisor_command(settings, run_id),
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    cwd=run.rundir,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            store.update(
+                run_id, state=FAILED, finished=time.time(), exit_reason=f"could not start: {exc}"
+            )
+            continue
+        store.update(run_id, supervisor_pid=proc.pid, supervisor_started=process_started(proc.pid))
+        started.append(proc)
+    return started
+
+
+def cancel(store: RunStore, run_id: str, user: str, grace: float = CANCEL_GRACE) -> Run:
+    """Cancel a run: a queued one never starts; a running one has its process group killed.
+
+    Returns the run once it reached a final state (or after ``2 * grace`` seconds).
+    """
+    run = store.get(run_id, user, with_steps=False)
+    if run.state in FINAL_STATES:
+        return store.get(run_id, user)
+    now = time.time()
+    if store.set_state_if(
+        run_id, (QUEUED,), state=CANCELLED, finished=now, exit_reason="cancelled before it started"
+    ):
+        _append_run_event(run.rundir, CANCELLED, "cancelled before it started")
+        return store.get(run_id, user)
+    store.set_state_if(run_id, (RUNNING,), state=CANCELLING, exit_reason="cancelled by the user")
+    _append_run_event(run.rundir, CANCELLING, "cancelled by the user")
+    run = store.get(run_id, user, with_steps=False)
+    terminate_group(run.pgid, grace)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        run = store.get(run_id, user, with_steps=False)
+        if run.state in FINAL_STATES:
+            break
+        if not process_alive(run.supervisor_pid, run.supervisor_started):
+            _finish_lost(store, run)
+            break
+        time.sleep(0.05)
+    return store.get(run_id, user)
+
+
+def _finish_lost(store: RunStore, run: Run) -> None:
+    """Close a run whose supervisor is gone (its processes are killed first)."""
+    kill_group(run.pgid, signal.SIGKILL)
+    now = time.time()
+    if run.state == CANCELLING:
+        state, reason = CANCELLED, run.exit_reason or "cancelled"
+    else:
+        state = FAILED
+        reason = (
+            "the run's process disappeared while it was running "
+            "(killed, or the machine restarted); see its log"
+        )
+    if store.set_state_if(run.id, ACTIVE_STATES, state=state, finished=now, exit_reason=reason):
+        store.close_open_steps(run.id, "failed", now)
+        _append_run_event(run.rundir, state, reason)
+
+
+def reconcile(store: RunStore, start_grace: float = START_GRACE) -> list[str]:
+    """Mark active runs whose supervisor is gone as failed (or cancelled); returns their ids."""
+    lost = []
+    now = time.time()
+    for run in store.list(states=ACTIVE_STATES, limit=100_000):
+        if run.supervisor_pid is None:
+            if run.started is not None and now - run.started < start_grace:
+                continue
+        elif process_alive(run.supervisor_pid, run.supervisor_started):
+            continue
+        _finish_lost(store, run)
+        lost.append(run.id)
+    return lost
+
+
+def rerun_request(run: Run) -> RunRequest:
+    """A request that runs the same pipeline with a copy of ``run``'s inputs."""
+    return RunRequest(
+        pipeline=run.pipeline,
+        pipeline_path=run.pipeline_path,
+        inputs=dict(run.inputs),
+        rerun_of=run.id,
+    )
+
+
+class LocalExecutor:
+    """Runs pipelines as supervised cwltool processes; what the server extension talks to."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings, store: RunStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or RunStore(settings.db_path)
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def submit(self, request: RunRequest, user: str | None = None) -> Run:
+        """Queue a run for ``user`` (default: the settings' user) and start it if a slot is free."""
+        settings = self.settings if user is None else replace(self.settings, user=user)
+        run = create_run(self.store, settings, request, detached=True)
+        self.tick()
+        return self.store.get(run.id)
+
+    def rerun(self, user: str, run_id: str) -> Run:
+        """Queue a new run of the same pipeline with the same inputs."""
+        old = self.store.get(run_id, user, with_steps=False)
+        return self.submit(rerun_request(old), user=user)
+
+    def cancel(self, user: str, run_id: str) -> Run:
+        """Cancel a run of ``user`` (see :func:`cancel`)."""
+        run = cancel(self.store, run_id, user)
+        self.tick()
+        return run
+
+    def tick(self) -> None:
+        """Reap finished supervisors, mark lost runs, start queued ones."""
+        self._children = [p for p in self._children if p.poll() is None]
+        reconcile(self.store)
+        self._children += dispatch(self.store, self.settings)
+
+    def close(self) -> None:
+        self._children = [p for p in self._children if p.poll() is None]
+        self.store.close()
+
+
+# -- the supervisor process ------------------------------------------------------------------
+
+
+def _supervise(home: Path, max_runs: int, run_id: str) -> int:
+    store = RunStore(home / "runs.db")
+    run = store.get(run_id, with_steps=False)
+    settings = Settings(home=home, user=run.user, max_concurrent=max_runs)
+    store.update(
+        run_id, supervisor_pid=os.getpid(), supervisor_started=process_started(os.getpid())
+    )
+    proc_holder: list[subprocess.Popen[bytes]] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # Stopping the supervisor stops its run: nothing would watch it otherwise.
+        reason = f"stopped by signal {signal.Signals(signum).name}"
+        store.set_state_if(run_id, (RUNNING,), state=CANCELLING, exit_reason=reason)
+        for p in proc_holder:
+            kill_group(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        final = execute(store, run, on_started=proc_holder.append)
+    finally:
+        dispatch(store, settings)
+    return 0 if final.state == SUCCESS else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a run's supervisor process (started by :func:`dispatch`)."""
+    parser = argparse.ArgumentParser(prog="datalabs-pipeline-supervisor")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--max-runs", type=int, default=4)
+    parser.add_argument("run_id")
+    args = parser.parse_args(argv)
+    return _supervise(args.home, args.max_runs, args.run_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

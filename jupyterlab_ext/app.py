@@ -1,0 +1,187 @@
+"""The jupyter-server extension of Datalabs: the REST API under ``/datalabs/api/``.
+
+Each REST resource is a module of :mod:`jupyterlab_ext.handlers` ending with its route table
+(``default_handlers``); this application collects them and holds the shared services (pipeline
+catalogue, run store, executor) in ``settings["datalabs"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default
+
+from datalabs_pipelines.catalogue import Catalogue
+from datalabs_pipelines.executors.local import LocalExecutor
+from datalabs_pipelines.launcher import Workspace
+from datalabs_pipelines.settings import Settings, default_home, default_user
+
+API_BASE = "datalabs/api"
+#: Handler modules, in routing order; a module another part of Datalabs has not shipped yet is
+#: simply not routed.
+HANDLER_MODULES = ("pipelines", "runs", "volumes", "connections")
+
+
+@dataclass
+class PipelineServices:
+    """What the pipeline handlers share."""
+
+    catalogue: Catalogue
+    executor: LocalExecutor
+    workspace: Workspace
+    executor_name: str = "local"
+
+
+class DatalabsExtension(ExtensionApp):
+    """Datalabs REST API: pipeline catalogue and runs (plus data volumes when installed)."""
+
+    name = "jupyterlab_ext"
+
+    catalogue_dirs = List(
+        Unicode(),
+        config=True,
+        help="""Catalogue folders to read pipelines from (``<dir>/<mission>/pipelines/*.cwl``).
+
+        Default: the folders in ``$DATALABS_CATALOGUE`` (separated like PATH), as set by the
+        spawner. Changes to the files are picked up without a restart.
+        Example: ``c.DatalabsExtension.catalogue_dirs = ["/srv/datalabs/catalogue"]``.
+        """,
+    )
+
+    @default("catalogue_dirs")
+    def _default_catalogue_dirs(self) -> list[str]:
+        return [d for d in os.environ.get("DATALABS_CATALOGUE", "").split(os.pathsep) if d]
+
+    pipelines_home = Unicode(
+        config=True,
+        help="""Folder of the run store: ``runs.db``, one folder per run (logs, events,
+        provenance, outputs) and the per-user cwltool cache. Default:
+        ``$DATALABS_PIPELINES_HOME`` or ``~/.local/share/datalabs/pipelines``, the same store the
+        ``datalabs-pipeline`` command uses, so runs started in a terminal show up in the panel.
+        """,
+    )
+
+    @default("pipelines_home")
+    def _default_pipelines_home(self) -> str:
+        return os.environ.get("DATALABS_PIPELINES_HOME") or str(default_home())
+
+    max_concurrent_runs = Int(
+        4,
+        config=True,
+        help="""How many pipeline runs may execute at the same time; further runs wait in the
+        queue (state ``queued``) and start in order as others end. Each run is a cwltool
+        process plus its steps, so keep this near the session's CPU count.""",
+    )
+
+    no_container = Bool(
+        True,
+        config=True,
+        help="""Run tools directly on the host (cwltool ``--no-container``), ignoring
+        DockerRequirement hints. The default for the embedded (one machine) mode, where sessions
+        have no container engine. Set to False where cwltool may start containers.""",
+    )
+
+    provenance = Bool(
+        True,
+        config=True,
+        help="""Record a CWLProv research object per run (cwltool ``--provenance``), offered for
+        download at ``runs/<id>/provenance``. Costs some time per run.""",
+    )
+
+    cache = Bool(
+        True,
+        config=True,
+        help="""Use a cwltool cache per user (``--cachedir``) so that a re-run, or a run with
+        some inputs changed, reuses the steps whose inputs did not change.""",
+    )
+
+    cwltool_args = List(
+        Unicode(),
+        config=True,
+        help="""Extra cwltool options added to every run, e.g. ``["--parallel"]`` or
+        ``["--singularity"]``. Operator-controlled; users cannot add options.""",
+    )
+
+    executor = Enum(
+        ["local"],
+        default_value="local",
+        config=True,
+        help="""Where runs execute. ``local``: a supervised cwltool process per run in the
+        session (the embedded default). On Kubernetes, runs are Calrissian Jobs built by
+        :func:`datalabs_pipelines.executors.kubernetes.make_calrissian_job`; see
+        docs/pipelines.md for what the cluster needs.""",
+    )
+
+    workspace_root = Unicode(
+        config=True,
+        help="""The user's workspace: relative input paths are taken from here, and inputs must
+        lie here or on a mounted volume (``$DATALABS_VOLUMES``). Default: the server's root
+        directory.""",
+    )
+
+    @default("workspace_root")
+    def _default_workspace_root(self) -> str:
+        return str(self.serverapp.root_dir) if self.serverapp else os.getcwd()
+
+    poll_interval = Float(
+        2.0,
+        config=True,
+        help="""Seconds between checks that start queued runs and mark runs whose process
+        vanished (the supervisors also start queued runs themselves when a run ends).""",
+    )
+
+    def initialize_settings(self) -> None:
+        settings = Settings(
+            home=Path(self.pipelines_home),
+            user=default_user(),
+            max_concurrent=self.max_concurrent_runs,
+            no_container=self.no_container,
+            provenance=self.provenance,
+            cache=self.cache,
+            cwltool_args=tuple(self.cwltool_args),
+        )
+        services = PipelineServices(
+            catalogue=Catalogue([Path(d) for d in self.catalogue_dirs]),
+            executor=LocalExecutor(settings),
+            workspace=Workspace.from_env(self.workspace_root),
+            executor_name=self.executor,
+        )
+        self.settings.update({"datalabs": services})
+        self._services = services
+        self._ticker: PeriodicCallback | None = None
+
+    def initialize_handlers(self) -> None:
+        for name in HANDLER_MODULES:
+            try:
+                module = importlib.import_module(f"jupyterlab_ext.handlers.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"jupyterlab_ext.handlers.{name}":
+                    raise
+                continue
+            self.handlers.extend(getattr(module, "default_handlers", []))
+
+    async def _tick(self) -> None:
+        try:
+            # Process checks and SQLite writes stay off the event loop.
+            await asyncio.to_thread(self._services.executor.tick)
+        except Exception:  # noqa: BLE001 - a failed check is retried at the next tick
+            self.log.exception("datalabs: checking pipeline runs failed")
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Once the event loop runs: find runs lost while the server was down, then keep watching.
+        await self._tick()
+        self._ticker = PeriodicCallback(self._tick, self.poll_interval * 1000)
+        self._ticker.start()
+
+    async def stop_extension(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        # Runs go on without us (their supervisors are independent processes).
+        self._services.executor.close()

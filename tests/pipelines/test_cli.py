@@ -1,0 +1,108 @@
+"""``datalabs-pipeline`` as a user runs it: the cwl-runner contract and run management."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datalabs_pipelines.runs import RunStore
+
+
+def test_run_prints_the_output_object_and_exits_zero(cli, data_dir, tmp_path, settings):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"a": "left", "b": "right"}))
+    outdir = tmp_path / "out"
+
+    done = cli("run", "--outdir", str(outdir), "--quiet", str(data_dir / "two-steps.cwl"), str(job))
+
+    assert done.returncode == 0, done.stderr
+    output = json.loads(done.stdout)
+    result = Path(output["result"]["path"])
+    assert result.parent == outdir and result.read_text() == "left\nright\n"
+    # --quiet: nothing of cwltool's log on stderr, but the log is kept with the run.
+    assert "[step first]" not in done.stderr
+    runs = RunStore(settings.db_path).list(user="alice")
+    assert [r.state for r in runs] == ["success"]
+    assert "[step first] start" in (Path(runs[0].rundir) / "cwltool.log").read_text()
+
+
+def test_run_without_quiet_shows_the_log(cli, data_dir):
+    done = cli("run", str(data_dir / "echo.cwl"), "--text", "hi there")
+    assert done.returncode == 0
+    assert "Final process status is success" in done.stderr
+    assert json.loads(done.stdout)["out"]["class"] == "File"
+
+
+def test_unsupported_feature_exits_33(cli, data_dir):
+    done = cli("run", "--quiet", str(data_dir / "needs-docker.cwl"))
+    assert done.returncode == 33
+
+
+def test_failure_exits_non_zero_and_status_tells_why(cli, data_dir):
+    done = cli("run", "--quiet", str(data_dir / "fails.cwl"))
+    assert done.returncode not in (0, 33)
+    listing = cli("list")
+    run_id = listing.stdout.split()[0]
+    status = cli("status", "--json", run_id)
+    data = json.loads(status.stdout)
+    assert data["state"] == "failed"
+    assert "cwltool exited with code" in data["exit_reason"]
+    logs = cli("logs", run_id)
+    assert "broken" in logs.stdout
+
+
+def test_status_logs_rerun_cancel_of_unknown_or_foreign_runs(cli, settings):
+    for command in ("status", "logs", "cancel", "rerun"):
+        done = cli(command, "../../etc")
+        assert done.returncode == 1
+        assert "no run" in done.stderr
+
+
+def test_rerun_and_step_logs(cli, data_dir, tmp_path, wait_for, settings):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"a": "x", "b": "y"}))
+    assert cli("run", "--quiet", str(data_dir / "two-steps.cwl"), str(job)).returncode == 0
+    first_id = cli("list").stdout.split()[0]
+
+    rerun = cli("rerun", first_id)
+    assert rerun.returncode == 0
+    new_id = rerun.stdout.strip()
+    wait_for(
+        lambda: json.loads(cli("status", "--json", new_id).stdout)["state"] == "success",
+        what="the re-run",
+    )
+    status = json.loads(cli("status", "--json", new_id).stdout)
+    assert status["inputs"] == {"a": "x", "b": "y"} and status["rerun_of"] == first_id
+    step_log = cli("logs", "--step", "second", new_id).stdout
+    assert "[job second]" in step_log and "[job first]" not in step_log
+
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "catalogue"
+
+
+def test_search_and_run_by_catalogue_id(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATALABS_CATALOGUE", str(CATALOGUE))
+    found = cli("search", "sky", "--accepts", "csv")
+    assert found.returncode == 0
+    assert found.stdout.split("\t")[0] == "esasky/bright-sources"
+
+    (tmp_path / "cat.csv").write_text("ra,dec,magnitude,name\n1,2,3,a\n4,5,11,b\n")
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "catalogue": {
+                    "class": "File",
+                    "location": "cat.csv",
+                    "format": "http://edamontology.org/format_3752",
+                }
+            }
+        )
+    )
+    done = cli("run", "--quiet", "esasky/bright-sources", str(job), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "1 of 2 sources" in Path(json.loads(done.stdout)["report"]["path"]).read_text()
+    status = json.loads(cli("status", "--json", cli("list").stdout.split()[0]).stdout)
+    assert status["pipeline"] == "esasky/bright-sources"
+    # The relative location was made absolute, so a re-run finds the file from anywhere.
+    assert status["inputs"]["catalogue"]["location"] == str(tmp_path / "cat.csv")

@@ -1,0 +1,63 @@
+"""CWL v1.2 conformance, ``required`` tests: ``datalabs-pipeline run`` must pass as many as plain
+cwltool on the same machine in the same session.
+
+The tests are read from ``<repo>/../shared/cwl-v1.2`` (copied unchanged from the CWL project,
+with their licence), never copied into this repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = REPO.parent / "shared" / "cwl-v1.2"
+BIN = Path(sys.executable).parent
+SUMMARY = re.compile(r"(\d+) tests passed(?:, (\d+) failures?)?(?:, (\d+) unsupported features?)?")
+
+
+def _cwltest(tool: str, tool_args: list[str], env: dict[str, str]) -> tuple[int, int, int, str]:
+    done = subprocess.run(
+        [
+            str(BIN / "cwltest"),
+            "--test",
+            "conformance_tests.yaml",
+            "--tool",
+            tool,
+            "--tags",
+            "required",
+            "-j",
+            "2",
+            "--",
+            *tool_args,
+        ],
+        cwd=SUITE,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    output = done.stdout + done.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    match = SUMMARY.search(lines[-1]) if lines else None
+    assert match, f"no cwltest summary in its output:\n{output[-3000:]}"
+    passed, failed, unsupported = (int(g or 0) for g in match.groups())
+    return passed, failed, unsupported, output
+
+
+@pytest.mark.slow
+def test_required_conformance_matches_plain_cwltool(tmp_path):
+    assert (SUITE / "conformance_tests.yaml").exists(), f"conformance tests missing: {SUITE}"
+    env = dict(os.environ, DATALABS_PIPELINES_HOME=str(tmp_path / "store"))
+
+    baseline = _cwltest(str(BIN / "cwltool"), ["--no-container"], env)
+    ours = _cwltest(str(BIN / "datalabs-pipeline"), ["run"], env)
+
+    print(f"plain cwltool: {baseline[:3]}; datalabs-pipeline run: {ours[:3]}")
+    assert ours[0] == baseline[0], ours[3][-5000:]
+    assert ours[0] >= 80

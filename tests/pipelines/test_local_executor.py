@@ -1,0 +1,257 @@
+"""The local executor with real cwltool processes: states, steps, logs, cancel, queue, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from datalabs_pipelines.events import EVENTS_FILE, LOG_FILE, STEPS_DIR
+from datalabs_pipelines.executors.local import LocalExecutor, RunRequest, group_alive, reconcile
+from datalabs_pipelines.runs import FINAL_STATES, RunNotFound, RunStore
+from datalabs_pipelines.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+
+
+def _request(data_dir: Path, name: str, **inputs: object) -> RunRequest:
+    return RunRequest(pipeline=name, pipeline_path=str(data_dir / name), inputs=dict(inputs))
+
+
+def _wait_final(store: RunStore, run_id: str, wait_for, timeout: float = 120):
+    return wait_for(
+        lambda: (r := store.get(run_id)).state in FINAL_STATES and r,
+        timeout=timeout,
+        what=f"run {run_id} to end",
+    )
+
+
+def _processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_run_records_steps_events_logs_and_provenance(executor, store, data_dir, wait_for):
+    run = executor.submit(_request(data_dir, "two-steps.cwl", a="hello", b="world"))
+    assert run.state in ("queued", "running")
+
+    run = _wait_final(store, run.id, wait_for)
+
+    assert run.state == "success", run.exit_reason
+    assert [(s.name, s.state) for s in run.steps] == [("first", "success"), ("second", "success")]
+    assert all(s.started and s.finished and s.finished >= s.started for s in run.steps)
+    result = Path(run.outputs["result"]["path"])
+    assert result.read_text() == "hello\nworld\n"
+    assert result.is_relative_to(run.outdir)
+    rundir = Path(run.rundir)
+    events = [json.loads(line) for line in (rundir / EVENTS_FILE).read_text().splitlines()]
+    assert ("step", "first", "running") in [
+        (e["kind"], e.get("step"), e.get("state")) for e in events
+    ]
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "success"
+    assert "[job second]" in (rundir / STEPS_DIR / "second.log").read_text()
+    assert "Final process status is success" in (rundir / LOG_FILE).read_text()
+    # CWLProv research object (BagIt) kept per run.
+    assert (rundir / "provenance" / "bagit.txt").exists()
+
+
+def test_failed_run_keeps_the_reason(executor, store, data_dir, wait_for):
+    run = executor.submit(_request(data_dir, "fails.cwl"))
+    run = _wait_final(store, run.id, wait_for)
+    assert run.state == "failed"
+    assert run.exit_code not in (0, None)
+    assert "cwltool exited with code" in run.exit_reason
+
+
+def test_cancel_kills_the_whole_process_group(executor, store, data_dir, wait_for):
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000}"  # a unique sleep duration
+    run = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    # Both the step's shell, its background sleep and the foreground sleep are up.
+    wait_for(lambda: len(_processes_with(marker)) >= 3, timeout=60, what="the step's processes")
+    cwltool_pgid = store.get(run.id).pgid
+
+    cancelled = executor.cancel("alice", run.id)
+
+    assert cancelled.state == "cancelled"
+    assert cancelled.exit_reason == "cancelled by the user"
+    assert [s.state for s in cancelled.steps] == ["failed"]
+    wait_for(lambda: not _processes_with(marker), timeout=10, what="no process left")
+    wait_for(lambda: not group_alive(cwltool_pgid), timeout=10, what="cwltool's group gone")
+
+
+def test_cancel_a_queued_run_never_starts_it(tmp_path, data_dir, wait_for):
+    settings = Settings(home=tmp_path / "h", user="alice", max_concurrent=1)
+    store = RunStore(settings.db_path)
+    executor = LocalExecutor(settings, store)
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000 + 1}"
+    first = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    second = executor.submit(_request(data_dir, "echo.cwl", text="never"))
+    assert store.get(second.id).state == "queued"
+    assert executor.cancel("alice", second.id).state == "cancelled"
+    assert executor.cancel("alice", first.id).state == "cancelled"
+    time.sleep(0.5)
+    executor.tick()
+    assert store.get(second.id).state == "cancelled"
+    assert store.get(second.id).started is None
+    store.close()
+
+
+def test_another_users_run_is_not_found(executor, store, data_dir, wait_for):
+    run = executor.submit(_request(data_dir, "echo.cwl", text="mine"))
+    with pytest.raises(RunNotFound):
+        store.get(run.id, user="bob")
+    with pytest.raises(RunNotFound):
+        executor.cancel("bob", run.id)
+    assert store.list(user="bob") == []
+    _wait_final(store, run.id, wait_for)
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "0123456789abcdef/..", "", "A" * 16])
+def test_run_ids_are_checked_before_any_lookup(store, bad):
+    with pytest.raises(RunNotFound):
+        store.get(bad)
+
+
+def test_lost_supervisor_is_marked_failed_with_reason(executor, store, data_dir, wait_for):
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000 + 2}"
+    run = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    wait_for(lambda: len(_processes_with(marker)) >= 3, timeout=60, what="the step's processes")
+    run = store.get(run.id)
+    os.kill(run.supervisor_pid, signal.SIGKILL)  # as if the machine lost the process
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(run.supervisor_pid)
+            or psutil.Process(run.supervisor_pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=10,
+    )
+
+    assert reconcile(store) == [run.id]
+
+    run = store.get(run.id)
+    assert run.state == "failed"
+    assert "process disappeared" in run.exit_reason
+    wait_for(lambda: not _processes_with(marker), timeout=10, what="the orphaned step killed")
+    executor.tick()  # reaps the killed supervisor
+
+
+@pytest.mark.slow
+def test_twenty_runs_with_a_limit_of_four_all_finish(tmp_path, data_dir, wait_for):
+    settings = Settings(home=tmp_path / "h", user="alice", max_concurrent=4)
+    store = RunStore(settings.db_path)
+    executor = LocalExecutor(settings, store)
+    runs = [
+        executor.submit(_request(data_dir, "short.cwl", seconds="0.5", text=f"run {i}"))
+        for i in range(20)
+    ]
+    assert sum(store.get(r.id).state == "queued" for r in runs) >= 16
+
+    finished = [_wait_final(store, r.id, wait_for, timeout=300) for r in runs]
+
+    assert [r.state for r in finished] == ["success"] * 20
+    texts = {Path(r.outputs["out"]["path"]).read_text() for r in finished}
+    assert texts == {f"run {i}\n" for i in range(20)}
+    # Never more than four at once: count overlaps at every start.
+    spans = [(r.started, r.finished) for r in finished]
+    peak = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert peak <= 4
+    executor.close()
+
+
+def test_rerun_with_changed_input_reuses_finished_steps(executor, store, data_dir, wait_for):
+    first = executor.submit(_request(data_dir, "two-steps.cwl", a="same", b="one"))
+    first = _wait_final(store, first.id, wait_for)
+    assert first.state == "success"
+
+    again = executor.rerun("alice", first.id)
+    assert again.inputs == first.inputs and again.rerun_of == first.id
+    again = _wait_final(store, again.id, wait_for)
+    assert again.state == "success"
+    assert all(s.cached for s in again.steps)
+
+    changed = executor.submit(_request(data_dir, "two-steps.cwl", a="same", b="two"))
+    changed = _wait_final(store, changed.id, wait_for)
+    steps = {s.name: s for s in changed.steps}
+    assert steps["first"].cached and not steps["second"].cached
+    assert Path(changed.outputs["result"]["path"]).read_text() == "same\ntwo\n"
+
+
+def test_killed_launcher_does_not_lose_runs(settings, data_dir, wait_for, tmp_path):
+    """A process that launched runs dies; a new one finds every run in its right state."""
+    script = (
+        "import sys, time\n"
+        "from datalabs_pipelines.executors.local import LocalExecutor, RunRequest\n"
+        "from datalabs_pipelines.settings import Settings\n"
+        f"ex = LocalExecutor(Settings(home=__import__('pathlib').Path({str(settings.home)!r}),"
+        " user='alice'))\n"
+        f"for name, inputs in [('echo.cwl', {{'text': 'quick'}}),"
+        f" ('short.cwl', {{'seconds': '4', 'text': 'slow'}})]:\n"
+        f"    r = ex.submit(RunRequest(pipeline=name, pipeline_path={str(data_dir)!r} + '/' + name,"
+        " inputs=inputs))\n"
+        "    print(r.id, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        quick_id = launcher.stdout.readline().strip()
+        slow_id = launcher.stdout.readline().strip()
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+    store = RunStore(settings.db_path)
+    executor = LocalExecutor(settings, store)
+    executor.tick()
+    ids = {r.id for r in store.list(user="alice")}
+    assert {quick_id, slow_id} <= ids
+    assert store.get(slow_id).state in ("running", "queued")
+    quick = _wait_final(store, quick_id, wait_for)
+    slow = _wait_final(store, slow_id, wait_for)
+    assert (quick.state, slow.state) == ("success", "success")
+    store.close()
+
+
+def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_path, settings):
+    from datalabs_pipelines.executors.local import build_argv
+
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "touch.cwl").write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\n"
+        "requirements: {InplaceUpdateRequirement: {inplaceUpdate: true}}\n"
+        "baseCommand: 'true'\ninputs: []\noutputs: []\n"
+    )
+    (tmp_path / "wf.cwl").write_text(
+        "cwlVersion: v1.2\nclass: Workflow\ninputs: []\noutputs: []\n"
+        "steps:\n  s:\n    run: tools/touch.cwl\n    in: {}\n    out: []\n"
+    )
+    inplace = RunRequest(pipeline="wf", pipeline_path=str(tmp_path / "wf.cwl"))
+    argv = build_argv(settings, tmp_path / "run", "/out", None, inplace)
+    assert "--cachedir" not in argv and "--provenance" not in argv
+
+    own_requirements = RunRequest(
+        pipeline="echo",
+        pipeline_path=str(DATA / "echo.cwl"),
+        inputs={"text": "x", "cwl:requirements": [{"class": "EnvVarRequirement"}]},
+    )
+    argv = build_argv(settings, tmp_path / "run", "/out", None, own_requirements)
+    assert "--cachedir" not in argv and "--provenance" in argv
+
+    plain = RunRequest(pipeline="echo", pipeline_path=str(DATA / "echo.cwl"), inputs={"text": "x"})
+    argv = build_argv(settings, tmp_path / "run", "/out", None, plain)
+    assert "--cachedir" in argv and "--provenance" in argv

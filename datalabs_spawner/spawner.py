@@ -25,7 +25,7 @@ from traitlets.config import LoggingConfigurable
 
 from datalabs_volumes.models import ChosenVolume, Volume
 from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
-from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
+from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError, resolve_source
 
 from .catalogue import Catalogue, shared_catalogue
 from .form import render_form
@@ -270,11 +270,7 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         return self.workspace / "data"
 
     def source_folder(self, chosen: ChosenVolume) -> Path:
-        root = Path(os.path.realpath(self.volume_root))
-        folder = Path(os.path.realpath(root / chosen.source.path))
-        if folder != root and root not in folder.parents:
-            raise MountError(f"its source resolves to {folder}, outside the archive root {root}")
-        return folder
+        return resolve_source(self.volume_root, chosen.source.path)
 
     def get_args(self) -> list[str]:
         args = list(super().get_args())

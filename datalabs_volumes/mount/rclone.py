@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -269,6 +270,7 @@ class RcloneDaemon:
             # Its own process group: a terminal's Ctrl-C reaches the server, which then
             # unmounts in order, instead of killing rclone under its mounts.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.client = RcClient(self.socket_path, self._user, self._password)
         deadline = time.monotonic() + timeout
@@ -311,6 +313,15 @@ class RcloneDaemon:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the server dies, even by SIGKILL.
+
+    Otherwise a crashed server would leave its rcd (and the user's mounts) running.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 async def _run(*argv: str, timeout: float = 15.0) -> tuple[int, str]:

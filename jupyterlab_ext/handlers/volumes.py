@@ -1,0 +1,86 @@
+"""``/datalabs/api/volumes``: hosted archive volumes of the running session.
+
+- ``GET volumes``: the volumes the user may read, with mounted state, size and health
+- ``GET volumes/<id>``: one of them
+- ``POST volumes/<id>/attach`` (optional body ``{"version": "v2"}``) and ``POST .../detach``
+- ``GET volumes/<id>/browse?path=<folder>``: a listing through fsspec, without mounting
+
+Access is checked server-side with the hub's own rule (``datalabs_volumes.access.may_read``)
+on the user's hub groups, which the spawner passes to the server.
+"""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from datalabs_volumes.session import as_mapping
+
+from .base import DatalabsHandler
+
+_ID = r"(?P<vid>[^/]+)"
+
+
+class VolumesHandler(DatalabsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        await self.run(self.storage.volumes)
+
+
+class VolumeHandler(DatalabsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, vid: str):
+        await self.run(lambda: self.storage.volume(vid))
+
+
+class VolumeAttachHandler(DatalabsHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, vid: str):
+        async def call():
+            version = as_mapping(self.body(required=False)).get("version")
+            return await self.storage.attach_volume(vid, str(version) if version else None)
+
+        await self.run(call)
+
+
+class VolumeDetachHandler(DatalabsHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, vid: str):
+        await self.run(lambda: self.storage.detach_volume(vid))
+
+
+class VolumeBrowseHandler(DatalabsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, vid: str):
+        path = self.get_query_argument("path", "")
+        await self.run(lambda: self.storage.browse_volume(vid, path))
+
+
+def setup(app) -> None:
+    """Create the session's storage service once, for both storage resources."""
+    if "datalabs_storage" not in app.settings:
+        from ..storage import DatalabsStorage
+
+        config = DatalabsStorage(parent=app)
+        app.settings["datalabs_storage"] = config.build(app.serverapp.root_dir)
+
+
+async def shutdown(app) -> None:
+    """Unmount the session's connections and stop its rclone."""
+    storage = app.settings.pop("datalabs_storage", None)
+    if storage is not None:
+        await storage.close()
+
+
+default_handlers = [
+    ("volumes", VolumesHandler),
+    (f"volumes/{_ID}", VolumeHandler),
+    (f"volumes/{_ID}/attach", VolumeAttachHandler),
+    (f"volumes/{_ID}/detach", VolumeDetachHandler),
+    (f"volumes/{_ID}/browse", VolumeBrowseHandler),
+]

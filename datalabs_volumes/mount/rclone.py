@@ -566,6 +566,9 @@ class SessionRclone:
                         "ReadOnly": read_only,
                         # Writes need a local copy for backends that cannot seek while writing.
                         "CacheMode": "off" if read_only else "writes",
+                        # Upload as soon as a file is closed, not 5 s later: a detach
+                        # right after a save must find nothing left to upload.
+                        "WriteBack": "0s",
                     },
                     "mountOpt": {"AllowOther": self.allow_other},
                 },
@@ -586,6 +589,8 @@ class SessionRclone:
             attached = self.attached.get(name)
             if attached is None:
                 raise RcloneError(f"'{name}' is not attached", "missing", 404)
+            if self.daemon.alive and not attached.read_only:
+                await self._flush(attached)
             if self.daemon.alive:
                 try:
                     await self.daemon.call(
@@ -599,6 +604,26 @@ class SessionRclone:
                 attached.target.rmdir()
             if self.daemon.alive:
                 await self._forget(name)
+
+    async def _flush(self, attached: Attached, timeout: float = 120.0) -> None:
+        """Wait until the files written through a writable mount are uploaded."""
+        fs = self._fs(attached.connection.name, attached.connection)
+        deadline = time.monotonic() + timeout
+        # The kernel releases a closed file asynchronously, so an upload may be queued just
+        # after a first look says "nothing pending": wait for a few quiet looks in a row.
+        quiet = 0
+        while time.monotonic() < deadline and quiet < 4:
+            try:
+                stats = await self.daemon.call("vfs/stats", {"fs": fs}, timeout=10)
+            except RcloneError:
+                return
+            cache = stats.get("diskCache") or {}
+            busy = cache.get("uploadsInProgress") or cache.get("uploadsQueued")
+            quiet = 0 if busy else quiet + 1
+            await asyncio.sleep(0.15)
+        if quiet >= 4:
+            return
+        log.warning("Uploads to %s still pending after %.0f s; unmounting anyway", fs, timeout)
 
     async def health(self, name: str, timeout: float = 5.0) -> Health:
         """Whether the mount answers: the daemon is up, the mount is there, the remote lists."""

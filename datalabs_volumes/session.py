@@ -233,6 +233,8 @@ class StorageSession:
         # Symbolic links inside the archive must not lead out of the volume.
         if folder != source and source not in folder.parents:
             raise StorageError(400, f"'{path}' is not a folder of volume '{volume.id}'.")
+        if folder.is_file():
+            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.")
         fs = DirFileSystem(path=str(source), fs=LocalFileSystem())
         rel = folder.relative_to(source).as_posix() if folder != source else ""
         try:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -34,17 +34,24 @@ class Lab:
     root: Path
     log: Path
     process: subprocess.Popen
+    state: Path
+    #: Every answer body seen, for the canary check.
+    seen: list[str] = field(default_factory=list)
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}"}
+        kw.setdefault("timeout", 60)
+        r = requests.request(method, f"{self.url}/{path}", headers=headers, **kw)
+        self.seen.append(r.text)
+        return r
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         """A request to ``/datalabs/api/<path>`` with the server's token."""
-        headers = {"Authorization": f"token {self.token}"}
-        kw.setdefault("timeout", 60)
-        return requests.request(method, f"{self.url}/datalabs/api/{path}", headers=headers, **kw)
+        return self.request(method, f"datalabs/api/{path}", **kw)
 
-    def contents(self, path: str, **kw) -> requests.Response:
-        headers = {"Authorization": f"token {self.token}"}
-        kw.setdefault("timeout", 60)
-        return requests.get(f"{self.url}/api/contents/{path}", headers=headers, **kw)
+    def contents(self, path: str, method: str = "GET", **kw) -> requests.Response:
+        """A request to the server's own contents API (what the file browser uses)."""
+        return self.request(method, f"api/contents/{path}", **kw)
 
 
 @contextlib.contextmanager
@@ -88,6 +95,7 @@ def running_lab(
         f"--IdentityProvider.token={token}",
         # Debug logs are the likeliest place for a secret to leak: the canary tests read them.
         "--ServerApp.log_level=DEBUG",
+        f"--DatalabsStorage.rclone_runtime_dir={state / 'rclone'}",
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
@@ -96,7 +104,7 @@ def running_lab(
         proc = subprocess.Popen(
             argv, env=env, cwd=root, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
         )
-    lab = Lab(f"http://127.0.0.1:{port}", token, root, log, proc)
+    lab = Lab(f"http://127.0.0.1:{port}", token, root, log, proc, state)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -78,6 +78,8 @@ def test_connect_attach_read_detach_delete(lab, serve, kind):
     )
     assert r.status_code >= 400
     assert not (server.files / "new.txt").exists()
+    lab.contents(f"data/{name}/hello.txt/checkpoints", method="POST")
+    assert not (server.files / ".ipynb_checkpoints").exists()
 
     r = lab.api("POST", f"connections/{name}/detach")
     assert r.status_code == 200 and r.json()["attached"] is False

@@ -38,6 +38,10 @@ def test_hot_attach_then_detach_a_hosted_volume(lab):
             json={"type": "file", "format": "text", "content": "x"},
         )
         assert r.status_code >= 400
+        # JupyterLab checkpoints a file it opens; jupyter-server refuses to for a file it
+        # cannot write, so nothing is ever written inside a read-only volume.
+        lab.contents("data/team-data/readme.txt/checkpoints", method="POST")
+        assert not (lab.root / "data" / "team-data" / ".ipynb_checkpoints").exists()
         r = lab.api("POST", "volumes/team-data/attach")
         assert r.status_code == 409 and "already attached" in r.json()["message"]
     finally:

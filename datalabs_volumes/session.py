@@ -15,7 +15,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -87,6 +87,7 @@ class StorageSession:
         self.allowed_networks = tuple(allowed_networks)
         self.mounter = LocalMounter(mount_method)
         self.rclone = rclone or SessionRclone()
+        self.rclone.on_token_refresh = self._keep_refreshed_token
         self._sizes: dict[str, _Size] = {}
         self._volume_lock = asyncio.Lock()
 
@@ -265,6 +266,12 @@ class StorageSession:
                 "key (DatalabsSpawnerMixin.credentials_master_key).",
             )
         return self.store
+
+    def _keep_refreshed_token(self, connection: Connection, token: str) -> None:
+        if self.store is None:
+            return
+        options = {**connection.options, "token": token}
+        self.store.put(replace(connection, options=options))
 
     def _get(self, name: str) -> Connection:
         try:

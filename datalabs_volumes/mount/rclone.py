@@ -27,7 +27,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,6 +408,9 @@ class SessionRclone:
         self.attached: dict[str, Attached] = {}
         self.restarts = 0
         self.last_restart_error = ""
+        #: Called with (connection, new token) when rclone refreshed an OAuth token, so that
+        #: the encrypted store keeps the fresh one (see ``refreshed_token``).
+        self.on_token_refresh: Callable[[Connection, str], None] | None = None
         self._lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
@@ -600,10 +603,30 @@ class SessionRclone:
                     log.warning("rclone could not unmount %s (%s); forcing", name, e.message)
             await force_unmount(attached.target)
             del self.attached[name]
+            if self.daemon.alive and attached.connection.spec.oauth:
+                await self.refreshed_token(name, attached.connection)
             with contextlib.suppress(OSError):
                 attached.target.rmdir()
             if self.daemon.alive:
                 await self._forget(name)
+
+    async def refreshed_token(self, remote: str, connection: Connection) -> str | None:
+        """The OAuth token rclone holds for ``remote`` if it refreshed it; tells the store.
+
+        Dropbox and Google Drive access tokens last hours; rclone renews them with the refresh
+        token and writes the new one into its own config file. Reading it back before the
+        remote is forgotten keeps the encrypted store current.
+        """
+        try:
+            current = await self.daemon.call("config/get", {"name": remote})
+        except RcloneError:
+            return None
+        token = current.get("token")
+        if not token or token == connection.options.get("token"):
+            return None
+        if self.on_token_refresh:
+            self.on_token_refresh(connection, token)
+        return token
 
     async def _flush(self, attached: Attached, timeout: float = 120.0) -> None:
         """Wait until the files written through a writable mount are uploaded."""

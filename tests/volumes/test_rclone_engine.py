@@ -190,3 +190,33 @@ async def test_attaching_twice_or_over_a_mount_is_refused(serve, engine, tmp_pat
         await engine.attach(connection(server), tmp_path / "data" / "elsewhere")
     with pytest.raises(RcloneError, match="already in use"):
         await engine.attach(connection(server, name="other"), target)
+
+
+@pytest.mark.parametrize("backend", ["dropbox", "drive"])
+async def test_oauth_token_reaches_rclone_only_and_a_refreshed_one_is_kept(backend, engine):
+    """Dropbox and Google Drive cannot be reached from here: check the config rclone gets,
+    and that a token rclone refreshed goes back to the store."""
+    import json
+
+    token = json.dumps(
+        {"access_token": "old", "token_type": "Bearer", "refresh_token": CANARY, "expiry": "x"}
+    )
+    conn = validate({"name": "cloud", "backend": backend, "options": {"token": token}})
+    assert conn.redacted()["options"]["token"] != token
+    await engine.start()
+    await engine._define("cloud", conn)
+    config = engine.daemon.config_path.read_text()
+    assert f"type = {backend}" in config and "refresh_token" in config
+    assert "env_auth" not in config and "service_account" not in config
+    assert stat.S_IMODE(engine.daemon.config_path.stat().st_mode) == 0o600
+    kept = []
+    engine.on_token_refresh = lambda c, t: kept.append((c.name, t))
+    assert await engine.refreshed_token("cloud", conn) is None  # unchanged: nothing to keep
+    # rclone renews the access token itself and writes it to its config; play that part.
+    fresh = token.replace('"old"', '"new"')
+    await engine.daemon.call(
+        "config/update",
+        {"name": "cloud", "parameters": {"token": fresh}, "opt": {"nonInteractive": True}},
+    )
+    assert await engine.refreshed_token("cloud", conn) == fresh
+    assert kept == [("cloud", fresh)]

@@ -75,6 +75,8 @@ def running_lab(
         JUPYTER_DATA_DIR=str(jupyter / "data"),
         JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
         JUPYTERHUB_USER=user,
+        # As the spawner does: the workspace is home (IPython history and all stay in it).
+        HOME=str(root),
         DATALABS_CATALOGUE_DIRS=json.dumps([str(catalogue)]),
         DATALABS_ARCHIVE_ROOT=str(archive),
         DATALABS_USER_GROUPS=json.dumps(list(groups)),

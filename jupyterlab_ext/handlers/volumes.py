@@ -11,7 +11,10 @@ on the user's hub groups, which the spawner passes to the server.
 
 from __future__ import annotations
 
+import os
+
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.utils import url_path_join
 from tornado import web
 
 from datalabs_volumes.session import as_mapping
@@ -62,12 +65,27 @@ class VolumeBrowseHandler(DatalabsHandler):
 
 
 def setup(app) -> None:
-    """Create the session's storage service once, for both storage resources."""
+    """Create the session's storage service once, for both storage resources.
+
+    Also tells kernels started from now on where the API is (``DATALABS_API_URL``, and the
+    server's token if it has one), for ``from datalabs_volumes import volumes``.
+    """
     if "datalabs_storage" not in app.settings:
         from ..storage import DatalabsStorage
 
         config = DatalabsStorage(parent=app)
         app.settings["datalabs_storage"] = config.build(app.serverapp.root_dir)
+        serverapp = app.serverapp
+        # A server listening on every address is reached on loopback from its own kernels.
+        host = serverapp.ip if serverapp.ip not in ("", "0.0.0.0", "*", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        os.environ["DATALABS_API_URL"] = url_path_join(
+            f"http://{host}:{serverapp.port}", serverapp.base_url, "datalabs/api/"
+        )
+        token = getattr(serverapp.identity_provider, "token", "")
+        if token:
+            os.environ["DATALABS_API_TOKEN"] = token
 
 
 async def shutdown(app) -> None:

@@ -11,6 +11,8 @@
 #                           (default: .demo/ in the repository)
 #   DATALABS_ARCHIVE_DIR    the archive root that local volume sources are relative to
 #                           (default: $DATALABS_STATE_DIR/archive, filled by `make sample-data`)
+#   DATALABS_CREDENTIALS_MASTER_KEY  key protecting users' connections to their own storage
+#                           (default: generated once into $DATALABS_STATE_DIR/credentials.key)
 import os
 import secrets
 import sys
@@ -67,4 +69,18 @@ c.Spawner.default_url = "/lab"
 # Tests point JupyterLab at settings that turn off its news prompt; pass that through.
 c.Spawner.env_keep = ["JUPYTERHUB_SINGLEUSER_APP", "PATH", "LANG", "JUPYTERLAB_SETTINGS_DIR"]
 c.Spawner.start_timeout = 60
+
+# -- Users' own storage (WebDAV, FTP, SFTP, S3, Dropbox, Google Drive) ------------------------
+key_file = state / "credentials.key"
+if not os.environ.get("DATALABS_CREDENTIALS_MASTER_KEY"):
+    if not key_file.exists():
+        from datalabs_volumes.credentials import new_master_key
+
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_master_key())
+    c.DatalabsSpawnerMixin.credentials_master_key = key_file.read_text().strip()
+# Loopback is refused for connections everywhere else; the demo allows it so that a new user
+# can try a connection against `rclone serve webdav` on the same machine.
+c.DatalabsSpawnerMixin.connection_allowed_networks = ["127.0.0.1/32"]
 c.Spawner.http_timeout = 60

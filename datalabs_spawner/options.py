@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from datalabs_volumes.access import Who, may_read
 from datalabs_volumes.models import ChosenVolume, Volume, choose
 
 from .catalogue import Catalogue, Datalab
@@ -50,20 +51,6 @@ class SessionChoice:
         if self.image_version:
             out["image"] = self.image_version
         return out
-
-
-@dataclass(frozen=True)
-class Who:
-    """The user a choice is made for."""
-
-    name: str
-    groups: tuple[str, ...] = ()
-    #: Extra volume ids the operator grants through group_volume_access.
-    granted: frozenset[str] = frozenset()
-
-
-def may_read(volume: Volume, who: Who, today: date | None = None) -> bool:
-    return volume.id in who.granted or volume.access.allows(who.name, who.groups, today)
 
 
 def readable_volumes(catalogue: Catalogue, who: Who, today: date | None = None) -> list[Volume]:

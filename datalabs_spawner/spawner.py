@@ -23,9 +23,10 @@ from tornado import web
 from traitlets import Dict, Enum, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from datalabs_volumes.credentials import user_key
 from datalabs_volumes.models import ChosenVolume, Volume
 from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
-from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError
+from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError, resolve_source
 
 from .catalogue import Catalogue, shared_catalogue
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
@@ -106,6 +107,35 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
 
         Example: ``{"staff": ["rosetta-restricted"]}`` lets members of the hub group ``staff``
         read that volume whatever its catalogue entry says. Default: no extra access.
+        """,
+    )
+
+    credentials_master_key = Unicode(
+        config=True,
+        help="""
+        Master key protecting users' connections to their own storage (WebDAV, S3, ...):
+        each user's connections are encrypted at rest with a key derived from it for that
+        user alone. A Fernet key (``python -c "from cryptography.fernet import Fernet;
+        print(Fernet.generate_key().decode())"``); keep it secret and stable, since changing
+        it makes stored connections unreadable (users then create them again).
+
+        Default: ``DATALABS_CREDENTIALS_MASTER_KEY`` from the hub's environment; empty means
+        connections are disabled, with a message saying so in the Data panel.
+        """,
+    )
+
+    @default("credentials_master_key")
+    def _default_credentials_master_key(self):
+        return os.environ.get("DATALABS_CREDENTIALS_MASTER_KEY", "")
+
+    connection_allowed_networks = List(
+        Unicode(),
+        config=True,
+        help="""
+        Private, loopback or link-local networks (CIDR) that users' connections may reach.
+        Connections to addresses in those ranges are refused unless listed here, so that users
+        cannot probe the platform's own network. Example: ``["10.20.0.0/16"]`` for an
+        institute's storage; the demo allows ``["127.0.0.1/32"]`` to try ``rclone serve``.
         """,
     )
 
@@ -206,10 +236,14 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
     def volume_env(self, choice: SessionChoice, paths: dict[str, str]) -> dict[str, str]:
         """Environment telling the single-user server what it has (read by the extension)."""
         described = [c.describe(paths[c.id]) for c in choice.volumes]
+        who = self.who()
         return {
             VOLUMES_ENV: json.dumps(described),
             DATALAB_ENV: choice.datalab.slug,
-            GROUPS_ENV: json.dumps(list(self.who().groups)),
+            GROUPS_ENV: json.dumps(list(who.groups)),
+            # For hot attach inside the session: the same access rule needs the same grants.
+            "DATALABS_GRANTED_VOLUMES": json.dumps(sorted(who.granted)),
+            "DATALABS_ALLOWED_NETWORKS": json.dumps(list(self.connection_allowed_networks)),
         }
 
 
@@ -282,11 +316,7 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         return self.workspace / "data"
 
     def source_folder(self, chosen: ChosenVolume) -> Path:
-        root = Path(os.path.realpath(self.volume_root))
-        folder = Path(os.path.realpath(root / chosen.source.path))
-        if folder != root and root not in folder.parents:
-            raise MountError(f"its source resolves to {folder}, outside the archive root {root}")
-        return folder
+        return resolve_source(self.volume_root, chosen.source.path)
 
     def get_args(self) -> list[str]:
         args = list(super().get_args())
@@ -337,7 +367,11 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             self.notebook_dir = str(workspace)
             if choice.datalab.default_url:
                 self.default_url = choice.datalab.default_url
-            self.environment = {**self.environment, **self.volume_env(choice, paths)}
+            self.environment = {
+                **self.environment,
+                **self.volume_env(choice, paths),
+                **self.storage_env(),
+            }
             self._emit(f"Starting {choice.datalab.title}", 80)
             try:
                 return await super().start()
@@ -346,6 +380,21 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
                 raise
         finally:
             self._datalabs_starting = False
+
+    def storage_env(self) -> dict[str, str]:
+        """What the server extension needs to attach volumes and connections in the session.
+
+        The per-user credentials key travels in the environment of this local process only
+        (the extension removes it before any kernel starts); it never goes into a pod spec.
+        """
+        env = {
+            "DATALABS_CATALOGUE_DIRS": json.dumps(list(self.catalogue_dirs)),
+            "DATALABS_ARCHIVE_ROOT": self.volume_root,
+            "DATALABS_MOUNT_METHOD": self.mount_method,
+        }
+        if self.credentials_master_key:
+            env["DATALABS_CREDENTIALS_KEY"] = user_key(self.credentials_master_key, self.user.name)
+        return env
 
     async def _attach_all(self, mounter: LocalMounter, choice: SessionChoice) -> dict[str, str]:
         paths: dict[str, str] = {}

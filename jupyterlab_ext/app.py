@@ -1,20 +1,24 @@
 """The jupyter-server extension of Datalabs: the REST API under ``/datalabs/api/``.
 
 Each REST resource is a module of :mod:`jupyterlab_ext.handlers` ending with its route table
-(``default_handlers``); this application collects them and holds the shared services (pipeline
-catalogue, run store, executor) in ``settings["datalabs"]``.
+(``default_handlers``; patterns either absolute or relative to ``/datalabs/api/``); this
+application collects them, holds the pipeline services (catalogue, run store, executor) in
+``settings["datalabs"]``, and calls a module's ``setup(app)`` / ``shutdown(app)`` hooks for the
+state it keeps (the session's storage service).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default
 
@@ -49,14 +53,23 @@ class DatalabsExtension(ExtensionApp):
         config=True,
         help="""Catalogue folders to read pipelines from (``<dir>/<mission>/pipelines/*.cwl``).
 
-        Default: the folders in ``$DATALABS_CATALOGUE`` (separated like PATH), as set by the
-        spawner. Changes to the files are picked up without a restart.
+        Default: the folders in ``$DATALABS_CATALOGUE_DIRS`` (a JSON list, as the Datalabs
+        spawners set it), else ``$DATALABS_CATALOGUE`` (separated like PATH, handy in a
+        terminal). Changes to the files are picked up without a restart.
         Example: ``c.DatalabsExtension.catalogue_dirs = ["/srv/datalabs/catalogue"]``.
         """,
     )
 
     @default("catalogue_dirs")
     def _default_catalogue_dirs(self) -> list[str]:
+        from_spawner = os.environ.get("DATALABS_CATALOGUE_DIRS")
+        if from_spawner:
+            try:
+                dirs = json.loads(from_spawner)
+            except ValueError:
+                dirs = None
+            if isinstance(dirs, list):
+                return [str(d) for d in dirs]
         return [d for d in os.environ.get("DATALABS_CATALOGUE", "").split(os.pathsep) if d]
 
     pipelines_home = Unicode(
@@ -156,16 +169,31 @@ class DatalabsExtension(ExtensionApp):
         self.settings.update({"datalabs": services})
         self._services = services
         self._ticker: PeriodicCallback | None = None
+        # Resources with state of their own (the session's storage) set it up here, once each.
+        done = []
+        for module in self._modules():
+            hook = getattr(module, "setup", None)
+            if hook and hook not in done:
+                done.append(hook)
+                hook(self)
 
-    def initialize_handlers(self) -> None:
+    def _modules(self) -> list[Any]:
+        modules = []
         for name in HANDLER_MODULES:
             try:
-                module = importlib.import_module(f"jupyterlab_ext.handlers.{name}")
+                modules.append(importlib.import_module(f"jupyterlab_ext.handlers.{name}"))
             except ModuleNotFoundError as exc:
                 if exc.name != f"jupyterlab_ext.handlers.{name}":
                     raise
-                continue
-            self.handlers.extend(getattr(module, "default_handlers", []))
+        return modules
+
+    def initialize_handlers(self) -> None:
+        prefix = f"/{API_BASE}"
+        for module in self._modules():
+            for pattern, handler, *rest in getattr(module, "default_handlers", []):
+                if not pattern.startswith(prefix):
+                    pattern = url_path_join(prefix, pattern)
+                self.handlers.append((pattern, handler, *rest))
 
     async def _tick(self) -> None:
         try:
@@ -183,5 +211,11 @@ class DatalabsExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+        done = []
+        for module in self._modules():
+            hook = getattr(module, "shutdown", None)
+            if hook and hook not in done:
+                done.append(hook)
+                await hook(self)
         # Runs go on without us (their supervisors are independent processes).
         self._services.executor.close()

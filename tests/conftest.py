@@ -2,14 +2,21 @@
 
 - ``hub_user(name, groups)``: a JupyterHub ``User`` backed by an in-memory hub database, with
   its groups, for building spawners outside a running hub.
+- ``serve(kind, password=CANARY)``: a real ``rclone serve <kind>`` (webdav, ftp, sftp, s3) on
+  127.0.0.1 serving a ``hello.txt`` and a ``sub/data.csv``; stopped at the end of the test.
+  Its password is the canary secret of ``tests/servers.py`` unless told otherwise.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 from jupyterhub import orm
 from jupyterhub.objects import Hub
 from jupyterhub.user import User
+
+from tests.servers import CANARY, rclone_serve
 
 
 @pytest.fixture
@@ -32,3 +39,23 @@ def hub_user(hub_db):
         return User(orm_user, {"hub": Hub()})
 
     return make
+
+
+@pytest.fixture
+def serve(tmp_path):
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def start(kind: str, password: str = CANARY):
+            nonlocal count
+            count += 1
+            root = tmp_path / f"served-{kind}-{count}"
+            files = root / "bucket" if kind == "s3" else root
+            (files / "sub").mkdir(parents=True)
+            (files / "hello.txt").write_text(f"hello from {kind}\n")
+            (files / "sub" / "data.csv").write_text("a,b\n1,2\n")
+            return stack.enter_context(
+                rclone_serve(kind, root, tmp_path / f"serve-state-{count}", password)
+            )
+
+        yield start

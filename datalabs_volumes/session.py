@@ -1,0 +1,418 @@
+"""The storage of one running session: hosted volumes and the user's own connections.
+
+What the REST API (and through it the Data panel and the notebook API) does, as a plain
+library: list, attach, detach and browse hosted volumes with the same access rule and the same
+mount code as at spawn; define, test, attach and detach connections through the session's
+``rclone rcd``. Errors are ``StorageError`` with an HTTP status and a sentence a person can act
+on. No Jupyter here: the server extension only turns requests into these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .access import Who, may_read
+from .catalogue import VolumeCatalogue
+from .credentials import CredentialError, CredentialStore
+from .models import Volume, choose, is_safe_relative_path
+from .mount.local import LocalMounter, MountError, MountMethod, is_mount_point, resolve_source
+from .mount.rclone import RcloneError, SessionRclone
+from .remotes import Connection, InvalidConnection, merge_patch, validate
+
+#: Largest number of entries walked to size a volume; beyond it the size is a lower bound.
+SIZE_WALK_LIMIT = 20_000
+#: Largest listing returned by browse; the answer says when it was cut.
+BROWSE_LIMIT = 5_000
+
+
+class StorageError(Exception):
+    """A request that cannot be done: ``status`` for HTTP, ``message`` for the person."""
+
+    def __init__(self, status: int, message: str, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def _refuse_volume(vid: str) -> StorageError:
+    # The same words as at spawn, and the same for unknown and forbidden volumes.
+    return StorageError(403, f"Volume '{vid}' does not exist or you may not read it.")
+
+
+@dataclass
+class _Size:
+    bytes: int
+    files: int
+    complete: bool
+    at: float
+
+
+class StorageSession:
+    """Hosted volumes and connections of one user's running session.
+
+    ``data_dir``: where volumes and connections appear (``<workspace>/data``).
+    ``catalogue_dirs`` / ``archive_root``: the hub's catalogue and the root of ``local`` sources.
+    ``who``: the user and their hub groups. ``store``: their encrypted connections (None: the
+    operator configured no credentials key, and connections are refused with a message saying
+    so). ``allowed_networks``: private ranges the operator lets connections reach.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        who: Who,
+        catalogue_dirs: Sequence[str] = (),
+        archive_root: str = "",
+        store: CredentialStore | None = None,
+        allowed_networks: Iterable[ipaddress._BaseNetwork] = (),
+        mount_method: MountMethod = "auto",
+        rclone: SessionRclone | None = None,
+        catalogue_refresh_seconds: float = 2.0,
+    ):
+        self.data_dir = Path(data_dir)
+        self.who = who
+        self.catalogue = VolumeCatalogue(catalogue_dirs)
+        self.catalogue_refresh_seconds = catalogue_refresh_seconds
+        self.archive_root = archive_root
+        self.store = store
+        self.allowed_networks = tuple(allowed_networks)
+        self.mounter = LocalMounter(mount_method)
+        self.rclone = rclone or SessionRclone()
+        self.rclone.on_token_refresh = self._keep_refreshed_token
+        self._sizes: dict[str, _Size] = {}
+        self._volume_lock = asyncio.Lock()
+
+    # -- hosted volumes ------------------------------------------------------------------------
+
+    def _readable(self) -> list[Volume]:
+        self.catalogue.refresh(self.catalogue_refresh_seconds)
+        return [v for v in self.catalogue.entries.values() if may_read(v, self.who)]
+
+    def _volume(self, vid: str) -> Volume:
+        self.catalogue.refresh(self.catalogue_refresh_seconds)
+        volume = self.catalogue.entries.get(vid)
+        if volume is None or not may_read(volume, self.who):
+            raise _refuse_volume(vid)
+        return volume
+
+    def _source(self, volume: Volume, version: str | None = None) -> Path:
+        try:
+            chosen = choose(volume, version)
+        except KeyError:
+            names = ", ".join(v.name for v in volume.versions) or "none"
+            raise StorageError(
+                400, f"Volume '{volume.id}' has no version '{version}' (versions: {names})."
+            ) from None
+        if chosen.source.type != "local":
+            raise StorageError(
+                400,
+                f"Volume '{volume.id}' has a {chosen.source.type} source, which this "
+                "session cannot attach.",
+            )
+        if not self.archive_root:
+            raise StorageError(500, "The archive root is not configured for this session.")
+        try:
+            return resolve_source(self.archive_root, chosen.source.path)
+        except MountError as e:
+            raise StorageError(500, f"Volume '{volume.id}' cannot be attached: {e}.") from None
+
+    def _size(self, vid: str, folder: Path) -> _Size:
+        cached = self._sizes.get(vid)
+        if cached and time.monotonic() - cached.at < 300:
+            return cached
+        total = files = 0
+        complete = True
+        for dirpath, _dirs, names in os.walk(folder):
+            for n in names:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, n)).st_size
+                files += 1
+            if files > SIZE_WALK_LIMIT:
+                complete = False
+                break
+        size = _Size(total, files, complete, time.monotonic())
+        self._sizes[vid] = size
+        return size
+
+    def _volume_health(self, target: Path) -> dict[str, str]:
+        try:
+            os.listdir(target)
+        except OSError as e:
+            return {"state": "broken", "reason": e.strerror or str(e)}
+        return {"state": "ok", "reason": ""}
+
+    def _describe(self, volume: Volume) -> dict[str, Any]:
+        target = self.data_dir / volume.folder
+        mounted = is_mount_point(target)
+        out: dict[str, Any] = {
+            "id": volume.id,
+            "title": volume.title,
+            "mission": volume.mission,
+            "description": volume.description,
+            "path": f"data/{volume.folder}",
+            "mounted": mounted,
+            "read_only": True,
+            "versions": [v.name for v in volume.versions],
+            "size": None,
+            "health": None,
+        }
+        try:
+            size = self._size(volume.id, self._source(volume))
+            out["size"] = {"bytes": size.bytes, "files": size.files, "complete": size.complete}
+        except StorageError:
+            pass
+        if mounted:
+            out["health"] = self._volume_health(target)
+        return out
+
+    async def volumes(self) -> list[dict[str, Any]]:
+        """The catalogue's volumes the user may read, with mounted state, size and health."""
+        readable = self._readable()
+        return await asyncio.to_thread(lambda: [self._describe(v) for v in readable])
+
+    async def volume(self, vid: str) -> dict[str, Any]:
+        """One volume as ``volumes()`` describes it."""
+        volume = self._volume(vid)
+        return await asyncio.to_thread(self._describe, volume)
+
+    async def attach_volume(self, vid: str, version: str | None = None) -> dict[str, Any]:
+        """Mount a hosted volume read-only at ``data/<folder>`` with the spawner's own mounter."""
+        volume = self._volume(vid)
+        source = self._source(volume, version)
+        target = self.data_dir / volume.folder
+        async with self._volume_lock:
+            if is_mount_point(target):
+                raise StorageError(
+                    409, f"Volume '{vid}' is already attached at data/{volume.folder}."
+                )
+            if volume.folder in self.rclone.attached:
+                raise StorageError(
+                    409, f"data/{volume.folder} is used by your connection '{volume.folder}'."
+                )
+            try:
+                await self.mounter.attach(source, target)
+            except MountError as e:
+                raise StorageError(500, f"Volume '{vid}' could not be attached: {e}.") from None
+        return await self.volume(vid)
+
+    async def detach_volume(self, vid: str) -> dict[str, Any]:
+        """Unmount a hosted volume (lazily if a kernel still reads from it)."""
+        volume = self._volume(vid)
+        target = self.data_dir / volume.folder
+        async with self._volume_lock:
+            if not is_mount_point(target):
+                raise StorageError(409, f"Volume '{vid}' is not attached.")
+            try:
+                await self.mounter.detach(target)
+            except MountError as e:
+                raise StorageError(500, f"Volume '{vid}' could not be detached: {e}.") from None
+        return await self.volume(vid)
+
+    async def browse_volume(self, vid: str, path: str = "") -> dict[str, Any]:
+        """List a folder of a volume through fsspec, without mounting it."""
+        volume = self._volume(vid)
+        source = self._source(volume)
+        path = (path or "").strip("/")
+        if path and not is_safe_relative_path(path):
+            raise StorageError(400, "'path' must be a folder inside the volume, without '..'.")
+        return await asyncio.to_thread(self._browse, volume, source, path)
+
+    def _browse(self, volume: Volume, source: Path, path: str) -> dict[str, Any]:
+        from fsspec.implementations.dirfs import DirFileSystem
+        from fsspec.implementations.local import LocalFileSystem
+
+        folder = Path(os.path.realpath(source / path)) if path else source
+        # Symbolic links inside the archive must not lead out of the volume.
+        if folder != source and source not in folder.parents:
+            raise StorageError(400, f"'{path}' is not a folder of volume '{volume.id}'.")
+        if folder.is_file():
+            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.")
+        fs = DirFileSystem(path=str(source), fs=LocalFileSystem())
+        rel = folder.relative_to(source).as_posix() if folder != source else ""
+        try:
+            entries = fs.ls(rel, detail=True)
+        except FileNotFoundError:
+            raise StorageError(404, f"Volume '{volume.id}' has no folder '{path}'.") from None
+        except NotADirectoryError:
+            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.") from None
+        items = []
+        for e in entries[:BROWSE_LIMIT]:
+            name = PurePosixPath(e["name"]).name
+            items.append({"name": name, "type": e["type"], "size": e.get("size")})
+        items.sort(key=lambda i: (i["type"] != "directory", i["name"]))
+        return {
+            "volume": volume.id,
+            "path": rel,
+            "entries": items,
+            "truncated": len(entries) > BROWSE_LIMIT,
+        }
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _store(self) -> CredentialStore:
+        if self.store is None:
+            raise StorageError(
+                503,
+                "Connections are not available: the operator has not configured a credentials "
+                "key (DatalabsSpawnerMixin.credentials_master_key).",
+            )
+        return self.store
+
+    def _keep_refreshed_token(self, connection: Connection, token: str) -> None:
+        if self.store is None:
+            return
+        options = {**connection.options, "token": token}
+        self.store.put(replace(connection, options=options))
+
+    def _get(self, name: str) -> Connection:
+        try:
+            connection = self._store().get(name)
+        except CredentialError as e:
+            raise StorageError(500, str(e)) from None
+        if connection is None:
+            raise StorageError(404, f"There is no connection '{name}'.")
+        return connection
+
+    def _validate(self, doc: Any) -> Connection:
+        try:
+            return validate(doc, self.allowed_networks)
+        except InvalidConnection as e:
+            raise StorageError(400, f"{e.field}: {e.message}.", reason=e.field) from None
+
+    async def _test(self, connection: Connection) -> None:
+        if connection.spec.kernel:
+            raise StorageError(
+                501,
+                f"{connection.backend} connections are mounted by the kernel's NFS client, "
+                "which this session does not have; ask the operator to publish the export "
+                "as a hosted volume instead.",
+            )
+        try:
+            await self.rclone.test(connection)
+        except RcloneError as e:
+            raise StorageError(e.status, e.message, reason=e.kind) from None
+
+    async def _describe_connection(
+        self, connection: Connection, health: bool = True
+    ) -> dict[str, Any]:
+        out = connection.redacted()
+        attached = self.rclone.attached.get(connection.name)
+        out["attached"] = attached is not None
+        out["mount"] = f"data/{connection.name}"
+        out["read_only"] = attached.read_only if attached else not connection.writable
+        if attached and health:
+            out["health"] = (await self.rclone.health(connection.name)).to_json()
+        else:
+            out["health"] = None
+        return out
+
+    async def connections(self) -> list[dict[str, Any]]:
+        """Every connection of the user, secrets redacted, with attached state and health."""
+        try:
+            stored = self._store().list()
+        except CredentialError as e:
+            raise StorageError(500, str(e)) from None
+        return list(await asyncio.gather(*(self._describe_connection(c) for c in stored)))
+
+    async def connection(self, name: str) -> dict[str, Any]:
+        """One connection, secrets redacted."""
+        return await self._describe_connection(self._get(name))
+
+    async def create_connection(self, doc: Any) -> dict[str, Any]:
+        """Validate, test and save a new connection."""
+        connection = self._validate(doc)
+        if self._store().get(connection.name) is not None:
+            raise StorageError(
+                409, f"A connection '{connection.name}' exists already; PATCH it or pick a name."
+            )
+        await self._test(connection)
+        self._store().put(connection)
+        return await self._describe_connection(connection, health=False)
+
+    async def update_connection(self, name: str, patch: Any) -> dict[str, Any]:
+        """Change a connection (not while attached); tested again before it is saved."""
+        current = self._get(name)
+        if name in self.rclone.attached:
+            raise StorageError(409, f"Detach '{name}' before changing it.")
+        try:
+            doc = merge_patch(current, patch)
+        except InvalidConnection as e:
+            raise StorageError(400, f"{e.field}: {e.message}.", reason=e.field) from None
+        connection = self._validate(doc)
+        await self._test(connection)
+        self._store().put(connection)
+        return await self._describe_connection(connection, health=False)
+
+    async def delete_connection(self, name: str) -> None:
+        """Detach (if attached) and forget a connection."""
+        self._get(name)
+        if name in self.rclone.attached:
+            await self.detach_connection(name)
+        self._store().delete(name)
+
+    async def test_connection(self, name: str) -> dict[str, Any]:
+        """Test a saved connection; StorageError says what is wrong."""
+        await self._test(self._get(name))
+        return {"name": name, "ok": True}
+
+    async def attach_connection(self, name: str, writable: bool | None = None) -> dict[str, Any]:
+        """Mount a connection at ``data/<name>``: read-only unless the user asks for writes."""
+        connection = self._get(name)
+        if connection.spec.kernel:
+            await self._test(connection)
+        read_only = not (connection.writable if writable is None else writable)
+        target = self.data_dir / name
+        if name in self.rclone.attached:
+            raise StorageError(409, f"'{name}' is already attached at data/{name}.")
+        if is_mount_point(target):
+            raise StorageError(409, f"data/{name} is already used by a volume.")
+        if target.exists() and any(target.iterdir()):
+            raise StorageError(
+                409, f"data/{name} is a folder with files in it; rename it or the connection."
+            )
+        try:
+            await self.rclone.attach(connection, target, read_only=read_only)
+        except RcloneError as e:
+            raise StorageError(e.status, e.message, reason=e.kind) from None
+        return await self._describe_connection(connection)
+
+    async def detach_connection(self, name: str) -> dict[str, Any]:
+        """Unmount a connection."""
+        connection = self._get(name)
+        try:
+            await self.rclone.detach(name)
+        except RcloneError as e:
+            raise StorageError(e.status, e.message, reason=e.kind) from None
+        return await self._describe_connection(connection, health=False)
+
+    async def close(self) -> None:
+        """Unmount every connection and stop rclone (hosted volumes are the spawner's)."""
+        await self.rclone.close()
+
+
+def who_from(user: str, groups_json: str | None, granted_json: str | None) -> Who:
+    """A Who from the session's environment (the JSON lists the spawner wrote)."""
+    import json
+
+    def as_list(raw: str | None) -> list[str]:
+        try:
+            value = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    return Who(user, tuple(as_list(groups_json)), frozenset(as_list(granted_json)))
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (for optional request bodies)."""
+    return value if isinstance(value, Mapping) else {}

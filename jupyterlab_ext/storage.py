@@ -1,0 +1,164 @@
+"""The session's storage service as the server extension configures it.
+
+Every option defaults to what the Datalabs spawner put in the environment, so an operator sets
+them once, on the hub (``c.DatalabsSpawnerMixin.*``), and the single-user server follows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+from traitlets import Enum, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from datalabs_volumes.credentials import CredentialError, CredentialStore
+from datalabs_volumes.mount.rclone import SessionRclone
+from datalabs_volumes.remotes import parse_networks
+from datalabs_volumes.session import StorageSession, who_from
+
+#: The per-user credentials key; removed from the environment once read, so kernels and
+#: terminals started by this server do not inherit it.
+KEY_ENV = "DATALABS_CREDENTIALS_KEY"
+
+
+def _json_list(name: str) -> list[str]:
+    try:
+        value = json.loads(os.environ.get(name, "") or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class DatalabsStorage(LoggingConfigurable):
+    """Options of the session's storage service (hosted volumes and connections)."""
+
+    catalogue_dirs = List(
+        Unicode(),
+        config=True,
+        help="""
+        Catalogue directories holding ``<mission>/volumes/*.yaml``: the volumes the Data
+        panel offers. Default: the JSON list in ``DATALABS_CATALOGUE_DIRS``, which the Datalabs
+        spawner sets from ``DatalabsSpawnerMixin.catalogue_dirs``.
+        """,
+    )
+
+    @default("catalogue_dirs")
+    def _default_catalogue_dirs(self):
+        return _json_list("DATALABS_CATALOGUE_DIRS")
+
+    archive_root = Unicode(
+        config=True,
+        help="""
+        The folder ``local`` volume sources are relative to. Default: ``DATALABS_ARCHIVE_ROOT``
+        (set by the local spawner from ``DatalabsLocalSpawner.volume_root``).
+        """,
+    )
+
+    @default("archive_root")
+    def _default_archive_root(self):
+        return os.environ.get("DATALABS_ARCHIVE_ROOT", "")
+
+    data_dir = Unicode(
+        "data",
+        config=True,
+        help="""
+        Where volumes and connections appear, relative to the server's root folder (or
+        absolute): volume ``<id>`` at ``<data_dir>/<id>``, connection ``<name>`` at
+        ``<data_dir>/<name>``. Default: ``data``.
+        """,
+    )
+
+    connections_file = Unicode(
+        config=True,
+        help="""
+        The user's encrypted connections file (mode 0600, in a 0700 folder). Default:
+        ``DATALABS_CONNECTIONS_FILE``, else ``.datalabs/connections.json`` in the root folder.
+        It is encrypted with the key in ``DATALABS_CREDENTIALS_KEY``, which the spawner derives
+        per user from the operator's master key; without that key connections are refused.
+        """,
+    )
+
+    @default("connections_file")
+    def _default_connections_file(self):
+        return os.environ.get("DATALABS_CONNECTIONS_FILE", "")
+
+    allowed_networks = List(
+        Unicode(),
+        config=True,
+        help="""
+        Private, loopback or link-local networks that connections may reach, as CIDR
+        (``["10.1.0.0/16"]``); all others in those ranges are refused. Default: the JSON list
+        in ``DATALABS_ALLOWED_NETWORKS`` (the demo allows ``127.0.0.1/32`` for ``rclone serve``).
+        """,
+    )
+
+    @default("allowed_networks")
+    def _default_allowed_networks(self):
+        return _json_list("DATALABS_ALLOWED_NETWORKS")
+
+    mount_method = Enum(
+        ["auto", "bind", "rclone"],
+        config=True,
+        help="""
+        How hosted volumes are attached in a running session, as at spawn: ``bind`` (root),
+        ``rclone`` (FUSE, slower) or ``auto``. Default: ``DATALABS_MOUNT_METHOD`` or ``auto``.
+        """,
+    )
+
+    @default("mount_method")
+    def _default_mount_method(self):
+        value = os.environ.get("DATALABS_MOUNT_METHOD", "auto")
+        return value if value in ("auto", "bind", "rclone") else "auto"
+
+    rclone_runtime_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        Private folder (0700) for the session's ``rclone rcd``: its socket, its 0600 config
+        file and its cache. Default: a new temporary folder, removed when the server stops.
+        """,
+    )
+
+    user = Unicode(
+        config=True,
+        help="The user whose session this is. Default: ``JUPYTERHUB_USER``, else the login name.",
+    )
+
+    @default("user")
+    def _default_user(self):
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    def build(self, root_dir: str) -> StorageSession:
+        """The StorageSession for a server whose file browser starts at ``root_dir``."""
+        data_dir = Path(root_dir, self.data_dir)
+        key = os.environ.pop(KEY_ENV, "")
+        store = None
+        if key:
+            path = self.connections_file or str(Path(root_dir, ".datalabs", "connections.json"))
+            try:
+                store = CredentialStore(path, key)
+            except CredentialError as e:
+                self.log.error("Connections are disabled: %s", e)
+        else:
+            self.log.warning(
+                "Connections are disabled: no credentials key (%s) in the environment", KEY_ENV
+            )
+        who = who_from(
+            self.user,
+            os.environ.get("DATALABS_USER_GROUPS"),
+            os.environ.get("DATALABS_GRANTED_VOLUMES"),
+        )
+        runtime = Path(self.rclone_runtime_dir) if self.rclone_runtime_dir else None
+        return StorageSession(
+            data_dir,
+            who,
+            catalogue_dirs=self.catalogue_dirs,
+            archive_root=self.archive_root,
+            store=store,
+            allowed_networks=parse_networks(self.allowed_networks),
+            mount_method=self.mount_method,
+            rclone=SessionRclone(runtime),
+        )

@@ -1,0 +1,85 @@
+"""The rclone sidecar for remote storage on Kubernetes: whole objects, and the official schema
+(kubernetes-validate, strict), with the canary secret nowhere in the pod."""
+
+import json
+
+import kubernetes_validate
+
+from datalabs_volumes.mount.kubernetes import (
+    rclone_config_secret,
+    rclone_sidecar,
+    remote_storage_user_mounts,
+    remote_storage_volumes,
+)
+from tests.servers import CANARY
+
+K8S = "1.30"
+
+
+def pod():
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "jupyter-alice", "namespace": "datalabs"},
+        "spec": {
+            "initContainers": [
+                rclone_sidecar("rclone/rclone:1.75", "datalabs-rclone-alice", "datalabs-rc-alice")
+            ],
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "datalabs/planetary-lab:1.0",
+                    "volumeMounts": remote_storage_user_mounts(),
+                }
+            ],
+            "volumes": remote_storage_volumes("datalabs-rclone-alice"),
+        },
+    }
+
+
+def test_the_pod_with_the_sidecar_is_valid_kubernetes():
+    kubernetes_validate.validate(pod(), K8S, strict=True)
+
+
+def test_mounts_propagate_from_the_sidecar_to_the_user_container_only():
+    spec = pod()["spec"]
+    sidecar = spec["initContainers"][0]
+    assert sidecar["restartPolicy"] == "Always"  # a native sidecar: up before, down after
+    assert sidecar["volumeMounts"][0] == {
+        "name": "datalabs-remote",
+        "mountPath": "/mnt/datalabs",
+        "mountPropagation": "Bidirectional",
+    }
+    assert sidecar["securityContext"] == {"privileged": True}
+    user = spec["containers"][0]
+    assert user["volumeMounts"] == [
+        {
+            "name": "datalabs-remote",
+            "mountPath": "/home/jovyan/data/remote",
+            "mountPropagation": "HostToContainer",
+            "readOnly": True,
+        },
+        {"name": "datalabs-rc", "mountPath": "/run/datalabs-rc"},
+    ]
+    assert "securityContext" not in user
+    # The config Secret is mounted in the sidecar only.
+    assert all(m["name"] != "datalabs-rclone-config" for m in user["volumeMounts"])
+    assert {
+        "name": "datalabs-rclone-config",
+        "secret": {"secretName": "datalabs-rclone-alice", "defaultMode": 0o400},
+    } in spec["volumes"]
+
+
+def test_secrets_are_referenced_never_written_into_the_pod():
+    env = pod()["spec"]["initContainers"][0]["env"]
+    assert env[1] == {
+        "name": "RCLONE_RC_PASS",
+        "valueFrom": {"secretKeyRef": {"name": "datalabs-rc-alice", "key": "rc-password"}},
+    }
+    args = pod()["spec"]["initContainers"][0]["args"]
+    assert not any("pass" in a.lower() for a in args)
+    secret = rclone_config_secret(
+        "datalabs-rclone-alice", "datalabs", f"[dav]\ntype = webdav\npass = {CANARY}\n"
+    )
+    kubernetes_validate.validate(secret, K8S, strict=True)
+    assert CANARY not in json.dumps(pod())

@@ -1,7 +1,8 @@
 """The ``datalabs`` command that missions and operators run.
 
-``datalabs catalogue check DIR...``  validate every entry; print ``file: field: problem`` lines and
-                                   exit 1 when anything is wrong (for a mission's own CI).
+``datalabs catalogue check DIR...``  validate every datalab, volume and pipeline; print
+                                   ``file: field: problem`` lines and exit 1 when anything is
+                                   wrong (for a mission's own CI).
 ``datalabs catalogue list DIR... [--json]``  the entries the hub would serve.
 """
 
@@ -25,14 +26,36 @@ def _catalogue(dirs: Sequence[str]) -> Catalogue:
     return catalogue
 
 
+def _pipelines(dirs: Sequence[str]):
+    """The pipeline catalogue of the same folders (imported late: cwltool is slow to load)."""
+    from datalabs_pipelines.catalogue import Catalogue as PipelineCatalogue
+
+    return PipelineCatalogue([Path(d) for d in dirs])
+
+
+def _relative(path: Path, dirs: Sequence[str]) -> str:
+    for d in dirs:
+        try:
+            return path.resolve().relative_to(Path(d).resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     catalogue = _catalogue(args.dirs)
-    problems = catalogue.problems
-    for p in problems:
+    pipelines = _pipelines(args.dirs)
+    problems = [str(p) for p in catalogue.problems]
+    problems += [f"{_relative(p.path, args.dirs)}: (cwl): {p.reason}" for p in pipelines.problems()]
+    for p in sorted(problems):
         print(p)
     n_datalabs = len(catalogue.datalabs.entries)
     n_volumes = len(catalogue.volumes.entries)
-    summary = f"{n_datalabs} datalab(s), {n_volumes} volume(s), {len(problems)} problem(s)"
+    n_pipelines = len(pipelines.pipelines())
+    summary = (
+        f"{n_datalabs} datalab(s), {n_volumes} volume(s), {n_pipelines} pipeline(s), "
+        f"{len(problems)} problem(s)"
+    )
     print(summary, file=sys.stderr)
     return 1 if problems else 0
 
@@ -42,11 +65,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     datalabs = [d.to_json() for d in catalogue.datalabs.entries.values()]
     volumes = [v.to_json() for v in catalogue.volumes.entries.values()]
     if args.json:
+        pipelines = _pipelines(args.dirs)
         json.dump(
             {
                 "datalabs": datalabs,
                 "volumes": volumes,
-                "problems": [str(p) for p in catalogue.problems],
+                "pipelines": [p.to_json() for p in pipelines.pipelines()],
+                "problems": [str(p) for p in catalogue.problems]
+                + [
+                    f"{_relative(p.path, args.dirs)}: (cwl): {p.reason}"
+                    for p in pipelines.problems()
+                ],
             },
             sys.stdout,
             indent=2,

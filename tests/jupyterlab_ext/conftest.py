@@ -28,10 +28,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.labserver import running_lab
-
 from datalabs_pipelines.executors.local import cancel
 from datalabs_pipelines.runs import RunStore
+from tests.labserver import running_lab
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-9876543210"}

@@ -71,7 +71,7 @@ def test_check_fails_and_lists_every_problem(tmp_path):
         "m/volumes/bad.yaml: id: 'BAD' does not match '^[a-z0-9]([a-z0-9-]{0,57}[a-z0-9])?$'",
         "m/volumes/bad.yaml: source: required field is missing",
     ]
-    assert "1 volume(s), 2 problem(s)" in proc.stderr
+    assert "1 volume(s), 0 pipeline(s), 2 problem(s)" in proc.stderr
 
 
 def test_list_json_has_the_resolved_entries(capsys):
@@ -99,3 +99,24 @@ def test_missing_directory_is_a_clear_error(tmp_path):
     )
     assert proc.returncode == 1
     assert f"not a directory: {tmp_path / 'no'}" in proc.stderr
+
+
+def test_check_covers_pipelines_too(tmp_path):
+    write(tmp_path, "m/volumes/ok.yaml", volume_yaml("ok"))
+    write(tmp_path, "m/pipelines/broken.cwl", "cwlVersion: v1.2\nclass: Workflow\ninputs: [\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "datalabs_spawner.cli", "catalogue", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("m/pipelines/broken.cwl: (cwl): ")
+    assert "1 volume(s), 0 pipeline(s), 1 problem(s)" in proc.stderr
+
+
+def test_list_json_has_the_demo_pipelines(capsys):
+    assert main(["catalogue", "list", str(REPO / "config" / "catalogue"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["pipelines"]) >= 3
+    assert data["problems"] == []

@@ -50,6 +50,11 @@ def _cwltest(tool: str, tool_args: list[str], env: dict[str, str]) -> tuple[int,
     return passed, failed, unsupported, output
 
 
+def _failures(output: str) -> list[str]:
+    """The ``Test N failed: <command>`` lines of a cwltest run."""
+    return [line.strip() for line in output.splitlines() if re.match(r"\s*Test \d+ failed", line)]
+
+
 @pytest.mark.slow
 def test_required_conformance_matches_plain_cwltool(tmp_path):
     assert (SUITE / "conformance_tests.yaml").exists(), f"conformance tests missing: {SUITE}"
@@ -59,5 +64,13 @@ def test_required_conformance_matches_plain_cwltool(tmp_path):
     ours = _cwltest(str(BIN / "datalabs-pipeline"), ["run"], env)
 
     print(f"plain cwltool: {baseline[:3]}; datalabs-pipeline run: {ours[:3]}")
-    assert ours[0] == baseline[0], ours[3][-5000:]
+    artifacts = REPO / "tests" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "conformance-cwltool.txt").write_text(baseline[3])
+    (artifacts / "conformance-datalabs.txt").write_text(ours[3])
+    assert ours[0] == baseline[0], (
+        f"plain cwltool failed: {_failures(baseline[3])}\n"
+        f"datalabs-pipeline failed: {_failures(ours[3])}\n"
+        "full outputs in tests/artifacts/conformance-*.txt"
+    )
     assert ours[0] >= 80

@@ -59,13 +59,16 @@ from .kubernetes import (
     job_name,
     make_calrissian_job,
 )
-from .local import JOB_FILE, RunRequest, _append_run_event, rerun_request
+from .local import (
+    CALRISSIAN_ARGV0,
+    JOB_FILE,
+    RunRequest,
+    _append_run_event,
+    on_kubernetes,
+    rerun_request,
+)
 
 T = TypeVar("T")
-
-#: ``argv[0]`` of the runs this executor owns: the store is shared with the local executor (and
-#: the CLI), and only these runs have a Job to follow.
-ARGV0 = "calrissian"
 LIVE_STATES = (QUEUED, RUNNING, CANCELLING)
 
 
@@ -267,8 +270,10 @@ class KubernetesExecutor:
             rundir=str(rundir),
             outdir=f"{self.k8s.output_dir}/{run_id}/outputs",
             cwd=str(rundir),
-            argv=[ARGV0, *argv],
-            detached=True,
+            # argv marks the run as ours: the store is shared with the local executor and the CLI.
+            argv=[CALRISSIAN_ARGV0, *argv],
+            # Not a detached *local* run: the local dispatcher must never start it as cwltool.
+            detached=False,
             rerun_of=request.rerun_of,
         )
         self.store.add(run)
@@ -312,7 +317,7 @@ class KubernetesExecutor:
     def tick(self) -> None:
         """Follow the Jobs of live runs; an unreachable API is retried at the next tick."""
         for run in self.store.list(states=LIVE_STATES, limit=100_000):
-            if not run.argv or run.argv[0] != ARGV0:
+            if not on_kubernetes(run):
                 continue  # a local run: not ours
             try:
                 job = self._read_job(run.id)

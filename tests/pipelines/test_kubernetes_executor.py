@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import kmock
 import kubernetes_validate
 import pytest
 
+from datalabs_pipelines.executors import local
 from datalabs_pipelines.executors.kubernetes import ArchiveVolume, job_name
 from datalabs_pipelines.executors.kubernetes_executor import (
     KubernetesExecutor,
@@ -238,3 +240,24 @@ async def test_a_refused_job_gives_a_failed_run_with_the_reason(
     listed = await asyncio.to_thread(executor.store.list, "ada")
     assert [r.id for r in listed] == [run.id]
     assert k8s_api.emulator.list_objects(JOBS, k8s_api.namespace) == []
+
+
+async def test_the_local_executor_and_the_cli_leave_kubernetes_runs_alone(
+    k8s_api, executor, data_dir, settings, cli
+):
+    running = await _submit(executor, data_dir, user="alice")
+    queued = await _submit(executor, data_dir, user="alice")
+    await _play_job_controller(k8s_api, running.id, {"active": 1})
+    await asyncio.to_thread(executor.tick)
+    # Long past the local executor's grace for a run without a supervisor.
+    executor.store.update(running.id, started=time.time() - 3600)
+
+    assert local.reconcile(executor.store) == []
+    assert local.dispatch(executor.store, settings) == []
+    refused = await asyncio.to_thread(cli, "cancel", running.id)
+
+    assert refused.returncode == 1
+    assert "is a Kubernetes Job" in refused.stderr
+    assert (await _run(executor, running.id, "alice"))["state"] == "running"
+    assert (await _run(executor, queued.id, "alice"))["state"] == "queued"
+    assert k8s_api.emulator.get_object(JOBS, k8s_api.namespace, job_name(running.id))

@@ -62,6 +62,7 @@ from .kubernetes import (
 from .local import (
     CALRISSIAN_ARGV0,
     JOB_FILE,
+    PROVENANCE_DIR,
     RunRequest,
     _append_run_event,
     on_kubernetes,
@@ -357,9 +358,14 @@ class KubernetesExecutor:
             except (OSError, ValueError):
                 pass  # the claim may not be mounted here; the state is still right
         if self.store.set_state_if(run.id, LIVE_STATES, **fields):
-            # The run's log, for the log view, which reads the run folder.
+            # The run's log and provenance, for the views that read the run folder. Missing
+            # ones (a run that never started, a claim not mounted here) are simply not shown.
             try:
                 shutil.copyfile(results / "cwltool.log", Path(run.rundir) / LOG_FILE)
+            except OSError:
+                pass
+            try:
+                shutil.copytree(results / PROVENANCE_DIR, Path(run.rundir) / PROVENANCE_DIR)
             except OSError:
                 pass
             _append_run_event(run.rundir, state, reason)

@@ -138,6 +138,8 @@ async def test_job_status_becomes_run_state(k8s_api, executor, data_dir):
     results.mkdir(parents=True)
     (results / "output.json").write_text(json.dumps({"out": "hello"}))
     (results / "cwltool.log").write_text("INFO Final process status is success\n")
+    (results / "provenance").mkdir()
+    (results / "provenance" / "bagit.txt").write_text("BagIt-Version: 0.97\n")
     await _play_job_controller(
         k8s_api,
         good.id,
@@ -170,7 +172,9 @@ async def test_job_status_becomes_run_state(k8s_api, executor, data_dir):
     assert done["exit_reason"] is None
     assert done["outputs"] == {"out": "hello"}
     assert done["finished"] is not None
+    # The log and provenance views read the run folder.
     assert "Final process status is success" in (Path(good.rundir) / "cwltool.log").read_text()
+    assert (Path(good.rundir) / "provenance" / "bagit.txt").exists()
     failed = await _run(executor, bad.id)
     assert failed["state"] == "failed"
     assert failed["exit_reason"] == (
@@ -261,3 +265,16 @@ async def test_the_local_executor_and_the_cli_leave_kubernetes_runs_alone(
     assert (await _run(executor, running.id, "alice"))["state"] == "running"
     assert (await _run(executor, queued.id, "alice"))["state"] == "queued"
     assert k8s_api.emulator.get_object(JOBS, k8s_api.namespace, job_name(running.id))
+
+
+async def test_an_api_error_while_following_leaves_runs_as_they_are(k8s_api, executor, data_dir):
+    run = await _submit(executor, data_dir)
+    await _play_job_controller(k8s_api, run.id, {"active": 1})
+    k8s_api.emulator.refuse(
+        "GET", JOBS, None, status=403, reason="Forbidden", message="jobs.batch is forbidden"
+    )
+
+    await asyncio.to_thread(executor.tick)
+
+    # A missing permission or an API outage is not the run's failure: retried next tick.
+    assert (await _run(executor, run.id))["state"] == "queued"

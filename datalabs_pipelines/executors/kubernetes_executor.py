@@ -25,11 +25,12 @@ is given, else a kubeconfig (``kubeconfig`` or the default ``$KUBECONFIG``/``~/.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -211,16 +212,51 @@ class KubernetesExecutor:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str]:
-        """Write the job and the pipeline's folder to the input claim; their paths in the Job.
+    def _on_archive(self, path: str) -> bool:
+        """Whether the Job sees ``path`` as is: it lies on an attached archive volume."""
+        for volume in self.k8s.archive_volumes:
+            for root in {volume.mount_path, os.path.realpath(volume.mount_path)}:
+                if Path(path).is_relative_to(root):
+                    return True
+        return False
 
-        The whole folder is copied because a workflow names its steps' files relative to it.
+    def _stage_inputs(self, value: Any, staging: Path, base: str, slots: Iterator[int]) -> Any:
+        """The job object with files the Job cannot see copied into ``staging/inputs``.
+
+        Inputs on an attached archive volume keep their paths (they are never copied: they can
+        be large and the Job mounts them); other files, from the user's workspace, are copied
+        to the input claim and the job names the copy.
+        """
+        if isinstance(value, list):
+            return [self._stage_inputs(v, staging, base, slots) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if value.get("class") in ("File", "Directory") and isinstance(value.get("path"), str):
+            source = Path(value["path"])
+            if self._on_archive(str(source)):
+                return value
+            slot = next(slots)  # one folder per file: two inputs may share a name
+            target = staging / "inputs" / str(slot) / source.name
+            target.parent.mkdir(parents=True)
+            if value["class"] == "Directory":
+                shutil.copytree(source, target)
+            else:
+                shutil.copy2(source, target)
+            return {**value, "path": f"{base}/inputs/{slot}/{source.name}"}
+        return {k: self._stage_inputs(v, staging, base, slots) for k, v in value.items()}
+
+    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str]:
+        """Write the job, its workspace files and the pipeline's folder to the input claim.
+
+        Returns the pipeline's and the job's paths as the Job sees them. The whole pipeline
+        folder is copied because a workflow names its steps' files relative to it.
         """
         staging = Path(self.k8s.input_dir) / run_id
+        base = f"{CalrissianJob.input_mount}/{run_id}"
         pipeline = Path(request.pipeline_path)
         shutil.copytree(pipeline.parent, staging / "pipeline", symlinks=False)
-        (staging / JOB_FILE).write_text(json.dumps(request.inputs, indent=2), encoding="utf-8")
-        base = f"{CalrissianJob.input_mount}/{run_id}"
+        job = self._stage_inputs(request.inputs, staging, base, itertools.count())
+        (staging / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
         return f"{base}/pipeline/{pipeline.name}", f"{base}/{JOB_FILE}"
 
     def manifest(self, run_id: str, user: str, pipeline_path: str, job_path: str) -> dict:

@@ -62,8 +62,10 @@ def executor(k8s_api, settings: Settings, tmp_path: Path) -> Iterator[Kubernetes
     ex.close()
 
 
-def _request(data_dir: Path) -> RunRequest:
-    return RunRequest(pipeline="demo/echo", pipeline_path=str(data_dir / "echo.cwl"), inputs=INPUTS)
+def _request(data_dir: Path, inputs: dict | None = None) -> RunRequest:
+    return RunRequest(
+        pipeline="demo/echo", pipeline_path=str(data_dir / "echo.cwl"), inputs=inputs or INPUTS
+    )
 
 
 async def _submit(executor: KubernetesExecutor, data_dir: Path, user: str = "ada"):
@@ -278,3 +280,28 @@ async def test_an_api_error_while_following_leaves_runs_as_they_are(k8s_api, exe
 
     # A missing permission or an API outage is not the run's failure: retried next tick.
     assert (await _run(executor, run.id))["state"] == "queued"
+
+
+async def test_workspace_files_are_copied_to_the_input_claim(executor, data_dir, tmp_path):
+    workspace = tmp_path / "workspace"
+    (workspace / "notes").mkdir(parents=True)
+    (workspace / "sources.csv").write_text("ra,dec\n1,2\n")
+    (workspace / "notes" / "a.txt").write_text("a\n")
+    inputs = {
+        **INPUTS,
+        "catalogue": {"class": "File", "path": str(workspace / "sources.csv")},
+        "more": [{"class": "Directory", "path": str(workspace / "notes")}],
+    }
+
+    run = await asyncio.to_thread(executor.submit, _request(data_dir, inputs), "ada")
+
+    staged = Path(executor.k8s.input_dir) / run.id
+    job = json.loads((staged / "job.json").read_text())
+    base = f"/calrissian/input-data/{run.id}/inputs"
+    assert job["catalogue"] == {"class": "File", "path": f"{base}/0/sources.csv"}
+    assert job["more"] == [{"class": "Directory", "path": f"{base}/1/notes"}]
+    assert (staged / "inputs" / "0" / "sources.csv").read_text() == "ra,dec\n1,2\n"
+    assert (staged / "inputs" / "1" / "notes" / "a.txt").read_text() == "a\n"
+    # Archive inputs are not copied, and the user still sees what they asked for.
+    assert job["table"] == INPUTS["table"]
+    assert run.inputs == inputs

@@ -113,6 +113,21 @@ def _api_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+async def _json_or_raise(response: Any) -> dict[str, Any]:
+    """The JSON of a raw (not preloaded) response; an error status raises ApiException.
+
+    Raw responses are used because then no client model has to accept what the server sends,
+    but the client does not raise for their error statuses by itself.
+    """
+    body = await response.read()
+    if response.status >= 400:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body.decode("utf-8", "replace")
+        raise error
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
 def _job_state(job: dict[str, Any]) -> tuple[str, str | None]:
     """The run state a Job's status means, with the reason for a failure."""
     status = job.get("status") or {}
@@ -175,22 +190,15 @@ class KubernetesExecutor:
         """The run's Job as plain JSON, or None when there is none."""
 
         async def read(api: BatchV1Api) -> dict[str, Any] | None:
-            # Plain JSON, not a model: no model field can be missing. Unloaded content also
-            # means an error status comes back as a response rather than as an exception.
             response: Any = await api.read_namespaced_job(
                 job_name(run_id),
                 self.k8s.namespace,
                 _preload_content=False,
                 _request_timeout=self.k8s.request_timeout,
             )
-            body = await response.read()
             if response.status == 404:
                 return None
-            if response.status >= 400:
-                error = ApiException(status=response.status, reason=response.reason)
-                error.body = body.decode("utf-8", "replace")
-                raise error
-            return json.loads(body)
+            return await _json_or_raise(response)
 
         return self._call(read)
 
@@ -316,15 +324,21 @@ class KubernetesExecutor:
         self.store.add(run)
         if manifest is not None:
             body: Any = manifest  # the client accepts a plain dict as well as a V1Job
-            try:
-                self._call(
-                    lambda api: api.create_namespaced_job(
-                        self.k8s.namespace, body, _request_timeout=self.k8s.request_timeout
-                    )
+
+            async def create(api: BatchV1Api) -> dict[str, Any]:
+                response = await api.create_namespaced_job(
+                    self.k8s.namespace,
+                    body,
+                    _preload_content=False,
+                    _request_timeout=self.k8s.request_timeout,
                 )
+                return await _json_or_raise(response)
+
+            try:
+                self._call(create)
             except KubernetesAPIError as exc:
                 reason = (
-                    f"Kubernetes refused the run's Job in namespace {self.k8s.namespace!r}: {exc}"
+                    f"could not create the run's Job in namespace {self.k8s.namespace!r}: {exc}"
                 )
         if reason is not None:
             self._finish(run, FAILED, reason)

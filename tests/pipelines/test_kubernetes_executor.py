@@ -241,7 +241,10 @@ async def test_a_refused_job_gives_a_failed_run_with_the_reason(
     shown = await _run(executor, run.id)
     assert shown["state"] == "failed"
     assert message in shown["exit_reason"]
-    assert "Kubernetes refused the run's Job in namespace 'datalabs'" in shown["exit_reason"]
+    assert shown["exit_reason"].startswith(
+        f"could not create the run's Job in namespace 'datalabs': {status} "
+    )
+    assert shown["exit_reason"].endswith(f": {message}")
     # Not lost: the user finds it in their list.
     listed = await asyncio.to_thread(executor.store.list, "ada")
     assert [r.id for r in listed] == [run.id]

@@ -69,6 +69,9 @@ async def test_runs_become_jobs_followed_and_cancelled_over_http(k8s_api, start_
     run = response.json()
     assert run["state"] == "queued"
     assert k8s_api.emulator.get_object(JOBS, k8s_api.namespace, job_name(run["id"])) is not None
+    # The workspace file reached the input claim, where the Job can read it.
+    staged = tmp_path / "input-claim" / run["id"]
+    assert (staged / "inputs" / "0" / "sources.csv").read_text() == CSV
 
     await _set_job_status(k8s_api, run["id"], {"active": 1})
     await _wait_state(server, run["id"], "running")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from datalabs_pipelines.executors.kubernetes_executor import (
 from datalabs_pipelines.executors.local import RunRequest
 from datalabs_pipelines.runs import RunStore
 from datalabs_pipelines.settings import Settings
+from tests.k8s_fixtures import write_kubeconfig
 
 pytest_plugins = ["tests.k8s_fixtures"]
 
@@ -308,3 +310,29 @@ async def test_workspace_files_are_copied_to_the_input_claim(executor, data_dir,
     # Archive inputs are not copied, and the user still sees what they asked for.
     assert job["table"] == INPUTS["table"]
     assert run.inputs == inputs
+
+
+async def test_an_unreachable_api_gives_a_failed_run_with_the_reason(settings, data_dir, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}", "datalabs")
+    k8s = KubernetesSettings(
+        namespace="datalabs",
+        input_dir=str(tmp_path / "input-claim"),
+        archive_volumes=(ARCHIVE,),
+        kubeconfig=str(kubeconfig),
+        request_timeout=5,
+    )
+    ex = KubernetesExecutor(settings, k8s, RunStore(settings.db_path))
+    try:
+        run = await asyncio.to_thread(ex.submit, _request(data_dir), "ada")
+        shown = await _run(ex, run.id)
+    finally:
+        ex.close()
+
+    assert shown["state"] == "failed"
+    assert shown["exit_reason"].startswith(
+        "could not create the run's Job in namespace 'datalabs': ClientConnectorError"
+    )
+    assert f"127.0.0.1:{port}" in shown["exit_reason"]

@@ -28,7 +28,6 @@ from datalabs_pipelines.executors.kubernetes_executor import (
 from datalabs_pipelines.executors.local import RunRequest
 from datalabs_pipelines.runs import RunStore
 from datalabs_pipelines.settings import Settings
-from tests.k8s_fixtures import write_kubeconfig
 
 pytest_plugins = ["tests.k8s_fixtures"]
 
@@ -313,6 +312,10 @@ async def test_workspace_files_are_copied_to_the_input_claim(executor, data_dir,
 
 
 async def test_an_unreachable_api_gives_a_failed_run_with_the_reason(settings, data_dir, tmp_path):
+    # Imported here: importing the plugin module at the top would keep pytest from rewriting
+    # its asserts (it is loaded through pytest_plugins).
+    from tests.k8s_fixtures import write_kubeconfig
+
     with socket.socket() as s:  # a port nobody listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -295,6 +295,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(tail_text(path))
             return 0
         if args.command == "cancel":
+            run = store.get(args.run_id, settings.user, with_steps=False)
+            if local.on_kubernetes(run) and not run.is_final:
+                # Only the server holds the Kubernetes configuration that can delete the Job;
+                # marking the run cancelled here would leave the Job running unseen.
+                print(
+                    f"run {run.id} is a Kubernetes Job: cancel it from the Pipelines panel "
+                    "(POST /datalabs/api/runs/<id>/cancel)",
+                    file=sys.stderr,
+                )
+                return 1
             run = local.cancel(store, args.run_id, settings.user)
             print(f"{run.id} {run.state}")
             return 0

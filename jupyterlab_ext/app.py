@@ -20,9 +20,11 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Enum, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 
 from datalabs_pipelines.catalogue import Catalogue
+from datalabs_pipelines.executors.kubernetes import CALRISSIAN_IMAGE, ArchiveVolume
+from datalabs_pipelines.executors.kubernetes_executor import KubernetesExecutor, KubernetesSettings
 from datalabs_pipelines.executors.local import LocalExecutor
 from datalabs_pipelines.launcher import Workspace
 from datalabs_pipelines.settings import Settings, default_home, default_user
@@ -31,6 +33,8 @@ API_BASE = "datalabs/api"
 #: Handler modules, in routing order; a module another part of Datalabs has not shipped yet is
 #: simply not routed.
 HANDLER_MODULES = ("pipelines", "runs", "volumes", "connections")
+#: Where a pod finds the namespace it runs in (mounted with its service account token).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass
@@ -38,7 +42,7 @@ class PipelineServices:
     """What the pipeline handlers share."""
 
     catalogue: Catalogue
-    executor: LocalExecutor
+    executor: LocalExecutor | KubernetesExecutor
     workspace: Workspace
     executor_name: str = "local"
 
@@ -123,13 +127,102 @@ class DatalabsExtension(ExtensionApp):
     )
 
     executor = Enum(
-        ["local"],
+        ["local", "kubernetes"],
         default_value="local",
         config=True,
         help="""Where runs execute. ``local``: a supervised cwltool process per run in the
-        session (the embedded default). On Kubernetes, runs are Calrissian Jobs built by
-        :func:`datalabs_pipelines.executors.kubernetes.make_calrissian_job`; see
-        docs/pipelines.md for what the cluster needs.""",
+        session (the embedded default). ``kubernetes``: a Calrissian Job per run (built by
+        :func:`datalabs_pipelines.executors.kubernetes.make_calrissian_job`), created through
+        the Kubernetes API and followed by the periodic check; configured by the ``k8s_*``
+        options below. See docs/pipelines.md for what the cluster needs.""",
+    )
+
+    k8s_namespace = Unicode(
+        config=True,
+        help="""Namespace of the run Jobs (``executor = "kubernetes"``). Default: the namespace
+        this server's pod runs in, else ``default``.""",
+    )
+
+    @default("k8s_namespace")
+    def _default_k8s_namespace(self) -> str:
+        try:
+            return POD_NAMESPACE_FILE.read_text().strip() or "default"
+        except OSError:
+            return "default"
+
+    k8s_service_account = Unicode(
+        "calrissian",
+        config=True,
+        help="""Service account of the Calrissian pod; it needs a Role allowing pods (create,
+        get, list, watch, delete) and pods/log (get) in ``k8s_namespace``. The server's own
+        account needs jobs (create, get, delete) there.""",
+    )
+
+    k8s_calrissian_image = Unicode(
+        CALRISSIAN_IMAGE,
+        config=True,
+        help="The Calrissian image the run Jobs start (cwltool on Kubernetes).",
+    )
+
+    k8s_input_claim = Unicode(
+        "calrissian-input-data",
+        config=True,
+        help="""ReadWriteMany claim for each run's workflow and job files (mounted read-only in
+        the Job). This server writes them through its own mount of it, ``k8s_input_dir``.""",
+    )
+
+    k8s_tmpout_claim = Unicode(
+        "calrissian-tmpout",
+        config=True,
+        help="ReadWriteMany claim for the steps' scratch outputs.",
+    )
+
+    k8s_output_claim = Unicode(
+        "calrissian-output-data",
+        config=True,
+        help="""ReadWriteMany claim for the runs' results (``<run id>/outputs``, ``output.json``,
+        ``cwltool.log``, ``provenance``), read back through ``k8s_output_dir``.""",
+    )
+
+    k8s_input_dir = Unicode(
+        "/calrissian/input-data",
+        config=True,
+        help="Where this server's pod mounts ``k8s_input_claim`` (read-write).",
+    )
+
+    k8s_output_dir = Unicode(
+        "/calrissian/output-data",
+        config=True,
+        help="""Where this server's pod mounts ``k8s_output_claim``: a finished run's outputs
+        and log are read from here.""",
+    )
+
+    k8s_archive_claims = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""PersistentVolumeClaim of each archive volume, by volume id, e.g.
+        ``{"psa-rosetta": "archive-psa-rosetta"}``. The user's volumes (``$DATALABS_VOLUMES``)
+        that have a claim here are attached to every run read-only at the same path as in the
+        session; inputs on other volumes are not visible to the run.""",
+    )
+
+    k8s_max_ram = Unicode(
+        "8G",
+        config=True,
+        help="Memory all step pods of one run may use at once (Calrissian ``--max-ram``).",
+    )
+
+    k8s_max_cores = Int(
+        4,
+        config=True,
+        help="Cores all step pods of one run may use at once (Calrissian ``--max-cores``).",
+    )
+
+    k8s_kubeconfig = Unicode(
+        "",
+        config=True,
+        help="""A kubeconfig file for the Kubernetes API. Empty (default): the in-cluster
+        configuration when running in a pod, else ``$KUBECONFIG`` or ``~/.kube/config``.""",
     )
 
     workspace_root = Unicode(
@@ -160,10 +253,16 @@ class DatalabsExtension(ExtensionApp):
             cache=self.cache,
             cwltool_args=tuple(self.cwltool_args),
         )
+        workspace = Workspace.from_env(self.workspace_root)
+        executor: LocalExecutor | KubernetesExecutor
+        if self.executor == "kubernetes":
+            executor = KubernetesExecutor(settings, self._kubernetes_settings(workspace))
+        else:
+            executor = LocalExecutor(settings)
         services = PipelineServices(
             catalogue=Catalogue([Path(d) for d in self.catalogue_dirs]),
-            executor=LocalExecutor(settings),
-            workspace=Workspace.from_env(self.workspace_root),
+            executor=executor,
+            workspace=workspace,
             executor_name=self.executor,
         )
         self.settings.update({"datalabs": services})
@@ -176,6 +275,35 @@ class DatalabsExtension(ExtensionApp):
             if hook and hook not in done:
                 done.append(hook)
                 hook(self)
+
+    def _kubernetes_settings(self, workspace: Workspace) -> KubernetesSettings:
+        archives = []
+        for volume in workspace.volumes:
+            claim = self.k8s_archive_claims.get(volume.id)
+            if claim:
+                archives.append(ArchiveVolume(volume.id, claim, str(volume.path)))
+            else:
+                # Not an error: runs that do not read from it still work.
+                self.log.warning(
+                    "datalabs: volume %s has no claim in k8s_archive_claims; "
+                    "Kubernetes runs cannot read it",
+                    volume.id,
+                )
+        return KubernetesSettings(
+            namespace=self.k8s_namespace,
+            service_account=self.k8s_service_account,
+            image=self.k8s_calrissian_image,
+            input_claim=self.k8s_input_claim,
+            tmpout_claim=self.k8s_tmpout_claim,
+            output_claim=self.k8s_output_claim,
+            input_dir=self.k8s_input_dir,
+            output_dir=self.k8s_output_dir,
+            archive_volumes=tuple(archives),
+            max_ram=self.k8s_max_ram,
+            max_cores=self.k8s_max_cores,
+            provenance=self.provenance,
+            kubeconfig=self.k8s_kubeconfig,
+        )
 
     def _modules(self) -> list[Any]:
         modules = []
@@ -217,5 +345,6 @@ class DatalabsExtension(ExtensionApp):
             if hook and hook not in done:
                 done.append(hook)
                 await hook(self)
-        # Runs go on without us (their supervisors are independent processes).
+        # Runs go on without us (supervisors are independent processes, Jobs live in the
+        # cluster) and the next server picks them up.
         self._services.executor.close()

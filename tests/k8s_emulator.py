@@ -41,6 +41,8 @@ What it does not emulate
 - Namespaces as objects: ``POST /api/v1/namespaces`` crashes kmock's path parser, so KubeSpawner's
   ``enable_user_namespaces`` cannot be tested here.
 - Any other resource: undeclared ones answer 404, as on a cluster without that API.
+- Namespaces that do not exist and RBAC: a test that needs such an answer asks for it with
+  ``refuse()`` (e.g. 404 on creating Jobs in a namespace, or 403 on a verb).
 """
 
 import asyncio
@@ -283,6 +285,9 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
     _changed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _active_watches: int = attrs.field(default=0, init=False)
+    _refusals: list[tuple[str, kmock.resource, str | None, kmock.KubernetesError]] = attrs.field(
+        factory=list, init=False
+    )
 
     @_journal.default
     def _journal_default(self) -> collections.deque[JournalEntry]:
@@ -304,6 +309,14 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)  # discovery and non-Kubernetes paths
         if resource not in self.resources:
             raise kmock.KubernetesResourceNotFoundError()
+        for method, refused, namespace, error in self._refusals:
+            # Checked before kmock stores anything: a refused create must leave no object.
+            if (
+                request.method.value == method
+                and resource == refused
+                and namespace in (None, request.namespace)
+            ):
+                raise error
         if request.method == kmock.method.PUT:
             raise kmock.KubernetesError(
                 status=405,
@@ -545,6 +558,24 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         }
 
     # --- for tests --------------------------------------------------------------------------
+
+    def refuse(
+        self,
+        method: str,
+        resource: str,
+        namespace: str | None,
+        *,
+        status: int,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Answer every ``method`` request on ``resource`` (in ``namespace``, or any) with an error.
+
+        For what the emulator cannot know, as the real server answers it: a namespace that does
+        not exist (404 ``NotFound``) or a verb RBAC does not allow (403 ``Forbidden``).
+        """
+        error = kmock.KubernetesError(status=status, reason=reason, message=message)
+        self._refusals.append((method.upper(), kmock.resource(resource), namespace, error))
 
     @property
     def revision(self) -> int:

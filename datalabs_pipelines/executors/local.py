@@ -56,6 +56,14 @@ OUTPUTS_FILE = "outputs.json"
 JOB_FILE = "job.json"
 PROVENANCE_DIR = "provenance"
 SUPERVISOR_LOG = "supervisor.log"
+#: ``argv[0]`` of runs that are Calrissian Jobs (the Kubernetes executor's); they share the store
+#: but have no supervisor here, so :func:`reconcile` must leave them to that executor.
+CALRISSIAN_ARGV0 = "calrissian"
+
+
+def on_kubernetes(run: Run) -> bool:
+    """Whether ``run`` is a Calrissian Job followed by the Kubernetes executor."""
+    return bool(run.argv) and run.argv[0] == CALRISSIAN_ARGV0
 
 
 def cwltool_command() -> list[str]:
@@ -493,6 +501,8 @@ def reconcile(store: RunStore, start_grace: float = START_GRACE) -> list[str]:
     lost = []
     now = time.time()
     for run in store.list(states=ACTIVE_STATES, limit=100_000):
+        if on_kubernetes(run):
+            continue
         if run.supervisor_pid is None:
             if run.started is not None and now - run.started < start_grace:
                 continue

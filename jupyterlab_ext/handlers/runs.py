@@ -17,6 +17,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from datalabs_pipelines.events import LOG_FILE, STEPS_DIR, read_events, step_log_name, tail_text
+from datalabs_pipelines.executors.kubernetes_executor import KubernetesAPIError
 from datalabs_pipelines.executors.local import PROVENANCE_DIR, RunRequest
 from datalabs_pipelines.launcher import JobRejected, validate_job
 from datalabs_pipelines.runs import FINAL_STATES, Run, RunNotFound
@@ -157,7 +158,12 @@ class RunCancelHandler(RunBase):
     async def post(self, run_id: str) -> None:
         if await self.find_run(run_id, with_steps=False) is None:
             return
-        run = await asyncio.to_thread(self.services.executor.cancel, self.user_name, run_id)
+        try:
+            run = await asyncio.to_thread(self.services.executor.cancel, self.user_name, run_id)
+        except KubernetesAPIError as exc:
+            # The Job could not be deleted: say so rather than claim the run stopped.
+            self.send_error_json(502, f"could not cancel the run's Kubernetes Job: {exc}")
+            return
         self.send_json(run.to_json())
 
 

@@ -1,0 +1,425 @@
+"""The Kubernetes executor: each run is a Calrissian Job, followed through the Kubernetes API.
+
+It offers the same methods as :class:`~datalabs_pipelines.executors.local.LocalExecutor` that the
+REST handlers call (``submit``, ``rerun``, ``cancel``, ``tick``, ``close`` and ``store``), and
+records runs in the same :class:`~datalabs_pipelines.runs.RunStore`, so the Pipelines panel does
+not care where a run executes.
+
+- ``submit`` writes the job file and a copy of the pipeline's folder to the input claim (which the
+  session mounts at ``input_dir``), creates the Job built by
+  :func:`~datalabs_pipelines.executors.kubernetes.make_calrissian_job` and records the run as
+  ``queued``. If the API refuses the Job (no such namespace, no permission, API unreachable) the
+  run is recorded as ``failed`` with the API's answer as its reason, so the user sees why.
+- ``tick`` (the server's periodic check) reads each live run's Job and maps its status: pods
+  active -> ``running``, condition ``Complete`` -> ``success``, condition ``Failed`` ->
+  ``failed`` with the condition's reason and message.
+- ``cancel`` deletes the Job (propagation ``Background``, so its pod goes too) and marks the run
+  ``cancelled``.
+
+The API is spoken with kubernetes_asyncio, in a short event loop of its own per call: the
+handlers already call executors from a worker thread (``asyncio.to_thread``), where there is no
+running loop. Configuration: in-cluster when ``KUBERNETES_SERVICE_HOST`` is set and no kubeconfig
+is given, else a kubeconfig (``kubeconfig`` or the default ``$KUBECONFIG``/``~/.kube/config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client import ApiClient, BatchV1Api, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..events import LOG_FILE
+from ..runs import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RUNNING,
+    SUCCESS,
+    Run,
+    RunStore,
+    new_run_id,
+)
+from ..settings import Settings
+from .kubernetes import (
+    CALRISSIAN_IMAGE,
+    ArchiveVolume,
+    CalrissianJob,
+    job_name,
+    make_calrissian_job,
+)
+from .local import (
+    CALRISSIAN_ARGV0,
+    JOB_FILE,
+    PROVENANCE_DIR,
+    RunRequest,
+    _append_run_event,
+    on_kubernetes,
+    rerun_request,
+)
+
+T = TypeVar("T")
+LIVE_STATES = (QUEUED, RUNNING, CANCELLING)
+
+
+class KubernetesAPIError(RuntimeError):
+    """The Kubernetes API refused or could not be reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Where and how runs become Calrissian Jobs (the server extension fills it from config)."""
+
+    namespace: str
+    service_account: str = "calrissian"
+    image: str = CALRISSIAN_IMAGE
+    input_claim: str = "calrissian-input-data"
+    tmpout_claim: str = "calrissian-tmpout"
+    output_claim: str = "calrissian-output-data"
+    #: Where this server sees the input and output claims (it writes the one, reads the other).
+    input_dir: str = "/calrissian/input-data"
+    output_dir: str = "/calrissian/output-data"
+    archive_volumes: tuple[ArchiveVolume, ...] = ()
+    max_ram: str = "8G"
+    max_cores: int = 4
+    provenance: bool = True
+    #: A kubeconfig file; empty: in-cluster configuration if available, else the default one.
+    kubeconfig: str = ""
+    request_timeout: float = 10.0
+
+
+def _api_reason(exc: BaseException) -> str:
+    """One line for the user from an API error: the server's own message when it gave one."""
+    if isinstance(exc, ApiException):
+        body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
+        message = ""
+        try:
+            message = json.loads(body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            pass
+        return f"{exc.status} {exc.reason}: {message or body or 'no details'}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _json_or_raise(response: Any) -> dict[str, Any]:
+    """The JSON of a raw (not preloaded) response; an error status raises ApiException.
+
+    Raw responses are used because then no client model has to accept what the server sends,
+    but the client does not raise for their error statuses by itself.
+    """
+    body = await response.read()
+    if response.status >= 400:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body.decode("utf-8", "replace")
+        raise error
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def _job_state(job: dict[str, Any]) -> tuple[str, str | None]:
+    """The run state a Job's status means, with the reason for a failure."""
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return SUCCESS, None
+        if condition.get("type") == "Failed":
+            parts = [condition.get("reason"), condition.get("message")]
+            return FAILED, ": ".join(p for p in parts if p) or "the Job failed"
+    if status.get("active"):
+        return RUNNING, None
+    return QUEUED, None
+
+
+class KubernetesExecutor:
+    """Runs pipelines as Calrissian Jobs; what the server extension talks to."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self, settings: Settings, k8s: KubernetesSettings, store: RunStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.k8s = k8s
+        self.store = store or RunStore(settings.db_path)
+
+    # -- the Kubernetes API ----------------------------------------------------------------
+
+    async def _configuration(self) -> Configuration:
+        configuration = Configuration()
+        if not self.k8s.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            await k8s_config.load_kube_config(
+                config_file=self.k8s.kubeconfig or None, client_configuration=configuration
+            )
+        return configuration
+
+    def _call(self, operation: Callable[[BatchV1Api], Awaitable[T]]) -> T:
+        """Run one API operation to completion; any failure becomes a KubernetesAPIError."""
+
+        async def go() -> T:
+            async with ApiClient(await self._configuration()) as client:
+                return await operation(BatchV1Api(client))
+
+        try:
+            return asyncio.run(go())
+        except ApiException as exc:
+            raise KubernetesAPIError(_api_reason(exc)) from exc
+        except (OSError, TimeoutError, k8s_config.ConfigException) as exc:
+            raise KubernetesAPIError(_api_reason(exc)) from exc
+        except Exception as exc:  # aiohttp's errors, mostly: the API could not be reached
+            if type(exc).__module__.startswith("aiohttp"):
+                raise KubernetesAPIError(_api_reason(exc)) from exc
+            raise
+
+    def _read_job(self, run_id: str) -> dict[str, Any] | None:
+        """The run's Job as plain JSON, or None when there is none."""
+
+        async def read(api: BatchV1Api) -> dict[str, Any] | None:
+            response: Any = await api.read_namespaced_job(
+                job_name(run_id),
+                self.k8s.namespace,
+                _preload_content=False,
+                _request_timeout=self.k8s.request_timeout,
+            )
+            if response.status == 404:
+                return None
+            return await _json_or_raise(response)
+
+        return self._call(read)
+
+    def _delete_job(self, run_id: str) -> None:
+        async def delete(api: BatchV1Api) -> None:
+            try:
+                await api.delete_namespaced_job(
+                    job_name(run_id),
+                    self.k8s.namespace,
+                    # Background: the Job goes now and the garbage collector removes its pod.
+                    propagation_policy="Background",
+                    _request_timeout=self.k8s.request_timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 404:  # already gone is what we wanted
+                    raise
+
+        self._call(delete)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _on_archive(self, path: str) -> bool:
+        """Whether the Job sees ``path`` as is: it lies on an attached archive volume."""
+        for volume in self.k8s.archive_volumes:
+            for root in {volume.mount_path, os.path.realpath(volume.mount_path)}:
+                if Path(path).is_relative_to(root):
+                    return True
+        return False
+
+    def _stage_inputs(self, value: Any, staging: Path, base: str, slots: Iterator[int]) -> Any:
+        """The job object with files the Job cannot see copied into ``staging/inputs``.
+
+        Inputs on an attached archive volume keep their paths (they are never copied: they can
+        be large and the Job mounts them); other files, from the user's workspace, are copied
+        to the input claim and the job names the copy.
+        """
+        if isinstance(value, list):
+            return [self._stage_inputs(v, staging, base, slots) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if value.get("class") in ("File", "Directory") and isinstance(value.get("path"), str):
+            source = Path(value["path"])
+            if self._on_archive(str(source)):
+                return value
+            slot = next(slots)  # one folder per file: two inputs may share a name
+            target = staging / "inputs" / str(slot) / source.name
+            target.parent.mkdir(parents=True)
+            if value["class"] == "Directory":
+                shutil.copytree(source, target)
+            else:
+                shutil.copy2(source, target)
+            return {**value, "path": f"{base}/inputs/{slot}/{source.name}"}
+        return {k: self._stage_inputs(v, staging, base, slots) for k, v in value.items()}
+
+    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str]:
+        """Write the job, its workspace files and the pipeline's folder to the input claim.
+
+        Returns the pipeline's and the job's paths as the Job sees them. The whole pipeline
+        folder is copied because a workflow names its steps' files relative to it.
+        """
+        staging = Path(self.k8s.input_dir) / run_id
+        base = f"{CalrissianJob.input_mount}/{run_id}"
+        pipeline = Path(request.pipeline_path)
+        shutil.copytree(pipeline.parent, staging / "pipeline", symlinks=False)
+        job = self._stage_inputs(request.inputs, staging, base, itertools.count())
+        (staging / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
+        return f"{base}/pipeline/{pipeline.name}", f"{base}/{JOB_FILE}"
+
+    def manifest(self, run_id: str, user: str, pipeline_path: str, job_path: str) -> dict:
+        """The Job this executor creates for a run (public so that tests can check it)."""
+        return make_calrissian_job(
+            CalrissianJob(
+                run_id=run_id,
+                user=user,
+                namespace=self.k8s.namespace,
+                pipeline_path=pipeline_path,
+                job_path=job_path,
+                archive_volumes=self.k8s.archive_volumes,
+                image=self.k8s.image,
+                service_account=self.k8s.service_account,
+                input_claim=self.k8s.input_claim,
+                tmpout_claim=self.k8s.tmpout_claim,
+                output_claim=self.k8s.output_claim,
+                max_ram=self.k8s.max_ram,
+                max_cores=self.k8s.max_cores,
+                provenance=self.k8s.provenance,
+            )
+        )
+
+    def submit(self, request: RunRequest, user: str | None = None) -> Run:
+        """Record a run of ``user`` and create its Job; a refused Job leaves a failed run."""
+        settings = self.settings if user is None else replace(self.settings, user=user)
+        run_id = new_run_id()
+        rundir = settings.runs_dir / run_id
+        rundir.mkdir(parents=True)
+        now = time.time()
+        reason: str | None = None
+        try:
+            pipeline_path, job_path = self._stage(run_id, request)
+            manifest = self.manifest(run_id, settings.user, pipeline_path, job_path)
+            argv = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+        except OSError as exc:
+            pipeline_path, job_path, manifest = request.pipeline_path, None, None
+            argv, reason = [], f"could not write the run's files to the input claim: {exc}"
+        run = Run(
+            id=run_id,
+            user=settings.user,
+            pipeline=request.pipeline,
+            pipeline_path=request.pipeline_path,
+            inputs=request.inputs,
+            job_path=job_path,
+            state=QUEUED,
+            created=now,
+            rundir=str(rundir),
+            outdir=f"{self.k8s.output_dir}/{run_id}/outputs",
+            cwd=str(rundir),
+            # argv marks the run as ours: the store is shared with the local executor and the CLI.
+            argv=[CALRISSIAN_ARGV0, *argv],
+            # Not a detached *local* run: the local dispatcher must never start it as cwltool.
+            detached=False,
+            rerun_of=request.rerun_of,
+        )
+        self.store.add(run)
+        if manifest is not None:
+            body: Any = manifest  # the client accepts a plain dict as well as a V1Job
+
+            async def create(api: BatchV1Api) -> dict[str, Any]:
+                response = await api.create_namespaced_job(
+                    self.k8s.namespace,
+                    body,
+                    _preload_content=False,
+                    _request_timeout=self.k8s.request_timeout,
+                )
+                return await _json_or_raise(response)
+
+            try:
+                self._call(create)
+            except KubernetesAPIError as exc:
+                reason = (
+                    f"could not create the run's Job in namespace {self.k8s.namespace!r}: {exc}"
+                )
+        if reason is not None:
+            self._finish(run, FAILED, reason)
+        else:
+            _append_run_event(run.rundir, QUEUED, f"Job {job_name(run_id)} created")
+        return self.store.get(run_id)
+
+    def rerun(self, user: str, run_id: str) -> Run:
+        """A new run of the same pipeline with the same inputs."""
+        old = self.store.get(run_id, user, with_steps=False)
+        return self.submit(rerun_request(old), user=user)
+
+    def cancel(self, user: str, run_id: str) -> Run:
+        """Delete the run's Job and mark the run cancelled (a final run is left as it is)."""
+        run = self.store.get(run_id, user, with_steps=False)
+        if run.state in FINAL_STATES:
+            return self.store.get(run_id, user)
+        self.store.set_state_if(
+            run_id, LIVE_STATES, state=CANCELLING, exit_reason="cancelled by the user"
+        )
+        # An API error propagates: the run stays "cancelling" and the next tick finishes it
+        # if the Job goes away by other means; the user gets the error now.
+        self._delete_job(run_id)
+        self._finish(run, CANCELLED, "cancelled by the user")
+        return self.store.get(run_id, user)
+
+    def tick(self) -> None:
+        """Follow the Jobs of live runs; an unreachable API is retried at the next tick."""
+        for run in self.store.list(states=LIVE_STATES, limit=100_000):
+            if not on_kubernetes(run):
+                continue  # a local run: not ours
+            try:
+                job = self._read_job(run.id)
+            except KubernetesAPIError:
+                # A missing permission or a down API must not fail runs that may be fine.
+                continue
+            self._follow(run, job)
+
+    def _follow(self, run: Run, job: dict[str, Any] | None) -> None:
+        if job is None:
+            if run.state == CANCELLING:
+                self._finish(run, CANCELLED, run.exit_reason or "cancelled")
+            else:
+                self._finish(
+                    run,
+                    FAILED,
+                    f"its Job {job_name(run.id)} disappeared from namespace "
+                    f"{self.k8s.namespace!r} before it finished (deleted outside Datalabs?)",
+                )
+            return
+        state, reason = _job_state(job)
+        if state == RUNNING and run.state == QUEUED:
+            if self.store.set_state_if(run.id, (QUEUED,), state=RUNNING, started=time.time()):
+                _append_run_event(run.rundir, RUNNING)
+        elif state in FINAL_STATES and run.state != CANCELLING:
+            self._finish(run, state, reason)
+
+    def _finish(self, run: Run, state: str, reason: str | None) -> None:
+        """Record a final state once, with what the run left on the output claim."""
+        fields: dict[str, Any] = {"state": state, "finished": time.time(), "exit_reason": reason}
+        if run.started is None:
+            fields["started"] = fields["finished"]
+        results = Path(self.k8s.output_dir) / run.id
+        if state == SUCCESS:
+            try:
+                fields["outputs"] = json.loads((results / "output.json").read_text("utf-8"))
+            except (OSError, ValueError):
+                pass  # the claim may not be mounted here; the state is still right
+        if self.store.set_state_if(run.id, LIVE_STATES, **fields):
+            # The run's log and provenance, for the views that read the run folder. Missing
+            # ones (a run that never started, a claim not mounted here) are simply not shown.
+            try:
+                shutil.copyfile(results / "cwltool.log", Path(run.rundir) / LOG_FILE)
+            except OSError:
+                pass
+            try:
+                shutil.copytree(results / PROVENANCE_DIR, Path(run.rundir) / PROVENANCE_DIR)
+            except OSError:
+                pass
+            _append_run_event(run.rundir, state, reason)
+
+    def close(self) -> None:
+        # Jobs go on without us: the next server's ticks pick them up by name.
+        self.store.close()

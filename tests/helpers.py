@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from pathlib import Path
 
@@ -46,3 +47,10 @@ def checked(html: str, name: str) -> list[str]:
 
 def offered(html: str, name: str) -> list[str]:
     return [i["value"] for i in form_inputs(html) if i.get("name") == name]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

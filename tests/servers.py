@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datalabs_volumes.mount.local import rclone_binary
+from tests.helpers import free_port  # noqa: F401 - re-exported for the tests
 
 #: The secret used as the password of every test server and connection. Tests assert that it
 #: appears nowhere it must not: logs, API answers, command lines, files other than rclone's
@@ -27,12 +28,6 @@ CANARY = "Cnry" + secrets.token_hex(10)
 USER = "scientist"
 S3_KEY_ID = "datalabskey"
 S3_BUCKET = "bucket"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -84,7 +84,8 @@ def rclone_binary() -> str:
     return found
 
 
-async def _run(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
+async def run_command(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run a command from an argument list (never a shell); return its exit code and output."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -136,13 +137,13 @@ class LocalMounter:
         return await self._rclone(source, target)
 
     async def _bind(self, source: Path, target: Path) -> Mounted:
-        code, out = await _run("mount", "--bind", str(source), str(target))
+        code, out = await run_command("mount", "--bind", str(source), str(target))
         if code:
             raise MountError(f"bind mount failed: {out}")
         # A bind mount inherits the source's flags; read-only needs a second, remount step.
-        code, out = await _run("mount", "-o", "remount,bind,ro", str(target))
+        code, out = await run_command("mount", "-o", "remount,bind,ro", str(target))
         if code:
-            await _run("umount", str(target))
+            await run_command("umount", str(target))
             raise MountError(f"could not make the bind mount read-only: {out}")
         return Mounted(source, target, "bind")
 
@@ -179,13 +180,13 @@ class LocalMounter:
         """Unmount ``target`` (lazily if busy) and remove the then-empty folder."""
         target = Path(os.path.abspath(target))
         for point in mounts_under(target):
-            code, out = await _run("umount", str(point))
+            code, out = await run_command("umount", str(point))
             if code:
                 # Busy (a kernel has a file open) or FUSE owned by another process: detach
                 # lazily so that the mount point is gone for new opens at once.
-                code, out = await _run("umount", "-l", str(point))
+                code, out = await run_command("umount", "-l", str(point))
             if code and shutil.which("fusermount3"):
-                code, out = await _run("fusermount3", "-uz", str(point))
+                code, out = await run_command("fusermount3", "-uz", str(point))
             if code:
                 raise MountError(f"could not unmount {point}: {out}")
         try:

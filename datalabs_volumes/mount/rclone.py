@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..remotes import Connection, scrub
-from .local import is_mount_point, rclone_binary
+from .local import is_mount_point, rclone_binary, run_command
 
 log = logging.getLogger("datalabs.rclone")
 
@@ -324,22 +324,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-async def _run(*argv: str, timeout: float = 15.0) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 124, f"{argv[0]} did not finish in {timeout:.0f} s"
-    return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
 async def force_unmount(target: Path) -> None:
     """Remove a FUSE mount whatever state it is in (busy, or its daemon gone): lazily if need be.
 
@@ -355,7 +339,7 @@ async def force_unmount(target: Path) -> None:
     ):
         if not shutil.which(argv[0]):
             continue
-        await _run(*argv)
+        await run_command(*argv, timeout=15.0)
         if not is_mount_point(target):
             return
     if is_mount_point(target):

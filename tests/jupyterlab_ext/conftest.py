@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +29,11 @@ import requests
 
 from datalabs_pipelines.executors.local import cancel
 from datalabs_pipelines.runs import RunStore
+from tests.helpers import free_port
 from tests.labserver import running_lab
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-9876543210"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -90,7 +84,7 @@ def start_server(tmp_path: Path) -> Iterator:
     config_dir.mkdir()
 
     def start(**extension_config) -> Server:
-        port = _free_port()
+        port = free_port()
         config = {
             "ServerApp": {
                 "jpserver_extensions": {"jupyterlab_ext": True},

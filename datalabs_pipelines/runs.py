@@ -9,6 +9,7 @@ is simply "not found".
 from __future__ import annotations
 
 import json
+import random
 import re
 import secrets
 import sqlite3
@@ -192,6 +193,27 @@ class RunNotFound(KeyError):
     """No run with that id for that user."""
 
 
+def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch a new store to WAL, waiting for other processes doing the same.
+
+    Changing the journal mode needs the database to itself and SQLite answers "locked" at once
+    instead of waiting, so two runs started together on a brand-new store (the CLI under a test
+    runner, or two servers) would fail; WAL is persistent, so once one process has set it the
+    others only read it.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+
 class RunStore:
     """Runs and steps in SQLite; safe to share between threads and processes."""
 
@@ -209,7 +231,7 @@ class RunStore:
         if db is None:
             db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             # NORMAL is durable across process crashes in WAL mode; only a power cut could lose
             # the last events, which the next reconcile then reports.
             db.execute("PRAGMA synchronous=NORMAL")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from datalabs_pipelines.executors.kubernetes_executor import KubernetesExecutor,
 from datalabs_pipelines.executors.local import LocalExecutor
 from datalabs_pipelines.launcher import Workspace
 from datalabs_pipelines.settings import Settings, default_home, default_user
+
+from .storage import json_env_list
 
 API_BASE = "datalabs/api"
 #: Handler modules, in routing order; a module another part of Datalabs has not shipped yet is
@@ -66,14 +67,9 @@ class DatalabsExtension(ExtensionApp):
 
     @default("catalogue_dirs")
     def _default_catalogue_dirs(self) -> list[str]:
-        from_spawner = os.environ.get("DATALABS_CATALOGUE_DIRS")
+        from_spawner = json_env_list("DATALABS_CATALOGUE_DIRS")
         if from_spawner:
-            try:
-                dirs = json.loads(from_spawner)
-            except ValueError:
-                dirs = None
-            if isinstance(dirs, list):
-                return [str(d) for d in dirs]
+            return from_spawner
         return [d for d in os.environ.get("DATALABS_CATALOGUE", "").split(os.pathsep) if d]
 
     pipelines_home = Unicode(

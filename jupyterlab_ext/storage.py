@@ -24,7 +24,9 @@ from datalabs_volumes.session import StorageSession, who_from
 KEY_ENV = "DATALABS_CREDENTIALS_KEY"
 
 
-def _json_list(name: str) -> list[str]:
+def json_env_list(name: str) -> list[str]:
+    """The JSON list of strings in environment variable ``name`` (the spawner sets these);
+    empty when unset or not a list."""
     try:
         value = json.loads(os.environ.get(name, "") or "[]")
     except ValueError:
@@ -47,7 +49,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("catalogue_dirs")
     def _default_catalogue_dirs(self):
-        return _json_list("DATALABS_CATALOGUE_DIRS")
+        return json_env_list("DATALABS_CATALOGUE_DIRS")
 
     archive_root = Unicode(
         config=True,
@@ -97,7 +99,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("allowed_networks")
     def _default_allowed_networks(self):
-        return _json_list("DATALABS_ALLOWED_NETWORKS")
+        return json_env_list("DATALABS_ALLOWED_NETWORKS")
 
     mount_method = Enum(
         ["auto", "bind", "rclone"],

@@ -54,3 +54,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def load_sample_data_generator():
+    """``config/sample-data/make_sample_data.py`` as a module (its folder name has a dash)."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "config" / "sample-data" / "make_sample_data.py"
+    spec = importlib.util.spec_from_file_location("make_sample_data", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

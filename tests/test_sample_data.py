@@ -9,7 +9,6 @@ from __future__ import annotations
 import array
 import csv
 import hashlib
-import importlib.util
 import math
 import re
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_sample_data_generator
+
 SCRIPT = Path(__file__).resolve().parents[1] / "config" / "sample-data" / "make_sample_data.py"
 PDS = "{http://pds.nasa.gov/pds4/pds/v1}"
 VOT = "{http://www.ivoa.net/xml/VOTable/v1.3}"
@@ -26,16 +27,7 @@ VOLUMES = {"psa-rosetta", "spice-juice", "esasky-catalogue", "rosetta-restricted
 ELEMENT_SIZES = {"UnsignedLSB2": ("H", 2), "IEEE754LSBSingle": ("f", 4)}
 
 
-def _load_generator():
-    # The script lives in a folder with a dash in its name, so it cannot be imported by name.
-    spec = importlib.util.spec_from_file_location("make_sample_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sample_data = _load_generator()
+sample_data = load_sample_data_generator()
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ module rather than skipping it. The stdlib-only checks are in test_sample_data.p
 from __future__ import annotations
 
 import csv
-import importlib.util
 import logging
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,20 +17,12 @@ import pds4_tools
 import pytest
 import spiceypy
 
-SCRIPT = Path(__file__).resolve().parents[1] / "config" / "sample-data" / "make_sample_data.py"
+from tests.helpers import load_sample_data_generator
+
 PDS = "{http://pds.nasa.gov/pds4/pds/v1}"
 
 
-def _load_generator():
-    # The script lives in a folder with a dash in its name, so it cannot be imported by name.
-    spec = importlib.util.spec_from_file_location("make_sample_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sample_data = _load_generator()
+sample_data = load_sample_data_generator()
 
 
 @pytest.fixture(scope="module")

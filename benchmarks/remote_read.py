@@ -5,10 +5,11 @@ The session engine (``SessionRclone``, one ``rclone rcd``) mounts it as a user's
 mounted; the baselines are ``rclone copy`` of the same file and ``rclone lsf`` of the same
 folder, in the same run, interleaved with the mounted runs so that machine noise hits both
 alike. Every mounted run uses a fresh mount, so neither the kernel's page cache nor rclone's
-directory cache serves it. Medians of the rounds. Last lines::
+directory cache serves it. Medians of the rounds. Last lines (the read ratio should reach its
+target, the listing ratio stay below its own)::
 
-    remote_read: ratio=<mount MB/s / rclone copy MB/s> target=>=0.8
-    remote_list: ratio=<mount listing time / rclone lsf time> target=<=2
+    remote_read: ratio=<mount MB/s / rclone copy MB/s> target=0.8
+    remote_list: ratio=<mount listing time / rclone lsf time> target=2
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ async def main() -> None:
     print(f"rclone copy of 256 MiB: {copy_s:.2f} s ({mib / copy_s:.0f} MiB/s)")
     print(f"read through the mount: {read_s:.2f} s ({mib / read_s:.0f} MiB/s)")
     print(f"rclone lsf of {ENTRIES} entries: {lsf_s:.3f} s; mount listing: {list_s:.3f} s")
-    print(f"remote_read: ratio={copy_s / read_s:.2f} target=>=0.8")
-    print(f"remote_list: ratio={list_s / lsf_s:.2f} target=<=2")
+    print(f"remote_read: ratio={copy_s / read_s:.2f} target=0.8")
+    print(f"remote_list: ratio={list_s / lsf_s:.2f} target=2")
 
 
 if __name__ == "__main__":

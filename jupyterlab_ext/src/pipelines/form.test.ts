@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { fieldsFor, jobInputs, problemsByInput, valuesFrom, workspacePath } from './form';
+import { layeredLayout } from './layout';
 import { SSEParser } from './sse';
 import { IPipelineParameter } from './types';
 
@@ -222,5 +223,32 @@ describe('SSEParser', () => {
       { event: 'end', data: '{}', id: '120' }
     ]);
     expect(parser.lastId).toBe('120');
+  });
+});
+
+describe('layeredLayout', () => {
+  it('puts a step one layer after the latest step it depends on', () => {
+    const at = layeredLayout(
+      ['fetch', 'a', 'b', 'join'],
+      [
+        { from: 'fetch', to: 'a' },
+        { from: 'fetch', to: 'b' },
+        { from: 'a', to: 'join' },
+        { from: 'b', to: 'join' }
+      ]
+    );
+    expect(at).toEqual({
+      fetch: { x: 0, y: 0 },
+      a: { x: 190, y: 0 },
+      b: { x: 190, y: 70 },
+      join: { x: 380, y: 0 }
+    });
+  });
+
+  it('without links, lays the steps out in their declared order', () => {
+    expect(layeredLayout(['extract', 'draw'])).toEqual({
+      extract: { x: 0, y: 0 },
+      draw: { x: 190, y: 0 }
+    });
   });
 });

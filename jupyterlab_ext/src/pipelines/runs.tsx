@@ -380,7 +380,12 @@ function RunPage(props: IRunPageProps): JSX.Element {
       </div>
 
       <h3>Steps</h3>
-      <RunGraph steps={steps} selected={step} onSelect={setStep} />
+      <RunGraph
+        steps={steps}
+        links={(pipeline?.links || []).filter(l => names.includes(l.from) && names.includes(l.to))}
+        selected={step}
+        onSelect={setStep}
+      />
       <table className="dl-table" data-testid="dl-step-table">
         <caption className="dl-visually-hidden">Steps of this run</caption>
         <thead>

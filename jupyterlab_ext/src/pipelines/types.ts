@@ -41,6 +41,8 @@ export interface IPipeline extends IPipelineSummary {
   inputs: IPipelineParameter[];
   outputs: IPipelineParameter[];
   steps: string[];
+  /** `to` reads an output of `from` (absent from servers older than the graph). */
+  links?: { from: string; to: string }[];
 }
 
 export interface IPipelineSearch {

@@ -108,7 +108,14 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
       const body = e instanceof APIError ? e.body : {};
       const list = Array.isArray(body.problems) ? (body.problems as IInputProblem[]) : [];
       show(list);
-      setError(list.length ? 'The pipeline cannot run with these inputs:' : (e as Error).message);
+      const marked = list.filter(p => fields.some(f => f.id === p.input)).length;
+      setError(
+        !list.length
+          ? (e as Error).message
+          : marked
+            ? `The pipeline cannot run with these inputs: fix the ${marked} problem${marked === 1 ? '' : 's'} marked above.`
+            : 'The pipeline cannot run with these inputs:'
+      );
       if (list.length) {
         // Where a person looks first: the first field at fault.
         requestAnimationFrame(() => {

@@ -10,6 +10,7 @@ hides dot-folders such as the default ``~/.local/share/datalabs``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -120,6 +121,24 @@ def axe_violations(page, selector: str) -> list[dict]:
     return [v for v in result if v["impact"] in ("serious", "critical")]
 
 
+def menu_item(page, label: str):
+    exact = re.compile(f"^{re.escape(label)}$")
+    return page.locator(".lm-Menu-item").filter(
+        has=page.locator(".lm-Menu-itemLabel", has_text=exact)
+    )
+
+
+def set_theme(page, name: str) -> None:
+    """Switch JupyterLab's theme as a user does: Settings > Theme > name."""
+    page.locator(".lm-MenuBar-item", has_text="Settings").click()
+    menu_item(page, "Theme").hover()
+    menu_item(page, name).click()
+    page.wait_for_function(
+        "name => document.body.dataset.jpThemeName === name", arg=name, timeout=30_000
+    )
+    page.wait_for_timeout(500)
+
+
 def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, pipes_lab):
     open_lab(page, pipes_lab)
     panel = open_panel(page)
@@ -180,6 +199,11 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
     )
     href = page.get_by_role("link", name="Download provenance").get_attribute("href")
     assert href.endswith(f"/datalabs/api/runs/{run_page.get_attribute('data-run')}/provenance")
+    # The link works with the browser's session (no token in it): a zip of the CWLProv bag.
+    download = page.request.get(href)
+    assert download.status == 200, download.text()
+    assert download.headers["content-type"] == "application/zip"
+    assert download.body()[:2] == b"PK"
     shot(page, "pipelines-run-success")
 
     # Open the plot: JupyterLab opens the SVG in a new tab.
@@ -268,6 +292,16 @@ def test_rerun_with_changed_inputs_opens_the_prefilled_dialog(page, pipes_lab):
     assert new["inputs"]["y_column"] == "SURFACE_TEMPERATURE"
     assert new["inputs"]["table"]["path"] == first["inputs"]["table"]["path"]
 
+    # Plain re-run: the same inputs again, in a new run.
+    page.get_by_role("button", name="Re-run", exact=True).click()
+    page.wait_for_function(
+        "id => { const n = document.querySelector('[data-testid=dl-run-page]');"
+        " return n && n.dataset.run !== id; }",
+        arg=new_id,
+    )
+    again = page.get_by_test_id("dl-run-page").get_attribute("data-run")
+    assert pipes_lab.api("GET", f"runs/{again}").json()["rerun_of"] == new_id
+
 
 def test_panel_and_runs_viewer_have_no_serious_accessibility_violations(page, pipes_lab):
     run = run_to_end(pipes_lab, "test/sleepy", {"marker": "0"})
@@ -287,4 +321,13 @@ def test_panel_and_runs_viewer_have_no_serious_accessibility_violations(page, pi
     wait_run_state(page, ("success",))
     problems["run page"] = axe_violations(page, "[data-testid=dl-runs-view]")
     shot(page, "pipelines-run-page-a11y")
+
+    # The same page in the dark theme: colours come from the theme, contrast holds.
+    set_theme(page, "JupyterLab Dark")
+    try:
+        problems["run page, dark"] = axe_violations(page, "[data-testid=dl-runs-view]")
+        problems["panel, dark"] = axe_violations(page, "[data-testid=dl-pipelines-panel]")
+        shot(page, "pipelines-run-page-dark")
+    finally:
+        set_theme(page, "JupyterLab Light")
     assert not any(problems.values()), json.dumps(problems, indent=1)

@@ -39,10 +39,38 @@ export function openLaunchDialog(options: ILaunchOptions): LaunchDialog {
 }
 
 export class LaunchDialog extends ReactWidget {
+  /** Where the focus was before the dialog opened; it goes back there on Cancel. */
+  private readonly _returnFocus = document.activeElement as HTMLElement | null;
+
   constructor(private readonly _options: ILaunchOptions) {
     super();
     this.addClass('dl-modal-backdrop');
     this.node.dataset.testid = 'dl-launch-dialog';
+    this.node.addEventListener('keydown', event => this._trapTab(event));
+  }
+
+  /** Keep Tab inside the dialog (it is modal); the file dialog is a separate one on top. */
+  private _trapTab(event: KeyboardEvent): void {
+    if (event.key !== 'Tab') {
+      return;
+    }
+    const focusable = Array.from(
+      this.node.querySelectorAll<HTMLElement>(
+        'input, select, textarea, button:not(:disabled), a[href], [tabindex="0"]'
+      )
+    );
+    if (!focusable.length) {
+      return;
+    }
+    const first = focusable[0];
+    const last = focusable[focusable.length - 1];
+    if (event.shiftKey && document.activeElement === first) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
   }
 
   protected onAfterAttach(msg: Message): void {
@@ -54,15 +82,19 @@ export class LaunchDialog extends ReactWidget {
     }, 50);
   }
 
-  close(): void {
+  /** Close; `restoreFocus` puts the focus back where it was (after Cancel or Escape). */
+  close(restoreFocus = false): void {
     this.dispose();
+    if (restoreFocus && this._returnFocus?.isConnected) {
+      this._returnFocus.focus();
+    }
   }
 
   render(): JSX.Element {
     return (
       <LaunchForm
         {...this._options}
-        onClose={() => this.close()}
+        onClose={() => this.close(true)}
         onLaunched={run => {
           this.close();
           this._options.onLaunched(run);
@@ -130,10 +162,16 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
     const start = typeof current === 'string' && current ? PathExt.dirname(current) : '';
     const title = `Pick ${target.kind === 'Directory' ? 'a folder' : 'a file'} for ${field.label}`;
     const options = { manager, title, defaultPath: start };
-    const result =
-      target.kind === 'Directory'
-        ? await FileDialog.getExistingDirectory(options)
-        : await FileDialog.getOpenFiles(options);
+    let result;
+    try {
+      result =
+        target.kind === 'Directory'
+          ? await FileDialog.getExistingDirectory(options)
+          : await FileDialog.getOpenFiles(options);
+    } catch (e) {
+      setError(`The file dialog could not open: ${(e as Error).message}`);
+      return;
+    }
     if (!result.button.accept || !result.value || !result.value.length) {
       return;
     }

@@ -33,12 +33,20 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
   const [error, setError] = React.useState('');
   const [opening, setOpening] = React.useState('');
 
+  // Answers may arrive out of order while the user types: only the latest search is shown.
+  const latest = React.useRef(0);
   const search = React.useCallback(async (q: string) => {
+    const mine = ++latest.current;
     try {
-      setResult(await searchPipelines(q));
-      setError('');
+      const found = await searchPipelines(q);
+      if (mine === latest.current) {
+        setResult(found);
+        setError('');
+      }
     } catch (e) {
-      setError((e as Error).message);
+      if (mine === latest.current) {
+        setError((e as Error).message);
+      }
     }
   }, []);
 

@@ -241,6 +241,34 @@ def test_bad_inputs_are_shown_beside_their_field(page, pipes_lab):
     assert page.get_by_role("dialog").count() == 0
 
 
+def test_launch_dialog_works_from_the_keyboard(page, pipes_lab):
+    open_lab(page, pipes_lab)
+    panel = open_panel(page)
+    panel.get_by_label("Search pipelines").focus()
+    page.keyboard.type("grandchild")
+    launch = panel.get_by_role("button", name="Launch test/sleepy")
+    launch.wait_for()
+    launch.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Launch test/sleepy")
+    dialog.wait_for()
+    # The first field has the focus; Escape closes and gives the focus back.
+    page.wait_for_function("() => document.activeElement?.closest('.dl-field') !== null")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
+        "Launch test/sleepy"
+    )
+    # Enter in a field submits the form: the run's page opens.
+    page.keyboard.press("Enter")
+    dialog.wait_for()
+    page.wait_for_function("() => document.activeElement?.closest('.dl-field') !== null")
+    page.keyboard.type("0")
+    page.keyboard.press("Enter")
+    page.get_by_test_id("dl-run-page").wait_for()
+    assert wait_run_state(page, ("success", "failed")) == "success"
+
+
 def test_cancel_a_long_run(page, pipes_lab):
     open_lab(page, pipes_lab)
     panel = open_panel(page)

@@ -57,6 +57,9 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
   }, [query, search]);
 
   const launch = async (id: string) => {
+    if (opening) {
+      return;
+    }
     setOpening(id);
     try {
       props.launch(await getPipeline(id));
@@ -129,7 +132,9 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
               type="button"
               className="jp-mod-styled jp-mod-accept dl-launch-button"
               aria-label={`Launch ${p.label || p.id}`}
-              disabled={opening === p.id}
+              // Not disabled while loading: a disabled button would lose the focus, which the
+              // dialog gives back when it closes.
+              aria-busy={opening === p.id}
               onClick={() => void launch(p.id)}
             >
               Launch…

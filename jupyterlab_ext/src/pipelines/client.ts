@@ -42,10 +42,14 @@ export function runLog(id: string, step?: string): Promise<string> {
   return requestAPI<string>(`runs/${encodeURIComponent(id)}/log${query}`);
 }
 
+function runURL(settings: ServerConnection.ISettings, id: string, what: string): string {
+  return URLExt.join(settings.baseUrl, 'datalabs', 'api', 'runs', encodeURIComponent(id), what);
+}
+
 /** Where the run's provenance zip is downloaded from (the browser's session cookie authorises). */
 export function provenanceURL(id: string): string {
   const settings = ServerConnection.makeSettings();
-  return URLExt.join(settings.baseUrl, 'datalabs', 'api', 'runs', encodeURIComponent(id), 'provenance');
+  return runURL(settings, id, 'provenance');
 }
 
 /**
@@ -59,7 +63,7 @@ export async function followEvents(
   signal: AbortSignal
 ): Promise<'ended' | 'aborted' | 'failed'> {
   const settings = ServerConnection.makeSettings();
-  const url = URLExt.join(settings.baseUrl, 'datalabs', 'api', 'runs', encodeURIComponent(id), 'events');
+  const url = runURL(settings, id, 'events');
   const parser = new SSEParser();
   let failures = 0;
   while (!signal.aborted && failures < 3) {

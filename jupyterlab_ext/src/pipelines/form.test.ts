@@ -99,7 +99,15 @@ describe('fieldsFor', () => {
       ],
       '/home/u'
     );
-    expect(fields.map(f => f.initial)).toEqual(['3', '0.5', true, 'b', 'data/x y.csv', ['x', 'y'], '{"k":1}']);
+    expect(fields.map(f => f.initial)).toEqual([
+      '3',
+      '0.5',
+      true,
+      'b',
+      'data/x y.csv',
+      ['x', 'y'],
+      '{"k":1}'
+    ]);
   });
 });
 
@@ -217,7 +225,9 @@ describe('SSEParser', () => {
   it('parses events split across chunks, skipping keep-alives, keeping the last id', () => {
     const parser = new SSEParser();
     expect(parser.feed('event: step\ndata: {"kind":"step","st')).toEqual([]);
-    const got = parser.feed('ate":"running"}\n\n: keep-alive\n\nid: 120\n\nevent: end\r\ndata: {}\r\n\r\n');
+    const got = parser.feed(
+      'ate":"running"}\n\n: keep-alive\n\nid: 120\n\nevent: end\r\ndata: {}\r\n\r\n'
+    );
     expect(got).toEqual([
       { event: 'step', data: '{"kind":"step","state":"running"}', id: undefined },
       { event: 'end', data: '{}', id: '120' }

@@ -229,7 +229,9 @@ export function valuesFrom(
 class BadValue extends Error {}
 
 function isEmpty(value: FormValue): boolean {
-  return (typeof value === 'string' && value.trim() === '') || (Array.isArray(value) && !value.length);
+  return (
+    (typeof value === 'string' && value.trim() === '') || (Array.isArray(value) && !value.length)
+  );
 }
 
 function toJobValue(field: IField, value: FormValue): unknown {

@@ -27,9 +27,12 @@ export const pipelineIcon = new LabIcon({
   svgstr:
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16">' +
     '<g class="jp-icon3" fill="#616161">' +
-    '<rect x="1" y="9" width="6" height="6" rx="1"/><rect x="9" y="3" width="6" height="6" rx="1"/>' +
-    '<rect x="9" y="15" width="6" height="6" rx="1"/><rect x="17" y="9" width="6" height="6" rx="1"/>' +
-    '<rect x="7" y="11.25" width="10" height="1.5"/><rect x="11.25" y="9" width="1.5" height="6"/>' +
+    '<rect x="1" y="9" width="6" height="6" rx="1"/>' +
+    '<rect x="9" y="3" width="6" height="6" rx="1"/>' +
+    '<rect x="9" y="15" width="6" height="6" rx="1"/>' +
+    '<rect x="17" y="9" width="6" height="6" rx="1"/>' +
+    '<rect x="7" y="11.25" width="10" height="1.5"/>' +
+    '<rect x="11.25" y="9" width="1.5" height="6"/>' +
     '</g></svg>'
 });
 
@@ -103,7 +106,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     palette?.addItem({ command: CommandIDs.openPanel, category: CATEGORY });
     palette?.addItem({ command: CommandIDs.openRuns, category: CATEGORY });
-    launcher?.add({ command: CommandIDs.openRuns, category: CATEGORY, rank: 1, args: { isLauncher: true } });
+    launcher?.add({
+      command: CommandIDs.openRuns,
+      category: CATEGORY,
+      rank: 1,
+      args: { isLauncher: true }
+    });
   }
 };
 

@@ -141,12 +141,11 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
       const list = Array.isArray(body.problems) ? (body.problems as IInputProblem[]) : [];
       show(list);
       const marked = list.filter(p => fields.some(f => f.id === p.input)).length;
+      const fix = `fix the ${marked === 1 ? 'problem' : `${marked} problems`} marked above`;
       setError(
         !list.length
           ? (e as Error).message
-          : marked
-            ? `The pipeline cannot run with these inputs: fix the ${marked} problem${marked === 1 ? '' : 's'} marked above.`
-            : 'The pipeline cannot run with these inputs:'
+          : `The pipeline cannot run with these inputs${marked ? `: ${fix}.` : ':'}`
       );
       if (list.length) {
         // Where a person looks first: the first field at fault.
@@ -158,7 +157,8 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
   };
 
   const pick = async (field: IField, target: IField, index?: number) => {
-    const current = index === undefined ? values[field.id] : (values[field.id] as FormValue[])[index];
+    const current =
+      index === undefined ? values[field.id] : (values[field.id] as FormValue[])[index];
     const start = typeof current === 'string' && current ? PathExt.dirname(current) : '';
     const title = `Pick ${target.kind === 'Directory' ? 'a folder' : 'a file'} for ${field.label}`;
     const options = { manager, title, defaultPath: start };
@@ -258,7 +258,10 @@ interface IFieldRowProps {
 function FieldRow(props: IFieldRowProps): JSX.Element {
   const { field, problems } = props;
   const control = `${props.formId}-${field.id}`;
-  const describedBy = [field.help ? `${control}-help` : '', problems.length ? `${control}-error` : '']
+  const describedBy = [
+    field.help ? `${control}-help` : '',
+    problems.length ? `${control}-error` : ''
+  ]
     .filter(Boolean)
     .join(' ');
   const common = {
@@ -359,6 +362,12 @@ function FieldRow(props: IFieldRowProps): JSX.Element {
   );
 }
 
+/** The on-screen keyboard for numbers (the field stays text: a typo is reported, not lost). */
+const INPUT_MODES: Partial<Record<string, 'numeric' | 'decimal'>> = {
+  int: 'numeric',
+  float: 'decimal'
+};
+
 interface IControlProps {
   field: IField;
   id: string;
@@ -436,7 +445,7 @@ function Control(props: IControlProps): JSX.Element {
           type="text"
           className="dl-input"
           {...aria}
-          inputMode={field.kind === 'int' ? 'numeric' : field.kind === 'float' ? 'decimal' : undefined}
+          inputMode={INPUT_MODES[field.kind]}
           placeholder={field.kind === 'json' ? 'JSON value' : undefined}
           spellCheck={false}
           value={text}

@@ -6,7 +6,16 @@
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { cancelRun, followEvents, getPipeline, getRun, listRuns, provenanceURL, rerun, runLog } from './client';
+import {
+  cancelRun,
+  followEvents,
+  getPipeline,
+  getRun,
+  listRuns,
+  provenanceURL,
+  rerun,
+  runLog
+} from './client';
 import { pathOf, workspacePath } from './form';
 import { IGraphStep, RunGraph } from './graph';
 import { FINAL_STATES, IPipeline, IRun, IRunEvent } from './types';
@@ -326,8 +335,8 @@ function RunPage(props: IRunPageProps): JSX.Element {
         {pipeline?.label || run.pipeline} <StateBadge state={run.state} />
       </h2>
       <p className="dl-muted">
-        Run <code>{run.id}</code> of <code>{run.pipeline}</code> · started {when(run.started)} ·{' '}
-        {duration(run.started, run.finished)}
+        Run <code>{run.id}</code> of <code>{run.pipeline}</code> · started{' '}
+        {when(run.started)} · {duration(run.started, run.finished)}
         {run.rerun_of ? ` · re-run of ${run.rerun_of.slice(0, 8)}` : ''}
         {following === 'poll' ? ' · live events unavailable, refreshing every 2 s' : ''}
       </p>
@@ -404,7 +413,9 @@ function RunPage(props: IRunPageProps): JSX.Element {
               <td>
                 <StateBadge state={s.state} />
               </td>
-              <td>{duration(stepInfo[s.name]?.started ?? null, stepInfo[s.name]?.finished ?? null)}</td>
+              <td>
+                {duration(stepInfo[s.name]?.started ?? null, stepInfo[s.name]?.finished ?? null)}
+              </td>
               <td>
                 {stepInfo[s.name]?.peak_memory_mib != null
                   ? `${stepInfo[s.name].peak_memory_mib} MiB`
@@ -457,7 +468,7 @@ function RunPage(props: IRunPageProps): JSX.Element {
             return (
               <li key={`${name}-${i}`} data-testid="dl-output" data-output={name}>
                 <strong>{name}</strong>:{' '}
-                {isPath ? <code>{value.basename || path}</code> : <code>{showValue(value, root)}</code>}
+                <code>{isPath ? value.basename || path : showValue(value, root)}</code>
                 {isPath && inside && value.class === 'File' && (
                   <button
                     type="button"

@@ -52,12 +52,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const root = PageConfig.getOption('serverRoot');
     let viewer: MainAreaWidget<RunsView> | null = null;
 
-    const launch = (pipeline: IPipeline, job?: Record<string, unknown>) => {
+    const launch = (pipeline: IPipeline, job?: Record<string, unknown>, opener?: HTMLElement) => {
       openLaunchDialog({
         pipeline,
         manager,
         root,
         job,
+        opener,
         onLaunched: run => void app.commands.execute(CommandIDs.openRuns, { run: run.id })
       });
     };
@@ -85,7 +86,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.shell.activateById(widget.id);
     };
 
-    const panel = new PipelinesPanel({ launch: p => launch(p), openRuns: () => openRuns(null) });
+    const panel = new PipelinesPanel({
+      launch: (p, opener) => launch(p, undefined, opener),
+      openRuns: () => openRuns(null)
+    });
     panel.id = 'datalabs-pipelines';
     panel.title.icon = pipelineIcon;
     panel.title.caption = 'Pipelines: search the catalogue and launch a pipeline';

@@ -27,6 +27,8 @@ export interface ILaunchOptions {
   job?: Record<string, unknown>;
   /** Called with the new run once the server accepted it. */
   onLaunched: (run: IRun) => void;
+  /** The button that opened the dialog: the focus goes back to it on Cancel. */
+  opener?: HTMLElement | null;
 }
 
 let counter = 0;
@@ -40,10 +42,11 @@ export function openLaunchDialog(options: ILaunchOptions): LaunchDialog {
 
 export class LaunchDialog extends ReactWidget {
   /** Where the focus was before the dialog opened; it goes back there on Cancel. */
-  private readonly _returnFocus = document.activeElement as HTMLElement | null;
+  private readonly _returnFocus: HTMLElement | null;
 
   constructor(private readonly _options: ILaunchOptions) {
     super();
+    this._returnFocus = _options.opener ?? (document.activeElement as HTMLElement | null);
     this.addClass('dl-modal-backdrop');
     this.node.dataset.testid = 'dl-launch-dialog';
     this.node.addEventListener('keydown', event => this._trapTab(event));

@@ -9,7 +9,7 @@ import { IPipeline, IPipelineSearch } from './types';
 
 export interface IPipelinesPanelOptions {
   /** Open the launch dialog for a pipeline. */
-  launch: (pipeline: IPipeline) => void;
+  launch: (pipeline: IPipeline, opener: HTMLElement) => void;
   /** Open the runs viewer. */
   openRuns: () => void;
 }
@@ -56,13 +56,13 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
     return () => clearTimeout(timer);
   }, [query, search]);
 
-  const launch = async (id: string) => {
+  const launch = async (id: string, opener: HTMLElement) => {
     if (opening) {
       return;
     }
     setOpening(id);
     try {
-      props.launch(await getPipeline(id));
+      props.launch(await getPipeline(id), opener);
       setError('');
     } catch (e) {
       setError((e as Error).message);
@@ -135,7 +135,7 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
               // Not disabled while loading: a disabled button would lose the focus, which the
               // dialog gives back when it closes.
               aria-busy={opening === p.id}
-              onClick={() => void launch(p.id)}
+              onClick={event => void launch(p.id, event.currentTarget)}
             >
               Launch…
             </button>

@@ -285,6 +285,12 @@ def test_cancel_a_long_run(page, pipes_lab):
     page.get_by_role("button", name="All runs").click()
     run = page.get_by_test_id("dl-run-row").filter(has_text="test/sleepy").first
     assert run.get_attribute("data-state") == "cancelled"
+    # The list follows runs started elsewhere (here: the REST API, as a terminal would).
+    r = pipes_lab.api("POST", "runs", json={"pipeline": "test/sleepy", "inputs": {"marker": "0"}})
+    assert r.status_code == 201, r.text
+    page.locator(
+        f"[data-testid=dl-run-row][data-run='{r.json()['id']}'][data-state='success']"
+    ).wait_for(timeout=60_000)
 
 
 def test_rerun_with_changed_inputs_opens_the_prefilled_dialog(page, pipes_lab):

@@ -126,10 +126,16 @@ function RunList(props: { select: (id: string) => void }): JSX.Element {
     }
   }, []);
   React.useEffect(() => void load(), [load]);
-  // Runs started elsewhere (a terminal, another tab) show up too, so the list is polled.
-  useInterval(() => void load(), 2000);
+  // Runs started elsewhere (a terminal, another tab) show up too, so the list is polled, while
+  // it can be seen (a hidden tab or browser window asks nothing).
+  const node = React.useRef<HTMLDivElement>(null);
+  useInterval(() => {
+    if (!document.hidden && node.current && node.current.getClientRects().length > 0) {
+      void load();
+    }
+  }, 2000);
   return (
-    <div className="dl-runs">
+    <div className="dl-runs" ref={node}>
       <h2 className="dl-panel-title">My pipeline runs</h2>
       {error && (
         <div className="dl-error" role="alert">

@@ -280,6 +280,8 @@ def test_cancel_a_long_run(page, pipes_lab):
     page.get_by_role("button", name="Cancel run").click()
     assert wait_run_state(page, ("cancelled", "failed", "success"), timeout=30_000) == "cancelled"
     page.locator(".dl-state[data-state='cancelled']").first.wait_for()
+    # The step that was running when the run was cancelled says so too.
+    page.locator(".dl-step[data-step='wait'][data-state='cancelled']").wait_for()
     shot(page, "pipelines-cancelled")
     # The runs list says so too.
     page.get_by_role("button", name="All runs").click()

@@ -54,8 +54,8 @@ export function provenanceURL(id: string): string {
 
 /**
  * Follow `GET runs/<id>/events` until the server ends the stream (the run reached a final state)
- * or `signal` aborts. A dropped connection is resumed from the last event id; if streaming keeps
- * failing, the caller's `onFallback` takes over (it polls `GET runs/<id>`).
+ * or `signal` aborts. A dropped connection is resumed from the last event id; after three failed
+ * connections it answers `'failed'` and the caller polls `GET runs/<id>` instead.
  */
 export async function followEvents(
   id: string,

@@ -33,7 +33,7 @@ export interface ILaunchOptions {
 
 let counter = 0;
 
-/** Open the launch dialog for `options.pipeline`; resolves when it closes. */
+/** Open the launch dialog for `options.pipeline` (it closes itself on Cancel or launch). */
 export function openLaunchDialog(options: ILaunchOptions): LaunchDialog {
   const dialog = new LaunchDialog(options);
   Widget.attach(dialog, document.body);

@@ -315,10 +315,13 @@ function RunPage(props: IRunPageProps): JSX.Element {
   Object.assign(reported, live);
   const names = [...(pipeline?.steps || [])];
   Object.keys(reported).forEach(n => names.includes(n) || names.push(n));
-  const steps: IGraphStep[] = names.map(name => ({
-    name,
-    state: reported[name] || (isFinal(run.state) ? 'not run' : 'waiting')
-  }));
+  // cwltool says nothing more about a step once the run is stopped: one still "running" then
+  // ended with the run.
+  const ended = run.state === 'cancelled' ? 'cancelled' : 'interrupted';
+  const steps: IGraphStep[] = names.map(name => {
+    const state = reported[name] || (isFinal(run.state) ? 'not run' : 'waiting');
+    return { name, state: isFinal(run.state) && state === 'running' ? ended : state };
+  });
   const stepInfo = Object.fromEntries((run.steps || []).map(s => [s.name, s]));
 
   const act = async (what: () => Promise<void>) => {
@@ -347,7 +350,7 @@ function RunPage(props: IRunPageProps): JSX.Element {
         {following === 'poll' ? ' · live events unavailable, refreshing every 2 s' : ''}
       </p>
       {run.exit_reason && run.state !== 'success' && (
-        <p className="dl-error" role="status">
+        <p className={run.state === 'failed' ? 'dl-error' : 'dl-note'} role="status">
           {run.exit_reason}
         </p>
       )}
@@ -420,7 +423,10 @@ function RunPage(props: IRunPageProps): JSX.Element {
                 <StateBadge state={s.state} />
               </td>
               <td>
-                {duration(stepInfo[s.name]?.started ?? null, stepInfo[s.name]?.finished ?? null)}
+                {duration(
+                  stepInfo[s.name]?.started ?? null,
+                  stepInfo[s.name]?.finished ?? run.finished
+                )}
               </td>
               <td>
                 {stepInfo[s.name]?.peak_memory_mib != null

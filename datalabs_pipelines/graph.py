@@ -1551,36 +1551,49 @@ def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
 
 
 def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]:
+    """cwltool's nested message (``file:line:col: checking ...`` lines, then the error on
+    continuation lines) as one :class:`Problem` per error, each at its innermost location."""
     index = _line_index(doc)
     name = path.name
-    problems: list[Problem] = []
+    mention = re.compile(r"(?:file://)?[^\s'\"]*" + re.escape(name))
+    blocks: list[list[Any]] = []  # [line or None, text]
     for raw in message.splitlines():
-        m = _LINE_RE.match(raw.strip())
         text = raw.strip()
         if not text:
             continue
-        line = None
+        m = _LINE_RE.match(text)
         if m:
-            text = m.group("msg").strip()
-            if Path(m.group("file")).name == name:
-                line = int(m.group("line"))
-        text = text.replace(str(path.resolve()), display).replace(name, display)
-        if not text:
-            continue
-        node = port = None
+            line = int(m.group("line")) if Path(m.group("file")).name == name else None
+            blocks.append([line, m.group("msg").strip()])
+        elif blocks:
+            blocks[-1][1] += " " + text
+        else:
+            blocks.append([None, text])
+    problems: list[Problem] = []
+    context_line: int | None = None
+    for line, text in blocks:
         if line is not None:
-            before = [entry for entry in index if entry[0] <= line]
+            context_line = line
+        if re.fullmatch(r"checking (field|object) \S+", text) or not text:
+            continue
+        text = re.sub(r"^checking (field|object) \S+\s*", "", text)
+        text = mention.sub(display, text)
+        where = line if line is not None else context_line
+        node = port = None
+        if where is not None:
+            before = [entry for entry in index if entry[0] <= where]
             if before:
                 _, node, port = before[-1]
-        problems.append(Problem(text, line=line, node=node, port=port))
-    merged: list[Problem] = []
-    for p in problems:
-        # cwltool repeats the location of a message on its continuation lines; keep one
-        # entry per location, the most specific text last.
-        if merged and merged[-1].line == p.line and merged[-1].node == p.node:
-            merged[-1] = Problem(
-                merged[-1].message + " " + p.message, p.line, p.node, merged[-1].port or p.port
+        if problems and text[:1].islower():
+            # the rest of a sentence that cwltool split over two locations ("... with sink")
+            prev = problems[-1]
+            keep_new = port is not None and prev.port is None
+            problems[-1] = Problem(
+                prev.message + " " + text,
+                where if keep_new else prev.line,
+                node if keep_new else prev.node,
+                port if keep_new else prev.port,
             )
-        else:
-            merged.append(p)
-    return merged or [Problem(" ".join(message.split()) or "invalid CWL")]
+            continue
+        problems.append(Problem(text, line=where, node=node, port=port))
+    return problems or [Problem(" ".join(mention.sub(display, message).split()) or "invalid CWL")]

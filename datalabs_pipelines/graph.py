@@ -500,7 +500,7 @@ def _graph_json(graph: Graph) -> dict[str, Any]:
 
 
 def _node_json(node: Node) -> dict[str, Any]:
-    data = {
+    data: dict[str, Any] = {
         "id": node.id,
         "kind": node.kind,
         "label": node.label,
@@ -871,10 +871,10 @@ def to_cwl(graph: Graph, base: str | None = None) -> str:
         namespaces_owner = None
     if not isinstance(wf_orig, CommentedMap):
         wf_orig = None
-    namespaces = dict(
-        ((namespaces_owner or {}).get("$namespaces") if packed else graph.extras.get("$namespaces"))
-        or {}
-    )
+    if packed and isinstance(namespaces_owner, dict):
+        namespaces = dict(namespaces_owner.get("$namespaces") or {})
+    else:
+        namespaces = dict(graph.extras.get("$namespaces") or {})
     prefix = _namespace_prefix(namespaces)
     extras_backup = graph.extras
     if _has_positions(graph) and namespaces.get(prefix) != DL_NAMESPACE:
@@ -1451,7 +1451,7 @@ def _line_index(doc: Any) -> list[tuple[int, str, str | None]]:
     out: list[tuple[int, str, str | None]] = []
     if not isinstance(doc, CommentedMap):
         return out
-    wf = doc
+    wf: Any = doc
     if "$graph" in doc and isinstance(doc["$graph"], list):
         wf = next(
             (

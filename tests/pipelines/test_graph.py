@@ -366,6 +366,9 @@ def test_a_broken_document_gives_a_clear_error_not_a_traceback(folder):
     assert problems[0].line == 4
     problems = G.validate("cwlVersion: v1.2\nclass: Workflow\nsteps: 3\n")
     assert problems and all("Traceback" not in p.message for p in problems)
+    assert any("missing required field 'inputs'" in p.message for p in problems)
+    with pytest.raises(G.GraphError, match="step '3' is not a mapping"):
+        G.load_graph(folder / "odd.cwl", text="class: Workflow\nsteps: [3]\n")
     assert G.validate(folder / "missing.cwl") == [
         G.Problem("cannot read missing.cwl: No such file or directory")
     ]
@@ -464,3 +467,21 @@ def test_save_reports_what_cwltool_refuses_and_still_writes(folder):
     assert [p.node for p in saved.problems] == ["o"]
     assert lines.index("  o:") < saved.problems[0].line <= lines.index("steps:")
     assert "incompatible" in saved.problems[0].message
+
+
+def test_problems_in_a_tool_file_and_several_problems_each_find_their_node(folder):
+    (folder / "broken-tool.cwl").write_text(TOOL.replace("baseCommand: cat", "baseCommand: 3.5"))
+    wf = WORKFLOW.replace("    run: tool.cwl\n", "    run: broken-tool.cwl\n")
+    problems = G.validate(wf, base_dir=str(folder))
+    assert [p.node for p in problems] == ["s1"]
+    assert "'broken-tool.cwl' is not valid" in problems[0].message
+    assert "'baseCommand' field is not valid" in problems[0].message
+    assert str(folder) not in " ".join(p.message for p in problems)
+
+    # an unknown field on an input and on a step: one problem each, at its own node
+    two = WORKFLOW.replace("  k: int\n", "  k: {type: int, colour: red}\n").replace(
+        "    out: [out, many]\n", "    out: [out, many]\n    speed: fast\n"
+    )
+    problems = G.validate(two, base_dir=str(folder))
+    assert [p.node for p in problems] == ["k", "s1"]
+    assert "colour" in problems[0].message and "speed" in problems[1].message

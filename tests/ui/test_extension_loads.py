@@ -1,6 +1,7 @@
 """The prebuilt front end is served by the session's JupyterLab and its plugins start."""
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.ui.conftest import open_lab
 
@@ -16,7 +17,18 @@ def test_jupyterlab_lists_and_starts_the_datalabs_plugins(page, ui_lab):
         ".federated_extensions.map(e => e.name)"
     )
     assert "datalabs-jupyterlab" in listed
-    # Each plugin says so in the console when JupyterLab activates it.
+    # The Data panel opens from the command palette, under "Datalabs", and lists the volumes.
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator("#command-palette")
+    palette.locator("input").fill("Open the Data panel")
+    item = palette.locator(".lm-CommandPalette-item", has_text="Open the Data panel")
+    expect(item).to_be_visible()
+    expect(palette.locator(".lm-CommandPalette-header", has_text="Datalabs")).to_be_visible()
+    item.click()
+    panel = page.get_by_test_id("dl-data-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator('.dl-volume[data-id="psa-rosetta"]')).to_be_visible()
+    # The pipelines plugin says so in the console when JupyterLab activates it.
     page.wait_for_timeout(500)
-    for part in ("data", "pipelines"):
+    for part in ("pipelines",):
         assert any(f"datalabs: {part} panel loaded" in m for m in messages), messages

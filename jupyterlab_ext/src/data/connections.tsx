@@ -242,13 +242,13 @@ function ConnectionRow(props: {
     call
       .then(result => {
         if (action === 'delete') {
-          actions.refreshFileBrowser();
+          actions.refreshFileBrowser(connection.mount);
           onDeleted(connection.name);
         } else if (action === 'test') {
           setNote('The connection works.');
         } else {
           onChanged(result as IConnection);
-          actions.refreshFileBrowser();
+          actions.refreshFileBrowser(action === 'detach' ? connection.mount : undefined);
         }
       })
       .catch(e => setError(message(e)))

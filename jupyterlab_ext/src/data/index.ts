@@ -35,8 +35,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
         // The file browser's own command: it navigates and shows the browser.
         void app.commands.execute('filebrowser:go-to-path', { path: `/${path}` });
       },
-      refreshFileBrowser: () => {
-        void browser?.model.refresh();
+      refreshFileBrowser: (gone?: string) => {
+        if (!browser) {
+          return;
+        }
+        // A browser left inside a folder that was just unmounted would say "Directory not
+        // found" on its next poll: step out of it first.
+        const here = browser.model.path;
+        if (gone && (here === gone || here.startsWith(`${gone}/`))) {
+          void browser.model.cd(`/${gone.split('/').slice(0, -1).join('/')}`);
+        } else {
+          void browser.model.refresh();
+        }
       }
     };
     const panel = new DataPanel(actions);

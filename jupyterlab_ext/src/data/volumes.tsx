@@ -23,8 +23,8 @@ export const ROW_BUDGET = 100;
 export interface IDataActions {
   /** Show `path` (relative to the server's root) in the file browser. */
   openInFileBrowser(path: string): void;
-  /** Tell the file browser that `data/` changed. */
-  refreshFileBrowser(): void;
+  /** Tell the file browser that `data/` changed; `gone` is a folder that was just unmounted. */
+  refreshFileBrowser(gone?: string): void;
 }
 
 function message(error: unknown): string {
@@ -124,7 +124,7 @@ const VolumeRow = React.memo(function VolumeRow(props: IVolumeRowProps): JSX.Ele
     sendJSON<IVolume>(`volumes/${encodeURIComponent(volume.id)}/${action}`, 'POST')
       .then(v => {
         onChanged(v);
-        actions.refreshFileBrowser();
+        actions.refreshFileBrowser(action === 'detach' ? volume.path : undefined);
       })
       .catch(e => setError(message(e)))
       .finally(() => setBusy(null));

@@ -56,7 +56,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.openDataPanel, {
       label: 'Open the Data panel',
       caption: 'Archive volumes and your own storage',
-      icon: args => (args.isLauncher ? dataIcon : undefined),
+      icon: dataIcon,
       execute: () => app.shell.activateById(panel.id)
     });
     palette?.addItem({ command: CommandIDs.openDataPanel, category: 'Datalabs' });

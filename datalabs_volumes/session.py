@@ -23,7 +23,14 @@ from .access import Who, may_read
 from .catalogue import VolumeCatalogue
 from .credentials import CredentialError, CredentialStore
 from .models import Volume, choose, is_safe_relative_path
-from .mount.local import LocalMounter, MountError, MountMethod, is_mount_point, resolve_source
+from .mount.local import (
+    LocalMounter,
+    MountError,
+    MountMethod,
+    is_mount_point,
+    mount_points,
+    resolve_source,
+)
 from .mount.rclone import RcloneError, SessionRclone
 from .remotes import Connection, InvalidConnection, merge_patch, validate
 
@@ -125,9 +132,13 @@ class StorageSession:
         except MountError as e:
             raise StorageError(500, f"Volume '{volume.id}' cannot be attached: {e}.") from None
 
-    def _size(self, vid: str, folder: Path) -> _Size:
+    def _fresh_size(self, vid: str) -> _Size | None:
         cached = self._sizes.get(vid)
-        if cached and time.monotonic() - cached.at < 300:
+        return cached if cached and time.monotonic() - cached.at < 300 else None
+
+    def _size(self, vid: str, folder: Path) -> _Size:
+        cached = self._fresh_size(vid)
+        if cached:
             return cached
         total = files = 0
         complete = True
@@ -150,9 +161,14 @@ class StorageSession:
             return {"state": "broken", "reason": e.strerror or str(e)}
         return {"state": "ok", "reason": ""}
 
-    def _describe(self, volume: Volume) -> dict[str, Any]:
+    def _describe(self, volume: Volume, points: set[Path] | None = None) -> dict[str, Any]:
+        """``points``: the mount points, read once for a whole list (reading the mount table
+        once per volume made ``GET volumes`` take seconds for a catalogue of 10,000)."""
         target = self.data_dir / volume.folder
-        mounted = is_mount_point(target)
+        if points is None:
+            mounted = is_mount_point(target)
+        else:
+            mounted = Path(os.path.abspath(target)) in points
         out: dict[str, Any] = {
             "id": volume.id,
             "title": volume.title,
@@ -166,7 +182,8 @@ class StorageSession:
             "health": None,
         }
         try:
-            size = self._size(volume.id, self._source(volume))
+            # A size still fresh needs no source path resolved (realpath is a few lstat calls).
+            size = self._fresh_size(volume.id) or self._size(volume.id, self._source(volume))
             out["size"] = {"bytes": size.bytes, "files": size.files, "complete": size.complete}
         except StorageError:
             pass
@@ -177,7 +194,12 @@ class StorageSession:
     async def volumes(self) -> list[dict[str, Any]]:
         """The catalogue's volumes the user may read, with mounted state, size and health."""
         readable = self._readable()
-        return await asyncio.to_thread(lambda: [self._describe(v) for v in readable])
+
+        def describe_all() -> list[dict[str, Any]]:
+            points = set(mount_points())
+            return [self._describe(v, points) for v in readable]
+
+        return await asyncio.to_thread(describe_all)
 
     async def volume(self, vid: str) -> dict[str, Any]:
         """One volume as ``volumes()`` describes it."""

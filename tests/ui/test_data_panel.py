@@ -169,6 +169,7 @@ def test_connect_webdav_attach_it_and_open_a_file_from_it(page, data_lab, serve)
     open_data_panel(page, data_lab)
     try:
         form = add_connection(page, "my-dav", server.options())
+        form.get_by_role("button", name="Test and save").scroll_into_view_if_needed()
         shot(page, "data-connection-form")
         form.get_by_role("button", name="Test and save").click()
         row = page.locator('.dl-connection[data-name="my-dav"]')
@@ -218,6 +219,7 @@ def test_a_wrong_password_shows_the_servers_error_in_the_form(page, data_lab, se
     ).json()["message"]
     expect(error).to_have_text(expected)
     expect(error).to_have_attribute("role", "alert")
+    error.scroll_into_view_if_needed()
     shot(page, "data-wrong-password")
     # Nothing was saved; the form keeps what was typed so the user can fix it.
     expect(page.locator('.dl-connection[data-name="wrong-dav"]')).to_have_count(0)

@@ -25,6 +25,13 @@ function where(connection: IConnection, backend: IBackend | undefined): string {
   return '';
 }
 
+/** Required options first, then the others, secrets last (a password after its user name). */
+function ordered(backend: IBackend): string[] {
+  const rank = (o: string) =>
+    backend.required.includes(o) ? 0 : backend.secrets.includes(o) ? 2 : 1;
+  return [...backend.options].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
 const NAME_PATTERN = '[a-z0-9]([a-z0-9\\-]{0,38}[a-z0-9])?';
 
 /** The "Add a connection" form for one backend at a time. */
@@ -171,7 +178,7 @@ export function ConnectionForm(props: {
           Appears as data/{name || '<name>'}
         </span>
       </div>
-      {backend?.options.map(field)}
+      {backend && ordered(backend).map(field)}
       <div className="dl-form-row">
         <label htmlFor={`${id}-path`} className="dl-label">
           Folder in the storage

@@ -227,7 +227,18 @@ def test_a_wrong_password_shows_the_servers_error_in_the_form(page, data_lab, se
     expect(form.locator('[name="name"]')).to_have_value("wrong-dav")
 
 
-def test_the_data_panel_has_no_serious_accessibility_violations(page, data_lab):
+AXE_RUN = """async () => {
+  const r = await axe.run(document.querySelector('[data-testid="dl-data-panel"]'));
+  return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                 nodes: v.nodes.map(n => n.html).slice(0, 5)}));
+}"""
+
+
+def serious_violations(page: Page) -> list[dict]:
+    return [v for v in page.evaluate(AXE_RUN) if v["impact"] in ("serious", "critical")]
+
+
+def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(page, data_lab):
     open_data_panel(page, data_lab)
     volume(page, "psa-rosetta").get_by_role("button", name="Preview files").click()
     expect(volume(page, "psa-rosetta").get_by_test_id("dl-preview")).to_contain_text(
@@ -236,11 +247,32 @@ def test_the_data_panel_has_no_serious_accessibility_violations(page, data_lab):
     page.get_by_test_id("dl-add-connection").click()
     expect(page.get_by_test_id("dl-connection-form")).to_be_visible()
     page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "async () => { const r = await axe.run(document.querySelector("
-        "'[data-testid=\"dl-data-panel\"]')); return r.violations.map(v => ({id: v.id, "
-        "impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.html).slice(0, 5)})); }"
-    )
+    light = serious_violations(page)
     shot(page, "data-accessibility")
-    bad = [v for v in result if v["impact"] in ("serious", "critical")]
-    assert not bad, json.dumps(bad, indent=2)
+    assert not light, json.dumps(light, indent=2)
+
+    # The same panel in JupyterLab's dark theme: its colours are the theme's variables.
+    set_theme(data_lab, "JupyterLab Dark")
+    try:
+        open_data_panel(page, data_lab)
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-name", "JupyterLab Dark")
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+        page.get_by_test_id("dl-add-connection").click()
+        expect(page.get_by_test_id("dl-connection-form")).to_be_visible()
+        page.wait_for_timeout(300)  # the theme's stylesheet applies
+        page.add_script_tag(path=str(AXE))
+        dark = serious_violations(page)
+        shot(page, "data-accessibility-dark")
+        assert not dark, json.dumps(dark, indent=2)
+    finally:
+        set_theme(data_lab, "JupyterLab Light")
+
+
+def set_theme(lab, theme: str) -> None:
+    """Set the user's JupyterLab theme through the server's settings API, as the menu does."""
+    r = lab.request(
+        "PUT",
+        "lab/api/settings/@jupyterlab/apputils-extension:themes",
+        json={"raw": json.dumps({"theme": theme})},
+    )
+    assert r.status_code == 204, r.text

@@ -17,9 +17,12 @@ def test_jupyterlab_lists_and_starts_the_datalabs_plugins(page, ui_lab):
         ".federated_extensions.map(e => e.name)"
     )
     assert "datalabs-jupyterlab" in listed
+    # The launcher offers the Data panel; once it shows, the shell has restored its layout and
+    # no longer moves the focus (which would close the palette).
+    card = page.locator(".jp-LauncherCard", has_text="Open the Data panel")
+    expect(card).to_be_visible()
     # The Data panel opens from the command palette, under "Datalabs", and lists the volumes.
     palette = page.locator("#command-palette")
-    # From the View menu (a shortcut pressed before the shell holds the focus gets lost).
     page.get_by_role("menuitem", name="View").click()
     page.get_by_role("menuitem", name="Activate Command Palette").click()
     expect(palette.locator("input")).to_be_focused()

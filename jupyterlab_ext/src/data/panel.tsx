@@ -4,6 +4,7 @@
 import React, { useState } from 'react';
 
 import { ReactWidget, LabIcon, refreshIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 
 import { ConnectionsSection } from './connections';
 import { IDataActions, VolumesSection } from './volumes';
@@ -41,7 +42,11 @@ function DataPanelView(props: { actions: IDataActions }): JSX.Element {
   );
 }
 
-/** The panel's widget; React renders it the first time it is shown. */
+/**
+ * The panel's widget. JupyterLab attaches sidebar widgets, hidden, as it starts; the panel asks
+ * the server for nothing until it is first shown, so a session that never opens it pays nothing
+ * (listing 10,000 volumes takes the server seconds).
+ */
 export class DataPanel extends ReactWidget {
   constructor(private readonly actions: IDataActions) {
     super();
@@ -51,7 +56,17 @@ export class DataPanel extends ReactWidget {
     this.title.caption = 'Data: archive volumes and your own storage';
   }
 
-  protected render(): JSX.Element {
-    return <DataPanelView actions={this.actions} />;
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    if (!this.shown) {
+      this.shown = true;
+      this.update();
+    }
   }
+
+  protected render(): JSX.Element {
+    return this.shown ? <DataPanelView actions={this.actions} /> : <div className="dl-data-panel" />;
+  }
+
+  private shown = false;
 }

@@ -86,6 +86,7 @@ class StorageSession:
         catalogue_refresh_seconds: float = 2.0,
     ):
         self.data_dir = Path(data_dir)
+        self._data_dir_abs = os.path.abspath(self.data_dir)
         self.who = who
         self.catalogue = VolumeCatalogue(catalogue_dirs)
         self.catalogue_refresh_seconds = catalogue_refresh_seconds
@@ -161,14 +162,13 @@ class StorageSession:
             return {"state": "broken", "reason": e.strerror or str(e)}
         return {"state": "ok", "reason": ""}
 
-    def _describe(self, volume: Volume, points: set[Path] | None = None) -> dict[str, Any]:
-        """``points``: the mount points, read once for a whole list (reading the mount table
-        once per volume made ``GET volumes`` take seconds for a catalogue of 10,000)."""
-        target = self.data_dir / volume.folder
+    def _describe(self, volume: Volume, points: set[str] | None = None) -> dict[str, Any]:
+        """``points``: the mount points (as strings), read once for a whole list (reading the
+        mount table once per volume made ``GET volumes`` take seconds for 10,000 volumes)."""
         if points is None:
-            mounted = is_mount_point(target)
+            mounted = is_mount_point(self.data_dir / volume.folder)
         else:
-            mounted = Path(os.path.abspath(target)) in points
+            mounted = os.path.join(self._data_dir_abs, volume.folder) in points
         out: dict[str, Any] = {
             "id": volume.id,
             "title": volume.title,
@@ -188,7 +188,7 @@ class StorageSession:
         except StorageError:
             pass
         if mounted:
-            out["health"] = self._volume_health(target)
+            out["health"] = self._volume_health(self.data_dir / volume.folder)
         return out
 
     async def volumes(self) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ class StorageSession:
         readable = self._readable()
 
         def describe_all() -> list[dict[str, Any]]:
-            points = set(mount_points())
+            points = {str(p) for p in mount_points()}
             return [self._describe(v, points) for v in readable]
 
         return await asyncio.to_thread(describe_all)

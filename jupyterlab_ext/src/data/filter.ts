@@ -14,19 +14,19 @@ export interface IIndexedVolume {
   text: string;
 }
 
-/** Sort by mission then title and attach each volume's search text. */
+/**
+ * Sort by mission then title (then id) and attach each volume's search text. Plain string
+ * comparison of a precomputed key: `localeCompare` made sorting 10,000 volumes cost more than
+ * rendering them.
+ */
 export function indexVolumes(volumes: readonly IVolume[]): IIndexedVolume[] {
-  return volumes
-    .map(volume => ({
-      volume,
-      text: [volume.id, volume.title, volume.mission, volume.description].join('\n').toLowerCase()
-    }))
-    .sort(
-      (a, b) =>
-        a.volume.mission.localeCompare(b.volume.mission) ||
-        a.volume.title.localeCompare(b.volume.title) ||
-        a.volume.id.localeCompare(b.volume.id)
-    );
+  const keyed = volumes.map(volume => ({
+    volume,
+    text: [volume.id, volume.title, volume.mission, volume.description].join('\n').toLowerCase(),
+    key: `${volume.mission.toLowerCase()}\u0000${volume.title.toLowerCase()}\u0000${volume.id}`
+  }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map(({ volume, text }) => ({ volume, text }));
 }
 
 function keepState(volume: IVolume, state: StateFilter): boolean {

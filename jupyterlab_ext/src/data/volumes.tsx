@@ -16,8 +16,8 @@ import {
 } from './filter';
 import { IListing, IVolume } from './types';
 
-/** Rows rendered at first, and added by each "Show more". */
-export const ROW_BUDGET = 100;
+/** Rows rendered at first, and added by each "Show more" (a sidebar shows about six). */
+export const ROW_BUDGET = 50;
 
 /** What the panel needs from JupyterLab. */
 export interface IDataActions {

@@ -66,7 +66,12 @@ class EntryError(Exception):
 # -- YAML reading ---------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
+#: libyaml's parser when PyYAML has it: the pure-Python one took 30 s to read 10,000 volume
+#: files on first listing. Same safe constructor and resolver either way.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """A safe loader that refuses duplicate keys and keeps dates as strings.
 
     Duplicate keys silently overwrite in plain YAML, which hides a mission's mistake; dates stay

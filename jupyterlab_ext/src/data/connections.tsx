@@ -5,13 +5,9 @@
  */
 import React, { useEffect, useId, useState } from 'react';
 
-import { APIError, requestAPI, sendJSON } from '../api';
-import { IDataActions } from './volumes';
+import { requestAPI, sendJSON } from '../api';
+import { IDataActions, message } from './volumes';
 import { IBackend, IConnection, INewConnection } from './types';
-
-function message(error: unknown): string {
-  return error instanceof APIError ? error.message : String(error);
-}
 
 /** Options a person recognises a connection by (never a secret). */
 function where(connection: IConnection, backend: IBackend | undefined): string {

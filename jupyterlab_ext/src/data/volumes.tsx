@@ -27,7 +27,8 @@ export interface IDataActions {
   refreshFileBrowser(gone?: string): void;
 }
 
-function message(error: unknown): string {
+/** What to show a person for a failed call: the server's own message when there is one. */
+export function message(error: unknown): string {
   return error instanceof APIError ? error.message : String(error);
 }
 
@@ -282,7 +283,10 @@ export function VolumesSection(props: { actions: IDataActions; reload: number })
             className="dl-input"
             data-testid="dl-state-filter"
             value={state}
-            onChange={e => setState(e.target.value as StateFilter)}
+            onChange={e => {
+              setState(e.target.value as StateFilter);
+              setLimit(ROW_BUDGET);
+            }}
           >
             <option value="all">all</option>
             <option value="attached">attached</option>

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.hubprocess import lab_settings
 from tests.labserver import running_lab
 from tests.servers import CANARY
-from tests.ui.conftest import CATALOGUE, REPO, open_lab, shot
+from tests.ui.conftest import CATALOGUE, REPO, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,8 +51,12 @@ def data_lab(tmp_path_factory, ui_archive):
 
 
 def open_data_panel(page: Page, lab) -> None:
-    """Open JupyterLab and the Data panel from its sidebar tab."""
-    open_lab(page, lab)
+    """Open JupyterLab with a fresh layout and the Data panel from its sidebar tab.
+
+    A fresh layout: a layout restored with the panel open, late, would hide it again after the
+    click that was meant to show it."""
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=60_000)
     show_data_panel(page)
     expect(page.get_by_test_id("dl-volume-list")).to_have_attribute("data-ready", "true")
 

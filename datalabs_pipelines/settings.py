@@ -86,7 +86,7 @@ class Settings:
         """Settings from ``DATALABS_PIPELINES_*`` environment variables, then ``overrides``."""
         values: dict[str, object] = {}
         if os.environ.get(ENV_HOME):
-            values["home"] = Path(os.environ[ENV_HOME])
+            values["home"] = Path(os.environ[ENV_HOME]).expanduser()
         if os.environ.get(ENV_MAX_RUNS):
             values["max_concurrent"] = int(os.environ[ENV_MAX_RUNS])
         values["no_container"] = not _flag(ENV_CONTAINERS, False)

@@ -139,6 +139,20 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    pipeline_runs_dir = Unicode(
+        "~/pipeline-runs",
+        config=True,
+        help="""
+        Where the session keeps its pipeline runs (the run store: ``runs.db`` and one folder
+        per run with its logs, outputs and provenance), given to the session as
+        ``DATALABS_PIPELINES_HOME``; ``~`` is the user's home in the session. The default is a
+        visible folder of the workspace, so that run outputs open in JupyterLab's file browser
+        (jupyter-server refuses hidden paths) and the ``datalabs-pipeline`` command in a
+        terminal sees the same runs as the Pipelines panel. Empty: the single-user default,
+        ``~/.local/share/datalabs/pipelines``.
+        """,
+    )
+
     _progress_events: list[dict[str, Any]]
     choice: SessionChoice | None = None
 
@@ -244,6 +258,11 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             # For hot attach inside the session: the same access rule needs the same grants.
             "DATALABS_GRANTED_VOLUMES": json.dumps(sorted(who.granted)),
             "DATALABS_ALLOWED_NETWORKS": json.dumps(list(self.connection_allowed_networks)),
+            **(
+                {"DATALABS_PIPELINES_HOME": self.pipeline_runs_dir}
+                if self.pipeline_runs_dir
+                else {}
+            ),
         }
 
 

@@ -76,14 +76,17 @@ class DatalabsExtension(ExtensionApp):
         config=True,
         help="""Folder of the run store: ``runs.db``, one folder per run (logs, events,
         provenance, outputs) and the per-user cwltool cache. Default:
-        ``$DATALABS_PIPELINES_HOME`` or ``~/.local/share/datalabs/pipelines``, the same store the
+        ``$DATALABS_PIPELINES_HOME`` (``~/pipeline-runs`` in a Datalabs session, see the spawners'
+        ``pipeline_runs_dir``) or ``~/.local/share/datalabs/pipelines``, the same store the
         ``datalabs-pipeline`` command uses, so runs started in a terminal show up in the panel.
         """,
     )
 
     @default("pipelines_home")
     def _default_pipelines_home(self) -> str:
-        return os.environ.get("DATALABS_PIPELINES_HOME") or str(default_home())
+        from_env = os.environ.get("DATALABS_PIPELINES_HOME")
+        # The spawners pass "~/pipeline-runs": the home of the session, not of the hub.
+        return str(Path(from_env).expanduser()) if from_env else str(default_home())
 
     max_concurrent_runs = Int(
         4,

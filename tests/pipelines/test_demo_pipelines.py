@@ -7,11 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_sample_data_generator
+
 from .samples import pds4_product, source_catalogue, spice_kernels
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "config" / "catalogue"
 CSV = "http://edamontology.org/format_3752"
 XML = "http://edamontology.org/format_2332"
+
+
+@pytest.fixture(scope="module")
+def demo_psa(tmp_path_factory):
+    """The psa-rosetta volume of the demo archive, as make_sample_data.py writes it."""
+    out = tmp_path_factory.mktemp("demo-archive")
+    load_sample_data_generator().make_sample_data(out)
+    return out / "psa-rosetta"
 
 
 def _run(cli, tmp_path, pipeline: str, job: dict) -> dict:
@@ -29,7 +39,11 @@ def test_pds4_table_plot_reads_the_product_in_place(cli, tmp_path):
         cli,
         tmp_path,
         str(CATALOGUE / "rosetta/pipelines/pds4-table-plot.cwl"),
-        {"product": {"class": "File", "path": str(label), "format": XML}},
+        {
+            "product": {"class": "File", "path": str(label), "format": XML},
+            "x_column": "time",
+            "y_column": "temperature",
+        },
     )
     table = Path(out["table"]["path"]).read_text().splitlines()
     assert table[0] == "time,distance,temperature" and len(table) == 6
@@ -37,6 +51,22 @@ def test_pds4_table_plot_reads_the_product_in_place(cli, tmp_path):
     assert summary["temperature"] == {"min": 150.0, "max": 160.0, "mean": 155.0, "count": 5}
     svg = Path(out["plot"]["path"]).read_text()
     assert svg.startswith("<svg") and "<polyline" in svg and "temperature" in svg
+
+
+@pytest.mark.slow
+def test_pds4_table_plot_defaults_fit_the_demo_archive_product(cli, tmp_path, demo_psa):
+    """Launched with nothing but the demo MIRO product, the pipeline plots its columns."""
+    label = next(demo_psa.rglob("ro_demo_miro_temperature_*.xml"))
+    out = _run(
+        cli,
+        tmp_path,
+        str(CATALOGUE / "rosetta/pipelines/pds4-table-plot.cwl"),
+        {"product": {"class": "File", "path": str(label), "format": XML}},
+    )
+    summary = json.loads(Path(out["summary"]["path"]).read_text())
+    assert {"COMET_DISTANCE", "SURFACE_TEMPERATURE"} <= set(summary)
+    svg = Path(out["plot"]["path"]).read_text()
+    assert "<polyline" in svg and "SURFACE_TEMPERATURE" in svg
 
 
 @pytest.mark.slow

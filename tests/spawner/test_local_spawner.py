@@ -277,5 +277,7 @@ async def test_the_session_learns_what_hot_attach_and_connections_need(make_spaw
     venv = alice.volume_env(choice, {})
     assert json.loads(venv["DATALABS_GRANTED_VOLUMES"]) == ["psa"]
     assert json.loads(venv["DATALABS_ALLOWED_NETWORKS"]) == ["127.0.0.1/32"]
+    # Runs are kept where the file browser can open their outputs.
+    assert venv["DATALABS_PIPELINES_HOME"] == "~/pipeline-runs"
     # Without a master key, connections are off and no key is handed out.
     assert "DATALABS_CREDENTIALS_KEY" not in make_spawner("carol").storage_env()

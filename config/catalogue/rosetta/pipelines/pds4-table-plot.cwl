@@ -19,11 +19,11 @@ inputs:
     format: edam:format_2332
   x_column:
     type: string
-    default: time
+    default: COMET_DISTANCE
     label: X column
   y_column:
     type: string
-    default: temperature
+    default: SURFACE_TEMPERATURE
     label: Y column
 outputs:
   table:

@@ -156,11 +156,12 @@ def palette_entry_from_pipeline(p: Pipeline) -> dict[str, Any]:
     }
 
 
-def workspace_tools(root: Path) -> list[dict[str, Any]]:
-    """The CWL tools and workflows in the workspace (hidden folders skipped)."""
+def workspace_tools(root: Path, skip: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The CWL tools and workflows in the workspace (hidden folders and ``skip`` left out)."""
     from ruamel.yaml import YAML
 
     base = Path(os.path.realpath(root))
+    skipped = {os.path.realpath(p) for p in skip}
     found: list[dict[str, Any]] = []
     seen = 0
     for folder, dirs, files in os.walk(base):
@@ -168,7 +169,10 @@ def workspace_tools(root: Path) -> list[dict[str, Any]]:
         dirs[:] = sorted(
             d
             for d in dirs
-            if not d.startswith(".") and d not in PALETTE_SKIP and depth < PALETTE_DEPTH
+            if not d.startswith(".")
+            and d not in PALETTE_SKIP
+            and depth < PALETTE_DEPTH
+            and os.path.realpath(os.path.join(folder, d)) not in skipped
         )
         for name in sorted(files):
             if not name.endswith(".cwl"):
@@ -367,7 +371,8 @@ class PaletteHandler(EditorHandler):
             pipelines = self.services.catalogue.pipelines()
             return {
                 "tools": [palette_entry_from_pipeline(p) for p in pipelines]
-                + workspace_tools(self.root)
+                # Archive volumes mounted in the workspace hold data, not tools.
+                + workspace_tools(self.root, tuple(v.path for v in self.services.workspace.volumes))
             }
 
         await self.answer(collect)

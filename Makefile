@@ -57,7 +57,8 @@ bench: system venv sample-data
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py \
-	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py
+	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
+	datalabs_pipelines/graph.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

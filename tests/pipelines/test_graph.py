@@ -85,6 +85,20 @@ def _keys(value: Any) -> list[str]:
     return []
 
 
+def _parents(value: Any, names: set[str], parent: str | None = None) -> list[str | None]:
+    """The key above every key in ``names``."""
+    found: list[str | None] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in names:
+                found.append(parent)
+            found += _parents(v, names, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            found += _parents(v, names, parent)
+    return found
+
+
 # --- the conformance suite -----------------------------------------------------------------
 
 
@@ -124,13 +138,18 @@ def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_fac
 def test_positions_survive_a_save_and_live_only_under_our_namespace(folder):
     graph = G.layout(G.load_graph(folder / "wf.cwl"))
     graph = G.set_position(graph, "s1", 400.5, 80)
-    G.save(graph)
+    saved = G.save(graph)
+    assert saved.problems == []
     text = (folder / "wf.cwl").read_text()
+    assert saved.text == text
     doc = _plain(text)
     assert doc["$namespaces"] == {"s": "https://schema.org/", "dl": G.DL_NAMESPACE}
-    assert [k for k in _keys(doc) if "position" in k or k in ("x", "y")] == [
-        k for k in _keys(doc) if k == "dl:position" or k in ("x", "y")
-    ]
+    # every key the editor added is dl:position, and x/y only ever appear inside one
+    before = _plain(WORKFLOW)
+    added = [k for k in _keys(doc) if k not in set(_keys(before))]
+    assert set(added) == {"dl", "dl:position", "x", "y"}
+    assert added.count("dl:position") == len(graph.nodes)
+    assert all(parent == "dl:position" for parent in _parents(doc, {"x", "y"}))
     assert doc["steps"]["s1"]["dl:position"] == {"x": 400.5, "y": 80}
 
     again = G.load_graph(folder / "wf.cwl")
@@ -144,7 +163,7 @@ def test_hints_requirements_metadata_and_comments_survive_an_edit(folder):
     graph = G.load_graph(folder / "wf.cwl")
     graph = G.add_step(graph, "tool.cwl", "s2")
     graph = G.connect(graph, "s1", "out", "s2", "f")
-    text = G.save(G.layout(graph))
+    text = G.save(G.layout(graph)).text
     after = _plain(text)
     for key in ("hints", "requirements", "s:author", "s:license", "label", "doc", "cwlVersion"):
         assert after[key] == before[key], key
@@ -231,7 +250,15 @@ def test_an_edit_produces_a_document_cwltool_validates(folder):
     smaller = G.remove_output(smaller, "listing")
     (folder / "smaller.cwl").write_text(G.to_cwl(smaller))
     assert G.validate(folder / "smaller.cwl") == []
-    assert meaning(folder / "smaller.cwl") == meaning(folder / "wf.cwl")
+    smaller_meaning, original = meaning(folder / "smaller.cwl"), meaning(folder / "wf.cwl")
+    kept = original["process"].pop("requirements")
+    added = [r for r in smaller_meaning["process"].pop("requirements") if r not in kept]
+    # the valueFrom edit's (a JavaScript expression, so both)
+    assert added == [
+        {"class": "InlineJavascriptRequirement"},
+        {"class": "StepInputExpressionRequirement"},
+    ]
+    assert smaller_meaning == original
 
 
 def test_scatter_and_when_edits_validate(folder):
@@ -340,3 +367,98 @@ def test_a_broken_document_gives_a_clear_error_not_a_traceback(folder):
     assert G.validate(folder / "missing.cwl") == [
         G.Problem("cannot read missing.cwl: No such file or directory")
     ]
+
+
+BARE = """\
+cwlVersion: v1.2
+class: Workflow
+requirements:  # kept as written
+  - class: InlineJavascriptRequirement  # already there
+inputs:
+  many: File[]
+  k: int
+outputs: []
+steps: {}
+"""
+
+
+def test_edits_declare_the_features_they_use(folder):
+    """Scatter, a second source, valueFrom, subworkflows: the edit adds the requirement, so the
+    saved document still validates; existing requirements and their comments stay."""
+    (folder / "bare.cwl").write_text(BARE)
+    (folder / "sub.cwl").write_text(
+        "cwlVersion: v1.2\nclass: Workflow\ninputs: {f: File}\noutputs:\n"
+        "  out: {type: File, outputSource: t/out}\n"
+        "steps:\n  t: {run: tool.cwl, in: {f: f}, out: [out]}\n"
+    )
+    graph = G.load_graph(folder / "bare.cwl")
+    graph = G.add_step(graph, "tool.cwl", "each")
+    graph = G.set_scatter(graph, "each", ["f"])
+    graph = G.connect(graph, "many", "many", "each", "f")
+    graph = G.add_step(graph, "tool.cwl", "merge")
+    refused = G.check_connection(graph, "each", "many", "merge", "fs")
+    assert refused.reason == (
+        "'each/many' gives File[][] but 'merge/fs' takes File[]?:"
+        " scatter the step over 'fs' to run it once per item"
+    )
+    graph = G.set_step_input(graph, "merge", "fs", link_merge="merge_flattened")
+    graph = G.connect(graph, "each", "out", "merge", "fs")
+    graph = G.connect(graph, "many", "many", "merge", "fs")
+    graph = G.set_step_input(graph, "merge", "n", value_from="$(inputs.n + 1)")
+    graph = G.connect(graph, "k", "k", "merge", "n")
+    graph = G.add_step(graph, "sub.cwl", "nested")
+    assert graph.node("nested").subgraph is not None
+    graph = G.set_step_input(graph, "nested", "f", default={"class": "File", "path": "tool.cwl"})
+    graph = G.set_step_input(graph, "merge", "f", default={"class": "File", "path": "tool.cwl"})
+    saved = G.save(G.layout(graph))
+    assert saved.problems == []
+    requirements = _plain(saved.text)["requirements"]
+    assert [r["class"] for r in requirements] == [
+        "InlineJavascriptRequirement",
+        "ScatterFeatureRequirement",
+        "MultipleInputFeatureRequirement",
+        "StepInputExpressionRequirement",
+        "SubworkflowFeatureRequirement",
+    ]
+    assert "requirements:  # kept as written" in saved.text
+    assert "# already there" in saved.text
+
+
+def test_features_of_newer_cwl_versions_are_refused_with_the_reason(folder):
+    (folder / "old.cwl").write_text(BARE.replace("v1.2", "v1.0"))
+    graph = G.add_step(G.load_graph(folder / "old.cwl"), "tool.cwl", "s")
+    with pytest.raises(G.EditRefused, match="need cwlVersion v1.2; this workflow is v1.0"):
+        G.set_when(graph, "s", "$(inputs.n > 1)")
+    with pytest.raises(G.EditRefused, match="pickValue needs cwlVersion v1.2"):
+        G.set_step_input(graph, "s", "fs", pick_value="all_non_null")
+
+
+def test_an_inline_subworkflow_is_edited_and_written_back(tmp_path):
+    copy = tmp_path / "count-lines10-wf.cwl"
+    for name in ("count-lines10-wf.cwl", "wc-tool.cwl", "parseInt-tool.cwl"):
+        shutil.copy(CONFORMANCE / name, tmp_path / name)
+    graph = G.load_graph(copy)
+    sub = graph.node("step0").subgraph
+    sub = G.set_position(sub, "step2", 300, 40)
+    sub = G.rename(sub, "step2", "parse")
+    graph = G.set_subgraph(graph, "step0", sub)
+    saved = G.save(graph)
+    assert saved.problems == []
+    inner = _plain(saved.text)["steps"]["step0"]["run"]
+    assert inner["steps"]["parse"]["dl:position"] == {"x": 300, "y": 40}
+    assert inner["outputs"]["count_output"]["outputSource"] == "parse/output"
+    assert _plain(saved.text)["$namespaces"] == {"dl": G.DL_NAMESPACE}
+
+
+def test_save_reports_what_cwltool_refuses_and_still_writes(folder):
+    # The front end sends a graph whose output type no longer matches its source.
+    data = G.load_graph(folder / "wf.cwl").to_json()
+    output = next(n for n in data["nodes"] if n["id"] == "o")
+    output["inputs"][0]["type"] = "int"
+    saved = G.save(G.Graph.from_json(data), folder / "wf.cwl")
+    assert (folder / "wf.cwl").read_text() == saved.text
+    assert "# the main input" in saved.text  # merged into the file on disk
+    lines = saved.text.splitlines()
+    assert [p.node for p in saved.problems] == ["o"]
+    assert lines.index("  o:") < saved.problems[0].line <= lines.index("steps:")
+    assert "incompatible" in saved.problems[0].message

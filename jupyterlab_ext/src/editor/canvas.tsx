@@ -459,6 +459,8 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
   return (
     <div
       className="dl-editor-canvas"
+      tabIndex={0}
+      aria-label="Workflow canvas: Delete removes the selection, Ctrl+Z undoes, Ctrl+Shift+Z redoes"
       onDragOver={e => {
         if (e.dataTransfer.types.includes(TOOL_MIME)) {
           e.preventDefault();

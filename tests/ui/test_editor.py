@@ -1,0 +1,218 @@
+"""The Pipeline Editor in Chromium: open a CWL workflow as a graph, build one from the palette,
+link ports, see a refused link's reason, save, and check the file with cwltool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.ui.conftest import open_lab, shot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CONFORMANCE = "/work/shared/cwl-v1.2/tests"
+
+UPPER = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: Upper case
+baseCommand: [tr, a-z, A-Z]
+stdin: $(inputs.text.path)
+inputs:
+  text: File
+stdout: upper.txt
+outputs:
+  upper: {type: stdout}
+"""
+
+HEAD = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: First lines
+baseCommand: head
+inputs:
+  lines: {type: int, inputBinding: {prefix: -n, position: 1}}
+  file: {type: File, inputBinding: {position: 2}}
+stdout: head.txt
+outputs:
+  first: {type: stdout}
+"""
+
+COUNT = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: Count lines
+baseCommand: [wc, -l]
+inputs:
+  file: {type: File, inputBinding: {position: 1}}
+stdout: count.txt
+outputs:
+  counted: {type: stdout}
+"""
+
+START = """\
+# A workflow built in the Pipeline Editor.
+cwlVersion: v1.2
+class: Workflow
+inputs:
+  src: File
+outputs: {}
+steps: {}
+"""
+
+
+def open_in_editor(page, lab, path: str) -> None:
+    """Open ``path`` with "Open With -> Pipeline Editor" from the file browser."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    open_lab(page, lab, f"lab/tree/{folder}" if folder else "lab")
+    name = path.rsplit("/", 1)[-1]
+    item = page.locator(".jp-DirListing-item", has_text=name).first
+    item.click(button="right")
+    page.locator(".lm-Menu-itemLabel", has_text="Open With").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Pipeline Editor").click()
+    page.wait_for_selector(".dl-pipeline-editor .react-flow__node", timeout=30_000)
+
+
+def handle(page, node: str, handle_id: str):
+    return page.locator(f'.react-flow__handle[data-nodeid="{node}"][data-handleid="{handle_id}"]')
+
+
+def link(page, source: str, source_port: str, target: str, target_port: str) -> None:
+    """Drag from an output handle to an input handle, as a person does with the mouse."""
+    start = handle(page, source, f"out:{source_port}").bounding_box()
+    end = handle(page, target, f"in:{target_port}").bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=12)
+    page.mouse.up()
+
+
+def edges(page) -> int:
+    return page.locator(".dl-pipeline-editor .react-flow__edge").count()
+
+
+def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
+    root = ui_lab.root
+    (root / "tools").mkdir(exist_ok=True)
+    (root / "tools" / "upper.cwl").write_text(UPPER)
+    (root / "tools" / "head.cwl").write_text(HEAD)
+    (root / "tools" / "count.cwl").write_text(COUNT)
+    (root / "build.cwl").write_text(START)
+
+    open_in_editor(page, ui_lab, "build.cwl")
+    editor = page.locator(".dl-pipeline-editor")
+    pane = editor.locator(".react-flow__pane")
+    box = pane.bounding_box()
+    # Drag three tools from the palette onto the canvas.
+    for key, x in (("upper", 0.35), ("head", 0.55), ("count", 0.75)):
+        before = editor.locator(".react-flow__node").count()
+        editor.locator(f'[data-tool="path:tools/{key}.cwl"]').drag_to(
+            pane, target_position={"x": box["width"] * x, "y": box["height"] * (x - 0.1)}
+        )
+        page.wait_for_function(
+            f"document.querySelectorAll('.dl-pipeline-editor .react-flow__node').length > {before}"
+        )
+        editor.locator(f'.react-flow__node[data-id="{key}"]').wait_for()
+    # Auto-layout puts them in a row after the input; fit brings them into view.
+    page.locator(
+        ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Auto-layout"
+    ).click()
+    page.locator(".react-flow__controls-fitview").click()
+    page.wait_for_timeout(300)
+
+    link(page, "src", "src", "upper", "text")
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 1"
+    )
+    link(page, "upper", "upper", "head", "file")
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 2"
+    )
+    link(page, "head", "first", "count", "file")
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 3"
+    )
+
+    # A File cannot feed an int: refused, with the reason.
+    link(page, "src", "src", "head", "lines")
+    notice = editor.locator(".dl-editor-notice-error")
+    notice.wait_for()
+    assert "workflow input 'src' gives File but 'head/lines' takes int" in notice.inner_text()
+    assert edges(page) == 3
+    shot(page, "editor-refused-link")
+
+    # Set the step input `lines` to 2 in the properties panel.
+    editor.locator('.react-flow__node[data-id="head"] .dl-editor-node-id').click()
+    field = editor.locator('[data-testid="default-lines"]')
+    field.fill("2")
+    field.press("Enter")
+    # And make the count a workflow output.
+    editor.locator('.react-flow__node[data-id="count"] .dl-editor-node-id').click()
+    editor.locator(".dl-editor-props button", has_text="Make it a workflow output").click()
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 4"
+    )
+
+    page.locator(".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Save").click()
+    editor.locator(".dl-editor-notice-info", has_text="cwltool finds it valid").wait_for()
+    page.locator(".react-flow__controls-fitview").click()
+    page.wait_for_timeout(300)
+    shot(page, "editor-three-steps")
+
+    text = (root / "build.cwl").read_text()
+    assert "# A workflow built in the Pipeline Editor." in text
+    for step in ("upper:", "head:", "count:", "run: tools/head.cwl", "default: 2"):
+        assert step in text, text
+    checked = subprocess.run(
+        [sys.executable, "-m", "cwltool", "--validate", str(root / "build.cwl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+    # Undo brings back the unsaved state one edit at a time; redo goes forward again.
+    editor.locator(".react-flow__pane").click()
+    page.keyboard.press("Control+z")
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 3"
+    )
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 4"
+    )
+
+
+def test_a_conformance_workflow_with_scatter_and_a_subworkflow_is_drawn(page, ui_lab):
+    folder = ui_lab.root / "conformance"
+    folder.mkdir(exist_ok=True)
+    for name in ("scatter-wf1.cwl", "count-lines10-wf.cwl", "wc-tool.cwl", "parseInt-tool.cwl"):
+        shutil.copy(f"{CONFORMANCE}/{name}", folder / name)
+
+    open_in_editor(page, ui_lab, "conformance/scatter-wf1.cwl")
+    editor = page.locator(".dl-pipeline-editor")
+    assert editor.locator(".react-flow__node").count() == 3
+    assert edges(page) == 2
+    step = editor.locator('.react-flow__node[data-id="step1"]')
+    assert step.locator(".dl-editor-badge", has_text="scatter").count() == 1
+    assert "echo_in" in step.inner_text() and "string" in step.inner_text()
+
+    open_in_editor(page, ui_lab, "conformance/count-lines10-wf.cwl")
+    editor = page.locator(".dl-pipeline-editor").last
+    nodes = editor.locator(".react-flow__node")
+    assert nodes.count() == 3
+    expand = editor.locator('button[aria-label="Expand the subworkflow step0"]')
+    assert "2 steps" in expand.inner_text()
+    expand.click()
+    # The subworkflow's input, two steps and output are drawn inside the step, with its links.
+    page.wait_for_function(
+        "document.querySelectorAll('.dl-pipeline-editor .react-flow__node.dl-editor-inner')"
+        ".length == 4"
+    )
+    assert editor.locator('.react-flow__node[data-id="step0::step1"]').count() == 1
+    assert editor.locator('.react-flow__node[data-id="step0::step2"]').count() == 1
+    assert editor.locator(".react-flow__edge.dl-edge-inner").count() == 3
+    shot(page, "editor-subworkflow")

@@ -10,6 +10,8 @@
   -> ``{"graph", "step"}``
 - ``GET editor/palette``: tools and workflows a step can run: the pipeline catalogue and the
   ``.cwl`` files of the workspace
+- ``POST editor/run-draft``: ``{"path"}``: a packed snapshot of the saved workflow among the
+  user's drafts, described as ``GET pipelines/<id>`` does, for the launch dialog
 - ``POST editor/publish``: ``{"path", "name", "label", "doc", "keywords", "author"}``: a packed
   (self-contained) copy of the workflow in the user's own catalogue folder, so it shows up in
   ``GET pipelines``
@@ -24,6 +26,7 @@ import asyncio
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -463,18 +466,66 @@ class PublishHandler(EditorHandler):
             publish_workflow(
                 path, target, label=label.strip(), doc=doc, keywords=keywords, author=author
             )
-            catalogue = self.services.catalogue
-            pipeline = catalogue.get(pipeline_id)
-            if pipeline is None:
-                reason = next(
-                    (p.reason for p in catalogue.problems() if Path(p.path) == target),
-                    "the catalogue did not take it",
-                )
-                target.unlink(missing_ok=True)
-                raise PathRefused(400, f"the published workflow is not a valid pipeline: {reason}")
+            pipeline = self.catalogue_entry(target, pipeline_id)
             return {"pipeline": pipeline.to_json(detail=True), "file": str(target)}
 
         await self.answer(publish, status=201)
+
+    def catalogue_entry(self, target: Path, pipeline_id: str) -> Pipeline:
+        """The catalogue's entry for the file just written (removed again if it has none)."""
+        catalogue = self.services.catalogue
+        pipeline = catalogue.get(pipeline_id)
+        if pipeline is None:
+            reason = next(
+                (p.reason for p in catalogue.problems() if Path(p.path) == target),
+                "the catalogue did not take it",
+            )
+            target.unlink(missing_ok=True)
+            raise PathRefused(400, f"the published workflow is not a valid pipeline: {reason}")
+        return pipeline
+
+
+class RunDraftHandler(PublishHandler):
+    """``POST editor/run-draft``: ``{"path"}`` -> the pipeline to launch for the saved workflow.
+
+    Runs start from catalogue pipelines (``POST runs``), so the editor's Run puts a packed
+    snapshot of the file in the user's drafts (``<user>-drafts/<name>``, next to their own
+    catalogue folder) and answers with its description, which the launch dialog takes. The
+    snapshot is what the run's provenance records, whatever happens to the file afterwards.
+    """
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        own = Path(self.settings["datalabs_user_catalogue_dir"])
+        mission = f"{own.parent.name}-drafts"
+        folder = own.parent.parent / mission / "pipelines"
+        try:
+            body = self.body_object()
+            path = workspace_path(self.root, body.get("path"))
+        except PathRefused as exc:
+            self.send_error_json(exc.status, exc.message)
+            return
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "workflow"
+        rel = relative(self.root, path)
+
+        def stage() -> dict[str, Any]:
+            try:
+                label = g.load_graph(path).extras.get("label") or path.stem
+            except g.GraphError:
+                label = path.stem
+            target = folder / f"{name}.cwl"
+            publish_workflow(
+                path,
+                target,
+                label=f"{label} (draft)",
+                doc=f"{rel} as saved in the Pipeline Editor, for a run.",
+                keywords=["draft"],
+                author="",
+            )
+            return self.catalogue_entry(target, f"{mission}/{name}").to_json(detail=True)
+
+        await self.answer(stage, status=201)
 
 
 default_handlers = [
@@ -483,4 +534,5 @@ default_handlers = [
     (route("editor/add-step"), AddStepHandler),
     (route("editor/palette"), PaletteHandler),
     (route("editor/publish"), PublishHandler),
+    (route("editor/run-draft"), RunDraftHandler),
 ]

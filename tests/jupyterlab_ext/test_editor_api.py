@@ -337,3 +337,20 @@ def test_publish_puts_the_workflow_in_the_users_catalogue(workspace):
     assert no_label.status_code == 400 and "label" in no_label.json()["message"]
     bad_name = workspace.post("editor/publish", {"path": "wf.cwl", "name": "../x", "label": "x"})
     assert bad_name.status_code == 400 and "cannot be a pipeline name" in bad_name.json()["message"]
+
+
+def test_run_a_saved_workflow_from_its_draft(workspace, wait_run):
+    staged = workspace.post("editor/run-draft", {"path": "wf.cwl"})
+    assert staged.status_code == 201, staged.text
+    pipeline = staged.json()
+    assert pipeline["id"] == f"{getpass.getuser()}-drafts/wf"
+    assert pipeline["label"] == "Count (draft)"
+    assert [i["id"] for i in pipeline["inputs"]] == ["src"]
+
+    (workspace.root / "text.txt").write_text("one\ntwo\nthree\n")
+    run = workspace.post("runs", {"pipeline": pipeline["id"], "inputs": {"src": "text.txt"}}).json()
+    done = wait_run(workspace, run["id"])
+    assert done["state"] == "success", done
+    assert [(s["name"], s["state"]) for s in done["steps"]] == [("count", "success")]
+
+    assert workspace.post("editor/run-draft", {"path": "../wf.cwl"}).status_code == 403

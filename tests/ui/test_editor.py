@@ -66,6 +66,7 @@ steps: {}
 
 def open_in_editor(page, lab, path: str) -> None:
     """Open ``path`` with "Open With -> Pipeline Editor" from the file browser."""
+    page.set_viewport_size({"width": 1600, "height": 900})
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     open_lab(page, lab, f"lab/tree/{folder}" if folder else "lab")
     name = path.rsplit("/", 1)[-1]
@@ -135,6 +136,17 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
     page.wait_for_function(
         "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 3"
     )
+    # Linked, auto-layout gives each step its own column.
+    page.locator(
+        ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Auto-layout"
+    ).click()
+    page.locator(".react-flow__controls-fitview").click()
+    page.wait_for_timeout(300)
+    xs = [
+        editor.locator(f'.react-flow__node[data-id="{n}"]').bounding_box()["x"]
+        for n in ("src", "upper", "head", "count")
+    ]
+    assert xs == sorted(xs) and len(set(xs)) == 4, xs
 
     # A File cannot feed an int: refused, with the reason.
     link(page, "src", "src", "head", "lines")
@@ -158,6 +170,10 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
 
     page.locator(".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Save").click()
     editor.locator(".dl-editor-notice-info", has_text="cwltool finds it valid").wait_for()
+    # More room for the picture: the file browser folded away.
+    page.locator(".react-flow__pane").click()
+    page.keyboard.press("Control+b")
+    page.wait_for_timeout(300)
     page.locator(".react-flow__controls-fitview").click()
     page.wait_for_timeout(300)
     shot(page, "editor-three-steps")
@@ -173,6 +189,21 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
         timeout=120,
     )
     assert checked.returncode == 0, checked.stderr
+
+    # Publish it to alice's own catalogue: it is found like any pipeline.
+    page.locator(
+        ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Publish"
+    ).click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator('input[name="label"]').fill("Three steps")
+    dialog.locator('input[name="keywords"]').fill("demo, text")
+    dialog.locator('input[name="author"]').fill("Alice")
+    dialog.locator(".jp-Dialog-button", has_text="Publish").click()
+    editor.locator(".dl-editor-notice-info", has_text="Published as alice/build").wait_for()
+    found = ui_lab.api("GET", "pipelines", params={"q": "three steps"}).json()["pipelines"]
+    assert [(p["id"], p["keywords"], p["authors"]) for p in found] == [
+        ("alice/build", ["demo", "text"], ["Alice"])
+    ]
 
     # Undo brings back the unsaved state one edit at a time; redo goes forward again.
     editor.locator(".react-flow__pane").click()

@@ -55,7 +55,8 @@ export class PipelineEditorWidget extends DocumentWidget<EditorContent> {
 
   /** Called when the file changed on disk (a text view saved it). */
   onFileChanged(): void {
-    if (this._saving) {
+    // The first load of the context also says "changed"; the graph is read once it is ready.
+    if (this._saving || !this.context.isReady) {
       return;
     }
     if (this.controller.dirty) {

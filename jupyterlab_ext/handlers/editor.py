@@ -45,6 +45,8 @@ PALETTE_DEPTH = 4
 PALETTE_MAX_FILES = 400
 #: Folders the palette never walks into (besides hidden ones).
 SCHEMA_ORG = "https://schema.org/"
+#: The user's drafts (snapshots for runs) are the catalogue mission ``<user>-drafts``.
+DRAFTS_SUFFIX = "-drafts"
 PALETTE_SKIP = {"node_modules", "__pycache__", "site-packages", "venv"}
 
 
@@ -371,7 +373,12 @@ class PaletteHandler(EditorHandler):
     @authorized
     async def get(self) -> None:
         def collect() -> dict[str, Any]:
-            pipelines = self.services.catalogue.pipelines()
+            # Drafts are snapshots made for runs, not tools to build with.
+            pipelines = [
+                p
+                for p in self.services.catalogue.pipelines()
+                if not p.mission.endswith(DRAFTS_SUFFIX)
+            ]
             return {
                 "tools": [palette_entry_from_pipeline(p) for p in pipelines]
                 # Archive volumes mounted in the workspace hold data, not tools.
@@ -498,7 +505,7 @@ class RunDraftHandler(PublishHandler):
     @authorized
     async def post(self) -> None:
         own = Path(self.settings["datalabs_user_catalogue_dir"])
-        mission = f"{own.parent.name}-drafts"
+        mission = f"{own.parent.name}{DRAFTS_SUFFIX}"
         folder = own.parent.parent / mission / "pipelines"
         try:
             body = self.body_object()

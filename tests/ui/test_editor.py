@@ -247,3 +247,83 @@ def test_a_conformance_workflow_with_scatter_and_a_subworkflow_is_drawn(page, ui
     assert editor.locator('.react-flow__node[data-id="step0::step2"]').count() == 1
     assert editor.locator(".react-flow__edge.dl-edge-inner").count() == 3
     shot(page, "editor-subworkflow")
+
+
+MISMATCH = """\
+cwlVersion: v1.2
+class: Workflow
+inputs:
+  src: File
+outputs:
+  first:
+    type: File
+    outputSource: head/first
+steps:
+  count:
+    run: tools/count.cwl
+    in: {file: src}
+    out: [counted]
+  head:
+    run: tools/head.cwl
+    in:
+      lines: count/counted
+      file: src
+    out: [first]
+"""
+
+
+def test_validation_problems_show_on_the_node_and_link(page, ui_lab):
+    root = ui_lab.root
+    (root / "tools").mkdir(exist_ok=True)
+    (root / "tools" / "head.cwl").write_text(HEAD)
+    (root / "tools" / "count.cwl").write_text(COUNT)
+    (root / "mismatch.cwl").write_text(MISMATCH)
+
+    open_in_editor(page, ui_lab, "mismatch.cwl")
+    editor = page.locator(".dl-pipeline-editor")
+    page.locator(".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Save").click()
+    editor.locator(".dl-editor-notice-error", has_text="cwltool finds").wait_for()
+    head = editor.locator('.react-flow__node[data-id="head"] .dl-editor-node')
+    assert "dl-has-problem" in head.get_attribute("class")
+    assert "lines" in head.locator(".dl-editor-node-problem").inner_text()
+    bad = editor.locator(".react-flow__edge.dl-edge-problem")
+    assert bad.count() == 1
+    assert bad.get_attribute("data-id") == "count/counted->head/lines"
+    # The list under the canvas names the step; clicking it selects the step.
+    editor.locator(".dl-editor-problems button", has_text="head").first.click()
+    assert editor.locator(".dl-editor-props-title").inner_text() == "Step head"
+    shot(page, "editor-problems")
+
+
+def test_a_run_colours_the_steps_by_state(page, ui_lab):
+    root = ui_lab.root
+    (root / "tools").mkdir(exist_ok=True)
+    (root / "tools" / "upper.cwl").write_text(UPPER)
+    (root / "tools" / "count.cwl").write_text(COUNT)
+    (root / "two.cwl").write_text(
+        "cwlVersion: v1.2\nclass: Workflow\ninputs:\n  src: File\n"
+        "outputs:\n  n: {type: File, outputSource: count/counted}\n"
+        "steps:\n  upper: {run: tools/upper.cwl, in: {text: src}, out: [upper]}\n"
+        "  count: {run: tools/count.cwl, in: {file: upper/upper}, out: [counted]}\n"
+    )
+    (root / "two.txt").write_text("a\nb\n")
+    pipeline = ui_lab.api("POST", "editor/run-draft", json={"path": "two.cwl"}).json()
+    run = ui_lab.api(
+        "POST", "runs", json={"pipeline": pipeline["id"], "inputs": {"src": "two.txt"}}
+    ).json()
+
+    open_in_editor(page, ui_lab, "two.cwl")
+    editor = page.locator(".dl-pipeline-editor")
+    page.locator(
+        ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Show run"
+    ).click()
+    page.locator(".jp-Dialog input").fill(run["id"])
+    page.locator(".jp-Dialog-button", has_text="OK").click()
+    editor.locator(".dl-editor-notice-info", has_text=f"Run {run['id']}: success").wait_for(
+        timeout=90_000
+    )
+    for step in ("upper", "count"):
+        node = editor.locator(f'.react-flow__node[data-id="{step}"] .dl-editor-node')
+        assert node.get_attribute("data-state") == "success"
+        assert "dl-state-success" in node.get_attribute("class")
+    shot(page, "editor-run-states")

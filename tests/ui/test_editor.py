@@ -171,7 +171,7 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
     page.locator(".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Save").click()
     editor.locator(".dl-editor-notice-info", has_text="cwltool finds it valid").wait_for()
     # More room for the picture: the file browser folded away.
-    page.locator(".react-flow__pane").click()
+    page.locator(".react-flow__pane").click(position={"x": 10, "y": 10})
     page.keyboard.press("Control+b")
     page.wait_for_timeout(300)
     page.locator(".react-flow__controls-fitview").click()
@@ -206,7 +206,7 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
     ]
 
     # Undo brings back the unsaved state one edit at a time; redo goes forward again.
-    editor.locator(".react-flow__pane").click()
+    editor.locator(".react-flow__pane").click(position={"x": 10, "y": 10})
     page.keyboard.press("Control+z")
     page.wait_for_function(
         "document.querySelectorAll('.dl-pipeline-editor .react-flow__edge').length == 3"

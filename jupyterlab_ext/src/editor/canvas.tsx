@@ -445,7 +445,11 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
     const moved: Record<string, [number, number]> = {};
     for (const c of changes) {
       if (c.type === 'position' && c.dragging === false && c.position) {
-        moved[c.id] = [c.position.x, c.position.y];
+        // A click on a node ends a "drag" that went nowhere: not an edit to undo.
+        const was = controller.graph?.nodes.find(n => n.id === c.id)?.position;
+        if (!was || Math.round(was[0]) !== Math.round(c.position.x) || Math.round(was[1]) !== Math.round(c.position.y)) {
+          moved[c.id] = [c.position.x, c.position.y];
+        }
       }
       if (c.type === 'select' && c.selected && !c.id.includes('::')) {
         controller.select(c.id);

@@ -327,3 +327,40 @@ def test_a_run_colours_the_steps_by_state(page, ui_lab):
         assert node.get_attribute("data-state") == "success"
         assert "dl-state-success" in node.get_attribute("class")
     shot(page, "editor-run-states")
+
+
+def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
+    root = ui_lab.root
+    (root / "tools").mkdir(exist_ok=True)
+    (root / "tools" / "upper.cwl").write_text(UPPER)
+    (root / "synced.cwl").write_text(START)
+
+    # The text editor is the default for .cwl; the graph view opens beside it on the same file.
+    open_lab(page, ui_lab)
+    page.set_viewport_size({"width": 1600, "height": 900})
+    page.locator(".jp-DirListing-item", has_text="synced.cwl").dblclick()
+    text_view = page.locator(".jp-FileEditor .cm-content")
+    text_view.wait_for()
+    assert "steps: {}" in text_view.inner_text()
+    item = page.locator(".jp-DirListing-item", has_text="synced.cwl")
+    item.click(button="right")
+    page.locator(".lm-Menu-itemLabel", has_text="Open With").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Pipeline Editor").click()
+    editor = page.locator(".dl-pipeline-editor")
+    editor.locator(".react-flow__node").first.wait_for()
+
+    # Keyboard only: focus the tool's Add button, press Enter; then save with Ctrl+S.
+    add = editor.locator('button[aria-label="Add Upper case as a step"]')
+    add.focus()
+    page.keyboard.press("Enter")
+    editor.locator('.react-flow__node[data-id="upper"]').wait_for()
+    editor.locator(".dl-editor-canvas").focus()
+    page.keyboard.press("Control+s")
+    editor.locator(".dl-editor-notice", has_text="Saved synced.cwl").wait_for()
+
+    page.locator(".lm-TabBar-tab", has_text="synced.cwl").first.click()
+    page.wait_for_function(
+        "[...document.querySelectorAll('.jp-FileEditor .cm-content')]"
+        ".some(e => e.innerText.includes('run: tools/upper.cwl'))"
+    )
+    assert "run: tools/upper.cwl" in (root / "synced.cwl").read_text()

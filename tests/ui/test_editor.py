@@ -3,9 +3,12 @@ link ports, see a refused link's reason, save, and check the file with cwltool."
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,13 @@ from tests.ui.conftest import open_lab, shot
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CONFORMANCE = "/work/shared/cwl-v1.2/tests"
+AXE = (
+    Path(__file__).resolve().parents[2]
+    / "jupyterlab_ext"
+    / "node_modules"
+    / "axe-core"
+    / "axe.min.js"
+)
 
 UPPER = """\
 cwlVersion: v1.2
@@ -364,3 +374,46 @@ def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
         ".some(e => e.innerText.includes('run: tools/upper.cwl'))"
     )
     assert "run: tools/upper.cwl" in (root / "synced.cwl").read_text()
+
+
+def axe_violations(page, selector: str) -> list[dict]:
+    """Serious and critical axe-core findings inside ``selector``."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "sel => axe.run(document.querySelector(sel)).then(r => r.violations.map(v => ({"
+        " id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))",
+        selector,
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def set_theme(page, name: str) -> None:
+    """Settings > Theme > name, as a user does."""
+    page.locator(".lm-MenuBar-item", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(name)}$")).click()
+    page.wait_for_function("n => document.body.dataset.jpThemeName === n", arg=name)
+    page.wait_for_timeout(500)
+
+
+def test_the_editor_has_no_serious_accessibility_violations_light_or_dark(page, ui_lab):
+    root = ui_lab.root
+    (root / "tools").mkdir(exist_ok=True)
+    (root / "tools" / "head.cwl").write_text(HEAD)
+    (root / "tools" / "count.cwl").write_text(COUNT)
+    (root / "a11y.cwl").write_text(MISMATCH)
+    open_in_editor(page, ui_lab, "a11y.cwl")
+    editor = page.locator(".dl-pipeline-editor")
+    editor.locator('.react-flow__node[data-id="head"] .dl-editor-node-id').click()
+    page.locator(".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Save").click()
+    editor.locator(".dl-editor-notice-error").wait_for()
+    problems = {"light": axe_violations(page, ".dl-pipeline-editor")}
+    set_theme(page, "JupyterLab Dark")
+    try:
+        problems["dark"] = axe_violations(page, ".dl-pipeline-editor")
+        shot(page, "editor-dark")
+    finally:
+        set_theme(page, "JupyterLab Light")
+    assert not any(problems.values()), json.dumps(problems, indent=1)

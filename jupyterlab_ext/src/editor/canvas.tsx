@@ -57,7 +57,7 @@ function PortRow(props: { port: IPort; side: 'in' | 'out'; connectable: boolean 
           position={Position.Left}
           id={`in:${port.id}`}
           isConnectable={connectable}
-          aria-label={`input ${port.id} (${port.type_label})`}
+          title={`input ${port.id} (${port.type_label})`}
         />
       )}
       <span className="dl-editor-port-name">{port.id}</span>
@@ -71,7 +71,7 @@ function PortRow(props: { port: IPort; side: 'in' | 'out'; connectable: boolean 
           position={Position.Right}
           id={`out:${port.id}`}
           isConnectable={connectable}
-          aria-label={`output ${port.id} (${port.type_label})`}
+          title={`output ${port.id} (${port.type_label})`}
         />
       )}
     </div>
@@ -160,7 +160,7 @@ function ParamNode(props: NodeProps<Node<INodeData>>): JSX.Element {
           position={Position.Left}
           id={`in:${node.id}`}
           isConnectable={!inner}
-          aria-label={`workflow output ${node.id}`}
+          title={`workflow output ${node.id}`}
         />
       )}
       <div className="dl-editor-node-kind">{isInput ? 'input' : 'output'}</div>
@@ -172,7 +172,7 @@ function ParamNode(props: NodeProps<Node<INodeData>>): JSX.Element {
           position={Position.Right}
           id={`out:${node.id}`}
           isConnectable={!inner}
-          aria-label={`workflow input ${node.id}`}
+          title={`workflow input ${node.id}`}
         />
       )}
       {problems.length > 0 && (
@@ -317,7 +317,7 @@ function Palette(props: {
       words.every(w => `${t.label} ${t.path ?? ''} ${t.pipeline ?? ''}`.toLowerCase().includes(w))
   );
   return (
-    <div className="dl-editor-palette" aria-label="Tools and workflows">
+    <div className="dl-editor-palette" role="region" aria-label="Tools and workflows">
       <div className="dl-editor-section-title">Palette</div>
       <input
         className="jp-mod-styled dl-editor-filter"
@@ -463,6 +463,7 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
   return (
     <div
       className="dl-editor-canvas"
+      role="region"
       tabIndex={0}
       aria-label="Workflow canvas: Delete removes the selection, Ctrl+Z undoes, Ctrl+Shift+Z redoes"
       onDragOver={e => {
@@ -503,7 +504,6 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
         deleteKeyCode={['Delete', 'Backspace']}
         minZoom={0.1}
         proOptions={{ hideAttribution: true }}
-        colorMode="system"
       >
         <Background />
         <Controls />

@@ -245,7 +245,7 @@ function ParamProperties(props: IProps & { node: INode }): JSX.Element {
 export function PropertiesPanel(props: IProps): JSX.Element {
   const { node } = props;
   return (
-    <div className="dl-editor-props" aria-label="Properties">
+    <div className="dl-editor-props" role="region" aria-label="Properties">
       <div className="dl-editor-section-title">Properties</div>
       {!node ? (
         <p className="dl-editor-hint">

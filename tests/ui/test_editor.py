@@ -3,6 +3,7 @@ link ports, see a refused link's reason, save, and check the file with cwltool."
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -74,11 +75,20 @@ steps: {}
 """
 
 
+_workspaces = itertools.count()
+
+
+def fresh_workspace(folder: str = "") -> str:
+    """A JupyterLab URL with a workspace of its own, so no test sees another's tabs or panels."""
+    url = f"lab/workspaces/editor-test-{next(_workspaces)}"
+    return f"{url}/tree/{folder}" if folder else url
+
+
 def open_in_editor(page, lab, path: str) -> None:
     """Open ``path`` with "Open With -> Pipeline Editor" from the file browser."""
     page.set_viewport_size({"width": 1600, "height": 900})
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
-    open_lab(page, lab, f"lab/tree/{folder}" if folder else "lab")
+    open_lab(page, lab, fresh_workspace(folder))
     name = path.rsplit("/", 1)[-1]
     item = page.locator(".jp-DirListing-item", has_text=name).first
     item.click(button="right")
@@ -346,7 +356,7 @@ def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
     (root / "synced.cwl").write_text(START)
 
     # The text editor is the default for .cwl; the graph view opens beside it on the same file.
-    open_lab(page, ui_lab)
+    open_lab(page, ui_lab, fresh_workspace())
     page.set_viewport_size({"width": 1600, "height": 900})
     page.locator(".jp-DirListing-item", has_text="synced.cwl").dblclick()
     text_view = page.locator(".jp-FileEditor .cm-content")

@@ -205,7 +205,7 @@ def _last(value: str) -> str:
 
 def _entries(section: Any, key_name: str = "id") -> list[tuple[str, Any]]:
     """``(id, value)`` for a CWL map-or-list section (``inputs``, ``steps``, ``in``, ...)."""
-    if section is None:
+    if not isinstance(section, (dict, list)):
         return []
     if isinstance(section, dict):
         return [(str(k), v) for k, v in section.items()]
@@ -340,7 +340,15 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
         )
     namespaces = doc.get("$namespaces") or {}
     ctx.prefixes |= {str(k) for k, v in namespaces.items() if v == DL_NAMESPACE}
-    graph = _read_workflow(wf, ctx)
+    try:
+        graph = _read_workflow(wf, ctx)
+    except GraphError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise GraphError(
+            f"{name} does not have the shape of a CWL workflow ({type(exc).__name__}: {exc});"
+            " validate it for the details"
+        ) from None
     graph.path = str(path)
     graph.envelope = envelope
     graph.packed = packed
@@ -1594,6 +1602,21 @@ def _line_index(doc: Any) -> list[tuple[int, float, str, str | None]]:
     return out
 
 
+def _step_runs(doc: Any) -> dict[str, str]:
+    """File name of each ``run:`` reference -> the step, for problems found in tool files."""
+    wf: Any = doc
+    if isinstance(doc, dict) and isinstance(doc.get("$graph"), list):
+        wf = _Context._in_graph(doc["$graph"], "main")
+    if not isinstance(wf, dict):
+        return {}
+    runs = {}
+    for key, step in _entries(wf.get("steps")):
+        run = step.get("run") if isinstance(step, dict) else None
+        if isinstance(run, str) and not run.startswith("#"):
+            runs[Path(run.split("#", 1)[0]).name] = _last(key)
+    return runs
+
+
 def _where(index: list[tuple[int, float, str, str | None]], line: int) -> tuple[Any, Any]:
     """The innermost node (and step input) whose lines hold ``line``."""
     holding = [entry for entry in index if entry[0] <= line <= entry[1]]
@@ -1675,7 +1698,10 @@ def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
     try:
         load_tool(str(path.resolve()), context)
     except Exception as exc:  # noqa: BLE001 - any loader failure is a validation problem
-        return _problems(str(exc), path, display, doc)
+        try:
+            return _problems(str(exc), path, display, doc)
+        except Exception:  # noqa: BLE001 - an odd document: the message without places
+            return [Problem(" ".join(str(exc).split()) or type(exc).__name__)]
     finally:
         quiet.setLevel(level)
     return []
@@ -1687,6 +1713,10 @@ def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]
     index = _line_index(doc)
     name = path.name
     mention = re.compile(r"(?:file://)?[^\s'\"]*" + re.escape(name))
+    # Paths of other files (the tools steps run) shortened to their names: a person knows
+    # "tools/plot.cwl" as plot.cwl, and the server's folders are nobody's business.
+    other_file = re.compile(r"(?:file://)?[^\s'\"]*/([^/\s'\"]+\.cwl)")
+    runs = _step_runs(doc)
     blocks: list[list[Any]] = []  # [line or None, text]
     for raw in message.splitlines():
         text = raw.strip()
@@ -1701,6 +1731,7 @@ def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]
         else:
             blocks.append([None, text])
     problems: list[Problem] = []
+    tool_of: dict[int, str] = {}  # problem index -> the tool file it was found in
     context_line: int | None = None
     for line, text in blocks:
         if line is not None:
@@ -1708,13 +1739,23 @@ def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]
         if re.fullmatch(r"checking (field|object) \S+", text) or not text:
             continue
         text = re.sub(r"^checking (field|object) \S+\s*", "", text)
-        text = mention.sub(display, text)
+        text = other_file.sub(r"\1", mention.sub(display, text))
         where = line if line is not None else context_line
         node, port = _where(index, where) if where is not None else (None, None)
-        if problems and text[:1].islower():
-            # The rest of a sentence cwltool split over two places: "Source ... is
-            # incompatible" where the source is declared, "with sink ..." where the link is
-            # made. The link is what the user fixes, so the problem belongs to the sink.
+        in_tool = None
+        if node is None:  # a problem inside a tool file belongs to the step that runs it
+            in_tool = next((run for run in runs if run in text), None)
+            node = runs.get(in_tool) if in_tool else None
+        # cwltool writes one reason over several places, each part indented under the last:
+        # a part that goes on with the sentence ("item is invalid because", "with sink ...")
+        # belongs to the problem before and moves it to its own, innermost place (for a type
+        # mismatch that is the sink: the link the user fixes). A bullet starts a new reason.
+        bullet = text[:1] in "*-"
+        if (
+            problems
+            and not bullet
+            and (text[:1].islower() or (node is None and problems[-1].message.endswith(":")))
+        ):
             prev = problems[-1]
             problems[-1] = Problem(
                 prev.message + " " + text,
@@ -1723,5 +1764,17 @@ def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]
                 port if node is not None else prev.port,
             )
             continue
+        text = re.sub(r"^[*-]\s+", "", text)
+        if bullet and node is None and problems:
+            where, node, port = problems[-1].line, problems[-1].node, problems[-1].port
+            in_tool = tool_of.get(len(problems) - 1)
+            if in_tool:
+                text = f"{in_tool}: {text}"
+        if in_tool:
+            tool_of[len(problems)] = in_tool
         problems.append(Problem(text, line=where, node=node, port=port))
+    # "Object ... is not valid because ... but" alone only introduces the reasons after it
+    headers = [p for p in problems if p.message.endswith((":", " but"))]
+    if len(headers) < len(problems):
+        problems = [p for p in problems if p not in headers]
     return problems or [Problem(" ".join(mention.sub(display, message).split()) or "invalid CWL")]

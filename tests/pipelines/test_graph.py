@@ -103,7 +103,7 @@ def _parents(value: Any, names: set[str], parent: str | None = None) -> list[str
 
 
 @pytest.mark.slow
-def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_factory):
+def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_factory, capsys):
     """Every Workflow of the CWL v1.2 conformance suite that cwltool validates is re-emitted
     through the graph (merged into its text, and again from the graph alone after JSON); the
     result validates and cwltool loads the same thing from it."""
@@ -123,11 +123,13 @@ def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_fac
     by_reason: dict[str, list[str]] = {}
     for r in failed:
         by_reason.setdefault(r["reason"].split(":", 2)[1].strip(), []).append(Path(r["file"]).name)
-    print(
-        f"\nconformance round trip: {len(files)} workflows, {len(validated)} validated by"
+    summary = (
+        f"conformance round trip: {len(files)} workflows, {len(validated)} validated by"
         f" cwltool, {len(equal)} round-tripped equal, {len(failed)} failed"
         f" {json.dumps(by_reason)}; {elapsed:.1f} s with 2 processes"
     )
+    with capsys.disabled():  # shown in the run's output, not only when it fails
+        print("\n" + summary)
     assert len(validated) >= 130, "the suite should hold about 132 valid workflows"
     assert not failed, "\n".join(f"{Path(r['file']).name}: {r['reason']}" for r in failed)
 
@@ -364,6 +366,9 @@ def test_a_broken_document_gives_a_clear_error_not_a_traceback(folder):
     assert problems[0].line == 4
     problems = G.validate("cwlVersion: v1.2\nclass: Workflow\nsteps: 3\n")
     assert problems and all("Traceback" not in p.message for p in problems)
+    assert any("missing required field 'inputs'" in p.message for p in problems)
+    with pytest.raises(G.GraphError, match="step '3' is not a mapping"):
+        G.load_graph(folder / "odd.cwl", text="class: Workflow\nsteps: [3]\n")
     assert G.validate(folder / "missing.cwl") == [
         G.Problem("cannot read missing.cwl: No such file or directory")
     ]
@@ -462,3 +467,21 @@ def test_save_reports_what_cwltool_refuses_and_still_writes(folder):
     assert [p.node for p in saved.problems] == ["o"]
     assert lines.index("  o:") < saved.problems[0].line <= lines.index("steps:")
     assert "incompatible" in saved.problems[0].message
+
+
+def test_problems_in_a_tool_file_and_several_problems_each_find_their_node(folder):
+    (folder / "broken-tool.cwl").write_text(TOOL.replace("baseCommand: cat", "baseCommand: 3.5"))
+    wf = WORKFLOW.replace("    run: tool.cwl\n", "    run: broken-tool.cwl\n")
+    problems = G.validate(wf, base_dir=str(folder))
+    assert [p.node for p in problems] == ["s1"]
+    assert "'broken-tool.cwl' is not valid" in problems[0].message
+    assert "'baseCommand' field is not valid" in problems[0].message
+    assert str(folder) not in " ".join(p.message for p in problems)
+
+    # an unknown field on an input and on a step: one problem each, at its own node
+    two = WORKFLOW.replace("  k: int\n", "  k: {type: int, colour: red}\n").replace(
+        "    out: [out, many]\n", "    out: [out, many]\n    speed: fast\n"
+    )
+    problems = G.validate(two, base_dir=str(folder))
+    assert [p.node for p in problems] == ["k", "s1"]
+    assert "colour" in problems[0].message and "speed" in problems[1].message

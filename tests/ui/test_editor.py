@@ -225,6 +225,22 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
         ("alice/build", ["demo", "text"], ["Alice"])
     ]
 
+    # Run it from the editor: the Pipelines launch dialog asks for the input, then the steps
+    # turn green on the canvas as the run goes.
+    (root / "input.txt").write_text("alpha\nbeta\ngamma\n")
+    page.locator(
+        ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Run"
+    ).first.click()
+    dialog = page.get_by_role("dialog", name="Launch")
+    dialog.wait_for()
+    dialog.locator(".dl-field[data-input='src'] .dl-path input").fill("input.txt")
+    dialog.get_by_role("button", name="Launch", exact=True).click()
+    editor.locator(".dl-editor-notice-info", has_text=": success.").wait_for(timeout=120_000)
+    for step in ("upper", "head", "count"):
+        node = editor.locator(f'.react-flow__node[data-id="{step}"] .dl-editor-node')
+        assert node.get_attribute("data-state") == "success", step
+    shot(page, "editor-run")
+
     # Undo brings back the unsaved state one edit at a time; redo goes forward again.
     editor.locator(".react-flow__pane").click(position={"x": 10, "y": 10})
     page.keyboard.press("Control+z")

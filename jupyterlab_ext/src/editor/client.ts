@@ -1,5 +1,6 @@
 /** Calls to the editor's REST API (`/datalabs/api/editor/...`). */
 import { requestAPI, sendJSON } from '../api';
+import { IPipeline } from '../pipelines/types';
 import {
   IConnectionCheck,
   IEdge,
@@ -49,4 +50,9 @@ export function publish(request: IPublishRequest): Promise<{ pipeline: { id: str
 
 export function getRun(id: string): Promise<IRunSummary> {
   return requestAPI<IRunSummary>(`runs/${encodeURIComponent(id)}`);
+}
+
+/** The saved file as a draft pipeline (`POST editor/run-draft`), for the launch dialog. */
+export function runDraft(path: string): Promise<IPipeline> {
+  return sendJSON<IPipeline>('editor/run-draft', 'POST', { path });
 }

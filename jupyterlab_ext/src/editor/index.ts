@@ -12,10 +12,13 @@ import {
   WidgetTracker,
   showDialog
 } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
 import { ToolbarButton } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { publish } from './client';
+import { openLaunchDialog } from '../pipelines/launch';
+import { publish, runDraft } from './client';
 import { FACTORY, PipelineEditorFactory, PipelineEditorWidget } from './widget';
 
 export namespace CommandIDs {
@@ -25,6 +28,7 @@ export namespace CommandIDs {
   export const layout = 'datalabs-editor:layout';
   export const publish = 'datalabs-editor:publish';
   export const showRun = 'datalabs-editor:show-run';
+  export const run = 'datalabs-editor:run';
   export const open = 'datalabs-editor:open';
 }
 
@@ -68,8 +72,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'datalabs-jupyterlab:editor',
   description: 'The Pipeline Editor: CWL workflows as graphs you can edit.',
   autoStart: true,
-  optional: [ICommandPalette],
-  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null) => {
+  optional: [ICommandPalette, IDocumentManager],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    manager: IDocumentManager | null
+  ) => {
     const { commands, docRegistry } = app;
     if (!docRegistry.getFileType('cwl')) {
       docRegistry.addFileType({
@@ -144,6 +152,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
+    /** Save, snapshot the file as a draft pipeline, and open the Pipelines launch dialog. */
+    const doRun = async (widget: PipelineEditorWidget) => {
+      const c = widget.controller;
+      if (!manager) {
+        c.say({ kind: 'error', text: 'Run needs the document manager, which is not loaded.' });
+        return;
+      }
+      if (c.dirty) {
+        await widget.save();
+        if (c.dirty) {
+          return;
+        }
+      }
+      if (c.problems.length) {
+        c.say({ kind: 'error', text: 'Fix the problems cwltool found before running.' });
+        return;
+      }
+      let pipeline;
+      try {
+        pipeline = await runDraft(c.path);
+      } catch (error) {
+        c.say({ kind: 'error', text: `Cannot run: ${(error as Error).message}` });
+        return;
+      }
+      openLaunchDialog({
+        pipeline,
+        manager,
+        root: PageConfig.getOption('serverRoot'),
+        onLaunched: run => {
+          c.say({ kind: 'info', text: `Run ${run.id} started; its steps are coloured here.` });
+          void showRun(widget, run.id);
+        }
+      });
+    };
+
     factory.widgetCreated.connect((_, widget) => {
       void tracker.add(widget);
       widget.title.iconClass = 'jp-MaterialIcon jp-FileIcon';
@@ -163,6 +206,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       button('undo', 'Undo', 'Undo (Ctrl+Z)', CommandIDs.undo);
       button('redo', 'Redo', 'Redo (Ctrl+Shift+Z)', CommandIDs.redo);
       button('layout', 'Auto-layout', 'Place every node again', CommandIDs.layout);
+      button('run', 'Run', 'Save, then launch this workflow with its inputs', CommandIDs.run);
       button('show-run', 'Show run', 'Colour the steps by the state of a run', CommandIDs.showRun);
       button('publish', 'Publish', 'Publish to your pipeline catalogue', CommandIDs.publish);
     });
@@ -194,6 +238,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => {
         const widget = current();
         return widget ? doPublish(widget) : undefined;
+      }
+    });
+    commands.addCommand(CommandIDs.run, {
+      label: 'Run Pipeline…',
+      caption: 'Save the workflow and open the launch dialog for it',
+      isEnabled: enabled,
+      execute: () => {
+        const widget = current();
+        return widget ? doRun(widget) : undefined;
       }
     });
     commands.addCommand(CommandIDs.showRun, {
@@ -250,6 +303,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       CommandIDs.undo,
       CommandIDs.redo,
       CommandIDs.layout,
+      CommandIDs.run,
       CommandIDs.showRun,
       CommandIDs.publish
     ]) {

@@ -4,8 +4,9 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import dataPlugins from './data';
+import editorPlugins from './editor';
 import pipelinesPlugins from './pipelines';
 
-const plugins: JupyterFrontEndPlugin<any>[] = [...dataPlugins, ...pipelinesPlugins];
+const plugins: JupyterFrontEndPlugin<any>[] = [...dataPlugins, ...pipelinesPlugins, ...editorPlugins];
 
 export default plugins;

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.e2e.hubprocess import lab_settings  # noqa: E402
+from tests.helpers import CHROMIUM_ARGS  # noqa: E402
 from tests.labserver import running_lab  # noqa: E402
-from tests.ui.conftest import CHROMIUM_ARGS  # noqa: E402
 
 SIZES = (100, 10_000)
 MISSIONS = 20

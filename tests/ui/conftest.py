@@ -15,39 +15,24 @@ Datalabs extension, driven by the real Debian Chromium through Playwright.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.hubprocess import lab_settings
+from tests.helpers import CHROMIUM_ARGS, load_sample_data_generator
 from tests.labserver import running_lab
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts" / "ui"
 CATALOGUE = REPO / "config" / "catalogue"
 
-#: As the workplace's Chromium needs it: no sandbox as root, no background network calls.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="session")
 def ui_archive(tmp_path_factory):
-    sys.path.insert(0, str(REPO / "config" / "sample-data"))
-    from make_sample_data import make_sample_data
-
     out = tmp_path_factory.mktemp("ui-archive")
-    make_sample_data(out)
+    load_sample_data_generator().make_sample_data(out)
     return out
 
 

@@ -153,8 +153,8 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
 
     dialog = launch_dialog(page, panel, "PDS4", "rosetta/pds4-table-plot")
     # Defaults are filled in, docs are the help text.
-    assert dialog.get_by_label("X column").input_value() == "time"
-    assert dialog.get_by_label("Y column").input_value() == "temperature"
+    assert dialog.get_by_label("X column").input_value() == "COMET_DISTANCE"
+    assert dialog.get_by_label("Y column").input_value() == "SURFACE_TEMPERATURE"
     assert "psa-rosetta" in field(dialog, "product").locator(".dl-help").inner_text()
 
     # Pick the product from the mounted volume with JupyterLab's file dialog.
@@ -169,9 +169,6 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
     picker.get_by_role("button", name="Select").click()
     picker.wait_for(state="detached")
     assert path_input(dialog, "product").input_value() == "/".join([*PRODUCT_DIR, PRODUCT])
-    # This product's table has no "time" column: plot temperature against comet distance.
-    dialog.get_by_label("X column").fill("COMET_DISTANCE")
-    dialog.get_by_label("Y column").fill("SURFACE_TEMPERATURE")
     shot(page, "pipelines-launch-dialog")
 
     dialog.get_by_role("button", name="Launch", exact=True).click()

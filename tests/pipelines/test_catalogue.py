@@ -41,7 +41,7 @@ def test_pipeline_detail_has_schema_org_annotations_and_a_launch_form(demo):
     form = {i["id"]: i for i in p.to_json(detail=True)["inputs"]}
     assert form["product"]["type"] == "File" and not form["product"]["optional"]
     assert form["product"]["format"] == ["http://edamontology.org/format_2332"]
-    assert form["y_column"]["default"] == "temperature" and form["y_column"]["optional"]
+    assert form["y_column"]["default"] == "SURFACE_TEMPERATURE" and form["y_column"]["optional"]
     assert [o["id"] for o in p.to_json(detail=True)["outputs"]] == ["table", "plot", "summary"]
 
 

@@ -5,7 +5,7 @@ Datalabs extension, driven by the real Debian Chromium through Playwright.
 - ``ui_lab``: jupyter-server run as alice (hub group ``rosetta-team``) with the demo catalogue
   and archive, JupyterLab's news prompt turned off; one per test module, always stopped (with
   its mounts). A ``tests.labserver.Lab``: ``.url``, ``.token``, ``.root``, ``.api(...)``.
-- ``browser``: one headless Chromium per session (``/usr/bin/chromium``, no download).
+- ``browser``: one headless Chromium per test module (``/usr/bin/chromium``, no download).
 - ``page``: a fresh browser page per test; what it showed last is saved as
   ``tests/artifacts/ui/last-<test>.png`` for whoever reads a failure.
 - ``open_lab(page, lab, path="lab")``: open JupyterLab with the server's token and wait until
@@ -46,7 +46,9 @@ def ui_lab(tmp_path_factory, ui_archive):
         yield lab
 
 
-@pytest.fixture(scope="session")
+# One per module, not per session: sync Playwright keeps an event loop running in this thread
+# while it is open, and the asyncio tests that run after the UI tests need the thread's loop.
+@pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

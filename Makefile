@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv sample-data lint clean
+.PHONY: demo test bench system venv labextension sample-data lint clean
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -30,21 +30,35 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
+## The JupyterLab front end (TypeScript in jupyterlab_ext/), rebuilt when its sources change and
+## linked into the environment so that the running JupyterLab serves this build.
+FRONTEND_SRC := $(shell find jupyterlab_ext/src jupyterlab_ext/style -type f 2>/dev/null) \
+	jupyterlab_ext/package.json jupyterlab_ext/tsconfig.json
+VENV_BIN := $(abspath $(VENV))/bin
+labextension: $(VENV)/.labextension
+
+$(VENV)/.labextension: $(VENV)/.installed $(FRONTEND_SRC)
+	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm install && PATH=$(VENV_BIN):$$PATH jlpm build:prod
+	PATH=$(VENV_BIN):$$PATH $(VENV_BIN)/jupyter-builder develop --overwrite jupyterlab_ext
+	touch $@
+
 ## The demo archive (PDS4 products, SPICE kernels, a source catalogue), generated, never committed.
 sample-data: venv
 	$(PY) config/sample-data/make_sample_data.py .demo/archive
 
-demo: system venv sample-data
+demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv
+test: system venv labextension
+	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: system venv sample-data
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py \
-	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py
+	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
+	datalabs_pipelines/graph.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -52,4 +66,5 @@ lint: venv
 	$(VENV)/bin/hadolint config/images/*/Dockerfile
 
 clean:
-	rm -rf $(VENV) .demo tests/artifacts
+	rm -rf $(VENV) .demo tests/artifacts jupyterlab_ext/labextension jupyterlab_ext/lib \
+	  jupyterlab_ext/node_modules

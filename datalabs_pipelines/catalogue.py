@@ -142,6 +142,8 @@ class Pipeline:
     inputs: tuple[Parameter, ...] = ()
     outputs: tuple[Parameter, ...] = ()
     steps: tuple[str, ...] = ()
+    #: ``(from_step, to_step)``: ``to_step`` reads an output of ``from_step`` (for graphs).
+    links: tuple[tuple[str, str], ...] = ()
     _text: str = field(default="", repr=False, compare=False)
 
     def input(self, name: str) -> Parameter | None:
@@ -178,6 +180,7 @@ class Pipeline:
             data["inputs"] = [p.to_json() for p in self.inputs]
             data["outputs"] = [p.to_json() for p in self.outputs]
             data["steps"] = list(self.steps)
+            data["links"] = [{"from": a, "to": b} for a, b in self.links]
         return data
 
 
@@ -268,6 +271,22 @@ def validate_cwl(path: Path) -> None:
     load_tool(str(path), context)
 
 
+def _step_links(steps: list[Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Which step reads which step's outputs (``#extract/table`` comes from ``extract``)."""
+    links: list[tuple[str, str]] = []
+    for step in steps:
+        to = _short(step.id)
+        for port in getattr(step, "in_", None) or []:
+            sources = port.source if isinstance(port.source, list) else [port.source]
+            for source in sources:
+                if not isinstance(source, str):
+                    continue
+                parts = source.rsplit("#", 1)[-1].split("/")
+                if len(parts) >= 2 and parts[-2] in names and (parts[-2], to) not in links:
+                    links.append((parts[-2], to))
+    return tuple(links)
+
+
 def load_pipeline(path: Path, mission: str) -> Pipeline:
     """Parse and validate one CWL file (raises on invalid CWL)."""
     from cwl_utils.parser import load_document_by_uri
@@ -284,6 +303,7 @@ def load_pipeline(path: Path, mission: str) -> Pipeline:
         raise ValueError(f"not a CWL process: {cwl_class}")
     ext = dict(getattr(doc, "extension_fields", None) or {})
     steps = tuple(_short(s.id) for s in getattr(doc, "steps", None) or [])
+    links = _step_links(getattr(doc, "steps", None) or [], steps)
     pipeline = Pipeline(
         id=f"{mission}/{path.stem}",
         mission=mission,
@@ -297,6 +317,7 @@ def load_pipeline(path: Path, mission: str) -> Pipeline:
         inputs=_parameters(doc.inputs),
         outputs=_parameters(doc.outputs),
         steps=steps,
+        links=links,
     )
     text = " ".join(
         [

@@ -6,3 +6,8 @@ def _jupyter_server_extension_points():
     from .app import DatalabsExtension
 
     return [{"module": "jupyterlab_ext.app", "app": DatalabsExtension}]
+
+
+def _jupyter_labextension_paths():
+    """Where the built front end is (``jupyter-builder develop`` links it in for development)."""
+    return [{"src": "labextension", "dest": "datalabs-jupyterlab"}]

@@ -33,7 +33,7 @@ from .storage import json_env_list
 API_BASE = "datalabs/api"
 #: Handler modules, in routing order; a module another part of Datalabs has not shipped yet is
 #: simply not routed.
-HANDLER_MODULES = ("pipelines", "runs", "volumes", "connections")
+HANDLER_MODULES = ("pipelines", "runs", "volumes", "connections", "editor")
 #: Where a pod finds the namespace it runs in (mounted with its service account token).
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -235,6 +235,24 @@ class DatalabsExtension(ExtensionApp):
     def _default_workspace_root(self) -> str:
         return str(self.serverapp.root_dir) if self.serverapp else os.getcwd()
 
+    user_catalogue_dir = Unicode(
+        config=True,
+        help="""The user's own pipeline catalogue folder, where the Pipeline Editor's "Publish"
+        writes workflows (one packed, self-contained ``.cwl`` each). It must end in
+        ``<mission>/pipelines``: its grandparent is searched like the other catalogue folders,
+        with ``<mission>`` (by default the user name) as the first part of the pipeline ids, so a
+        published workflow appears in ``GET pipelines`` and the Pipelines panel at once.
+        Default: ``<workspace_root>/.datalabs/catalogue/<user>/pipelines``.
+        Example: ``c.DatalabsExtension.user_catalogue_dir = "/home/jovyan/catalogue/me/pipelines"``.
+        """,
+    )
+
+    @default("user_catalogue_dir")
+    def _default_user_catalogue_dir(self) -> str:
+        return os.path.join(
+            self.workspace_root, ".datalabs", "catalogue", default_user(), "pipelines"
+        )
+
     poll_interval = Float(
         2.0,
         config=True,
@@ -259,12 +277,17 @@ class DatalabsExtension(ExtensionApp):
         else:
             executor = LocalExecutor(settings)
         services = PipelineServices(
-            catalogue=Catalogue([Path(d) for d in self.catalogue_dirs]),
+            catalogue=Catalogue(
+                [Path(d) for d in self.catalogue_dirs]
+                + [Path(self.user_catalogue_dir).parent.parent]
+            ),
             executor=executor,
             workspace=workspace,
             executor_name=self.executor,
         )
-        self.settings.update({"datalabs": services})
+        self.settings.update(
+            {"datalabs": services, "datalabs_user_catalogue_dir": self.user_catalogue_dir}
+        )
         self._services = services
         self._ticker: PeriodicCallback | None = None
         # Resources with state of their own (the session's storage) set it up here, once each.

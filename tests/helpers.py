@@ -67,3 +67,17 @@ def load_sample_data_generator():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+#: How the workplace's Chromium runs headless as root: no sandbox, no background network calls
+#: (this machine's closed network refuses them, many at a time).
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

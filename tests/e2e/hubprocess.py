@@ -59,7 +59,7 @@ class Hub:
             time.sleep(0.05)
         raise AssertionError(f"{user}'s server not ready in {timeout} s; see {self.log}")
 
-    def stop_server(self, user: str, timeout: float = 30) -> None:
+    def stop_server(self, user: str, timeout: float = 60) -> None:
         r = self.api("DELETE", f"users/{user}/server")
         assert r.status_code in (202, 204, 400), r.text
         deadline = time.monotonic() + timeout

@@ -36,6 +36,8 @@ def test_pipeline_detail_has_schema_org_annotations_and_a_launch_form(demo):
     assert p.label == "Plot a table from a PDS4 product"
     assert "PDS4" in p.keywords and p.authors == ("Datalabs demo",)
     assert p.steps == ("extract", "draw")
+    assert p.links == (("extract", "draw"),)
+    assert p.to_json(detail=True)["links"] == [{"from": "extract", "to": "draw"}]
     form = {i["id"]: i for i in p.to_json(detail=True)["inputs"]}
     assert form["product"]["type"] == "File" and not form["product"]["optional"]
     assert form["product"]["format"] == ["http://edamontology.org/format_2332"]

@@ -1,0 +1,89 @@
+"""Fixtures for the JupyterLab front-end tests: a real jupyter-server with JupyterLab and the
+Datalabs extension, driven by the real Debian Chromium through Playwright.
+
+- ``ui_archive``: the demo archive (``config/sample-data/make_sample_data.py``), one per session.
+- ``ui_lab``: jupyter-server run as alice (hub group ``rosetta-team``) with the demo catalogue
+  and archive, JupyterLab's news prompt turned off; one per test module, always stopped (with
+  its mounts). A ``tests.labserver.Lab``: ``.url``, ``.token``, ``.root``, ``.api(...)``.
+- ``browser``: one headless Chromium per test module (``/usr/bin/chromium``, no download).
+- ``page``: a fresh browser page per test; what it showed last is saved as
+  ``tests/artifacts/ui/last-<test>.png`` for whoever reads a failure.
+- ``open_lab(page, lab, path="lab")``: open JupyterLab with the server's token and wait until
+  its shell is ready.
+- ``shot(page, name)``: save ``tests/artifacts/ui/<name>.png`` (the README picks from there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.e2e.hubprocess import lab_settings
+from tests.helpers import CHROMIUM_ARGS, load_sample_data_generator
+from tests.labserver import running_lab
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "tests" / "artifacts" / "ui"
+CATALOGUE = REPO / "config" / "catalogue"
+
+
+@pytest.fixture(scope="session")
+def ui_archive(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ui-archive")
+    load_sample_data_generator().make_sample_data(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ui_lab(tmp_path_factory, ui_archive):
+    state = tmp_path_factory.mktemp("ui-lab")
+    env = {"JUPYTERLAB_SETTINGS_DIR": str(lab_settings(state))}
+    with running_lab(
+        state, CATALOGUE, ui_archive, user="alice", groups=["rosetta-team"], extra_env=env
+    ) as lab:
+        yield lab
+
+
+# One per module, not per session: sync Playwright keeps an event loop running in this thread
+# while it is open, and the asyncio tests that run after the UI tests need the thread's loop.
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(request, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}.png"))
+        context.close()
+
+
+def open_lab(page, lab, path: str = "lab") -> None:
+    """Open JupyterLab at ``path`` with the server's token; wait for its shell."""
+    page.goto(f"{lab.url}/{path}?token={lab.token}")
+    page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=60_000)
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(target))
+    return target
+
+
+@pytest.fixture
+def lab_opener():
+    return open_lab

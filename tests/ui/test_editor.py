@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import open_lab, shot
+from tests.ui.conftest import REPO, open_lab, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CONFORMANCE = "/work/shared/cwl-v1.2/tests"
-AXE = (
-    Path(__file__).resolve().parents[2]
-    / "jupyterlab_ext"
-    / "node_modules"
-    / "axe-core"
-    / "axe.min.js"
-)
+# Read where the suite lies beside the checkout (CI clones into another folder).
+CONFORMANCE = REPO.parent / "shared" / "cwl-v1.2" / "tests"
+AXE = REPO / "jupyterlab_ext" / "node_modules" / "axe-core" / "axe.min.js"
 
 UPPER = """\
 cwlVersion: v1.2

@@ -11,10 +11,13 @@ Datalabs extension, driven by the real Debian Chromium through Playwright.
 - ``open_lab(page, lab, path="lab")``: open JupyterLab with the server's token and wait until
   its shell is ready.
 - ``shot(page, name)``: save ``tests/artifacts/ui/<name>.png`` (the README picks from there).
+- ``axe_violations(page, selector)``: the serious and critical axe-core findings inside a node.
+- ``set_theme(page, name)``: switch JupyterLab's theme from its Settings menu, as a user does.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ from tests.labserver import running_lab
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts" / "ui"
 CATALOGUE = REPO / "config" / "catalogue"
+AXE = REPO / "jupyterlab_ext" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +91,27 @@ def shot(page, name: str) -> Path:
 @pytest.fixture
 def lab_opener():
     return open_lab
+
+
+def axe_violations(page, selector: str) -> list[dict]:
+    """Serious and critical axe-core findings inside ``selector`` (axe is loaded when missing)."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "sel => axe.run(document.querySelector(sel)).then(r => r.violations.map(v => ({"
+        " id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))",
+        selector,
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def set_theme(page, name: str) -> None:
+    """Switch JupyterLab's theme as a user does: Settings > Theme > name."""
+    page.locator(".lm-MenuBar-item", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(name)}$")).click()
+    page.wait_for_function(
+        "name => document.body.dataset.jpThemeName === name", arg=name, timeout=30_000
+    )
+    page.wait_for_timeout(500)

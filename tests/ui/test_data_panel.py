@@ -17,11 +17,11 @@ from playwright.sync_api import Page, expect
 from tests.e2e.hubprocess import lab_settings
 from tests.labserver import running_lab
 from tests.servers import CANARY
-from tests.ui.conftest import CATALOGUE, REPO, shot
+from tests.ui.conftest import CATALOGUE, axe_violations, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-AXE = REPO / "jupyterlab_ext" / "node_modules" / "axe-core" / "axe.min.js"
+PANEL = '[data-testid="dl-data-panel"]'
 READABLE = ["esasky-catalogue", "psa-rosetta", "rosetta-restricted", "spice-juice"]
 
 STAFF_VOLUME = """\
@@ -231,17 +231,6 @@ def test_a_wrong_password_shows_the_servers_error_in_the_form(page, data_lab, se
     expect(form.locator('[name="name"]')).to_have_value("wrong-dav")
 
 
-AXE_RUN = """async () => {
-  const r = await axe.run(document.querySelector('[data-testid="dl-data-panel"]'));
-  return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                 nodes: v.nodes.map(n => n.html).slice(0, 5)}));
-}"""
-
-
-def serious_violations(page: Page) -> list[dict]:
-    return [v for v in page.evaluate(AXE_RUN) if v["impact"] in ("serious", "critical")]
-
-
 def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(page, data_lab):
     open_data_panel(page, data_lab)
     volume(page, "psa-rosetta").get_by_role("button", name="Preview files").click()
@@ -250,8 +239,7 @@ def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(pa
     )
     page.get_by_test_id("dl-add-connection").click()
     expect(page.get_by_test_id("dl-connection-form")).to_be_visible()
-    page.add_script_tag(path=str(AXE))
-    light = serious_violations(page)
+    light = axe_violations(page, PANEL)
     shot(page, "data-accessibility")
     assert not light, json.dumps(light, indent=2)
 
@@ -264,8 +252,7 @@ def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(pa
         page.get_by_test_id("dl-add-connection").click()
         expect(page.get_by_test_id("dl-connection-form")).to_be_visible()
         page.wait_for_timeout(300)  # the theme's stylesheet applies
-        page.add_script_tag(path=str(AXE))
-        dark = serious_violations(page)
+        dark = axe_violations(page, PANEL)
         shot(page, "data-accessibility-dark")
         assert not dark, json.dumps(dark, indent=2)
     finally:

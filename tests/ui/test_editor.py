@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.ui.conftest import REPO, open_lab, shot
+from tests.ui.conftest import REPO, axe_violations, open_lab, set_theme, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Read where the suite lies beside the checkout (CI clones into another folder).
 CONFORMANCE = REPO.parent / "shared" / "cwl-v1.2" / "tests"
-AXE = REPO / "jupyterlab_ext" / "node_modules" / "axe-core" / "axe.min.js"
 
 UPPER = """\
 cwlVersion: v1.2
@@ -394,28 +392,6 @@ def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
         ".some(e => e.innerText.includes('run: tools/upper.cwl'))"
     )
     assert "run: tools/upper.cwl" in (root / "synced.cwl").read_text()
-
-
-def axe_violations(page, selector: str) -> list[dict]:
-    """Serious and critical axe-core findings inside ``selector``."""
-    if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(path=str(AXE))
-    found = page.evaluate(
-        "sel => axe.run(document.querySelector(sel)).then(r => r.violations.map(v => ({"
-        " id: v.id, impact: v.impact, help: v.help,"
-        " nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))",
-        selector,
-    )
-    return [v for v in found if v["impact"] in ("serious", "critical")]
-
-
-def set_theme(page, name: str) -> None:
-    """Settings > Theme > name, as a user does."""
-    page.locator(".lm-MenuBar-item", has_text="Settings").click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).hover()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(name)}$")).click()
-    page.wait_for_function("n => document.body.dataset.jpThemeName === n", arg=name)
-    page.wait_for_timeout(500)
 
 
 def test_the_editor_has_no_serious_accessibility_violations_light_or_dark(page, ui_lab):

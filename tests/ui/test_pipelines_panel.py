@@ -10,7 +10,6 @@ hides dot-folders such as the default ``~/.local/share/datalabs``).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -19,11 +18,10 @@ import pytest
 
 from tests.e2e.hubprocess import lab_settings
 from tests.labserver import running_lab
-from tests.ui.conftest import CATALOGUE, REPO, open_lab, shot
+from tests.ui.conftest import CATALOGUE, REPO, axe_violations, open_lab, set_theme, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-AXE = REPO / "jupyterlab_ext" / "node_modules" / "axe-core" / "axe.min.js"
 PRODUCT_DIR = ["data", "psa-rosetta", "bundle_rosetta_demo", "data_raw", "timeseries"]
 PRODUCT = "ro_demo_miro_temperature_20140806.xml"
 
@@ -107,36 +105,6 @@ def run_to_end(lab, pipeline: str, inputs: dict) -> dict:
         time.sleep(0.5)
         run = lab.api("GET", f"runs/{run['id']}").json()
     return run
-
-
-def axe_violations(page, selector: str) -> list[dict]:
-    if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "sel => axe.run(document.querySelector(sel)).then(r => r.violations.map(v => ({"
-        " id: v.id, impact: v.impact, help: v.help,"
-        " nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))",
-        selector,
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
-
-
-def menu_item(page, label: str):
-    exact = re.compile(f"^{re.escape(label)}$")
-    return page.locator(".lm-Menu-item").filter(
-        has=page.locator(".lm-Menu-itemLabel", has_text=exact)
-    )
-
-
-def set_theme(page, name: str) -> None:
-    """Switch JupyterLab's theme as a user does: Settings > Theme > name."""
-    page.locator(".lm-MenuBar-item", has_text="Settings").click()
-    menu_item(page, "Theme").hover()
-    menu_item(page, name).click()
-    page.wait_for_function(
-        "name => document.body.dataset.jpThemeName === name", arg=name, timeout=30_000
-    )
-    page.wait_for_timeout(500)
 
 
 def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, pipes_lab):

@@ -11,45 +11,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.pipelines.samples import COUNT, HEAD, UPPER
+
 pytestmark = pytest.mark.slow
 
-COUNT = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: Count lines
-baseCommand: [wc, -l]
-inputs:
-  file: {type: File, inputBinding: {position: 1}}
-stdout: count.txt
-outputs:
-  counted: {type: stdout}
-"""
-
-UPPER = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: Upper case
-baseCommand: [tr, a-z, A-Z]
-stdin: $(inputs.text.path)
-inputs:
-  text: File
-stdout: upper.txt
-outputs:
-  upper: {type: stdout}
-"""
-
-HEAD = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: First lines
-baseCommand: head
-inputs:
-  lines: {type: int, inputBinding: {prefix: -n, position: 1}}
-  file: {type: File, inputBinding: {position: 2}}
-stdout: head.txt
-outputs:
-  first: {type: stdout}
-"""
 
 WORKFLOW = """\
 # Counts the lines of a text file (this comment must survive a save).

@@ -95,3 +95,43 @@ def source_catalogue(folder: Path) -> Path:
         "148.97,69.68,12.1,faint one\n"
     )
     return path
+
+
+# Small command-line tools the Pipeline Editor tests build workflows from.
+COUNT = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: Count lines
+baseCommand: [wc, -l]
+inputs:
+  file: {type: File, inputBinding: {position: 1}}
+stdout: count.txt
+outputs:
+  counted: {type: stdout}
+"""
+
+UPPER = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: Upper case
+baseCommand: [tr, a-z, A-Z]
+stdin: $(inputs.text.path)
+inputs:
+  text: File
+stdout: upper.txt
+outputs:
+  upper: {type: stdout}
+"""
+
+HEAD = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: First lines
+baseCommand: head
+inputs:
+  lines: {type: int, inputBinding: {prefix: -n, position: 1}}
+  file: {type: File, inputBinding: {position: 2}}
+stdout: head.txt
+outputs:
+  first: {type: stdout}
+"""

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.pipelines.samples import COUNT, HEAD, UPPER
 from tests.ui.conftest import REPO, axe_violations, open_lab, set_theme, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -18,43 +19,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # Read where the suite lies beside the checkout (CI clones into another folder).
 CONFORMANCE = REPO.parent / "shared" / "cwl-v1.2" / "tests"
 
-UPPER = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: Upper case
-baseCommand: [tr, a-z, A-Z]
-stdin: $(inputs.text.path)
-inputs:
-  text: File
-stdout: upper.txt
-outputs:
-  upper: {type: stdout}
-"""
-
-HEAD = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: First lines
-baseCommand: head
-inputs:
-  lines: {type: int, inputBinding: {prefix: -n, position: 1}}
-  file: {type: File, inputBinding: {position: 2}}
-stdout: head.txt
-outputs:
-  first: {type: stdout}
-"""
-
-COUNT = """\
-cwlVersion: v1.2
-class: CommandLineTool
-label: Count lines
-baseCommand: [wc, -l]
-inputs:
-  file: {type: File, inputBinding: {position: 1}}
-stdout: count.txt
-outputs:
-  counted: {type: stdout}
-"""
 
 START = """\
 # A workflow built in the Pipeline Editor.

@@ -357,7 +357,8 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
     return graph
 
 
-def _process_ports(process: Any, side: str) -> list[tuple[str, Any]]:
+def process_ports(process: Any, side: str) -> list[tuple[str, Any]]:
+    """``(port id, type)`` of a process's ``inputs`` or ``outputs``, map or list form."""
     if not isinstance(process, dict):
         return []
     out = []
@@ -451,8 +452,8 @@ def _read_step(nid: str, step: dict[str, Any], scope: str | None, ctx: _Context,
         when=step.get("when"),
         extras=_without(step, _STEP_KEYS, pre),
     )
-    tool_inputs = dict(_process_ports(process, "inputs"))
-    tool_outputs = dict(_process_ports(process, "outputs"))
+    tool_inputs = dict(process_ports(process, "inputs"))
+    tool_outputs = dict(process_ports(process, "outputs"))
     for pid, value in _entries(step.get("in")):
         canon = _canon_step_in(value)
         port_id = _last(pid)
@@ -1247,9 +1248,9 @@ def add_step(graph: Graph, tool: str | os.PathLike[str], step_id: str | None = N
     else:
         run = str(tool_path.resolve())
     node = Node(id=sid, kind=STEP, run=Path(run).as_posix(), run_class=process.get("class"))
-    for pid, type_ in _process_ports(process, "inputs"):
+    for pid, type_ in process_ports(process, "inputs"):
         node.inputs.append(Port(id=pid, type=type_, declared=False))
-    for pid, type_ in _process_ports(process, "outputs"):
+    for pid, type_ in process_ports(process, "outputs"):
         node.outputs.append(Port(id=pid, type=type_))
     if process.get("class") == "Workflow":
         _require(new, "SubworkflowFeatureRequirement")

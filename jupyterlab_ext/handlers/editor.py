@@ -132,19 +132,7 @@ def save_graph(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ports(process: dict[str, Any], side: str) -> list[dict[str, Any]]:
-    section = process.get(side)
-    items: list[tuple[str, Any]] = []
-    if isinstance(section, dict):
-        items = [(str(k), v) for k, v in section.items()]
-    elif isinstance(section, list):
-        items = [(str(v.get("id", "")), v) for v in section if isinstance(v, dict)]
-    out = []
-    for pid, value in items:
-        type_ = value.get("type") if isinstance(value, dict) else value
-        out.append(
-            {"id": pid.rsplit("#", 1)[-1].rsplit("/", 1)[-1], "type_label": g.type_label(type_)}
-        )
-    return out
+    return [{"id": pid, "type_label": g.type_label(t)} for pid, t in g.process_ports(process, side)]
 
 
 def palette_entry_from_pipeline(p: Pipeline) -> dict[str, Any]:

@@ -6,6 +6,7 @@
 import React, { useEffect, useId, useState } from 'react';
 
 import { requestAPI, sendJSON } from '../api';
+import { ActionButton, MountActions } from './controls';
 import { IDataActions, message } from './volumes';
 import { IBackend, IConnection, INewConnection } from './types';
 
@@ -289,61 +290,33 @@ function ConnectionRow(props: {
         </div>
       )}
       <div className="dl-actions">
-        {connection.attached ? (
-          <>
-            <button
-              type="button"
-              className="dl-button dl-primary"
-              onClick={() => actions.openInFileBrowser(connection.mount)}
-              aria-describedby={titleId}
-            >
-              Open in file browser
-            </button>
-            <button
-              type="button"
-              className="dl-button"
-              onClick={() => run('detach')}
-              disabled={busy !== null}
-              aria-busy={busy === 'detach'}
-              aria-describedby={titleId}
-            >
-              {busy === 'detach' ? 'Detaching...' : 'Detach'}
-            </button>
-          </>
-        ) : (
-          <button
-            type="button"
-            className="dl-button dl-primary"
-            onClick={() => run('attach')}
-            disabled={busy !== null}
-            aria-busy={busy === 'attach'}
-            aria-describedby={titleId}
-          >
-            {busy === 'attach' ? 'Attaching...' : 'Attach'}
-          </button>
-        )}
-        <button
-          type="button"
-          className="dl-button"
-          onClick={() => run('test')}
-          disabled={busy !== null}
-          aria-busy={busy === 'test'}
-          aria-describedby={titleId}
-        >
-          {busy === 'test' ? 'Testing...' : 'Test'}
-        </button>
+        <MountActions
+          mounted={connection.attached}
+          path={connection.mount}
+          busy={busy}
+          run={run}
+          openInFileBrowser={path => actions.openInFileBrowser(path)}
+          describedBy={titleId}
+        />
+        <ActionButton
+          action="test"
+          label="Test"
+          busyLabel="Testing..."
+          busy={busy}
+          run={run}
+          describedBy={titleId}
+        />
         {confirming ? (
           <>
-            <button
-              type="button"
+            <ActionButton
+              action="delete"
+              label="Really delete"
+              busyLabel="Deleting..."
+              busy={busy}
+              run={run}
+              describedBy={titleId}
               className="dl-button dl-danger"
-              onClick={() => run('delete')}
-              disabled={busy !== null}
-              aria-busy={busy === 'delete'}
-              aria-describedby={titleId}
-            >
-              {busy === 'delete' ? 'Deleting...' : 'Really delete'}
-            </button>
+            />
             <button type="button" className="dl-button" onClick={() => setConfirming(false)}>
               Keep
             </button>

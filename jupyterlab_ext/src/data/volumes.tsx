@@ -14,6 +14,7 @@ import {
   groupRows,
   indexVolumes
 } from './filter';
+import { MountActions } from './controls';
 import { IListing, IVolume } from './types';
 
 /** Rows rendered at first, and added by each "Show more" (a sidebar shows about six). */
@@ -160,39 +161,14 @@ const VolumeRow = React.memo(function VolumeRow(props: IVolumeRowProps): JSX.Ele
         </div>
       )}
       <div className="dl-actions">
-        {volume.mounted ? (
-          <>
-            <button
-              type="button"
-              className="dl-button dl-primary"
-              onClick={() => actions.openInFileBrowser(volume.path)}
-              aria-describedby={titleId}
-            >
-              Open in file browser
-            </button>
-            <button
-              type="button"
-              className="dl-button"
-              onClick={() => run('detach')}
-              disabled={busy !== null}
-              aria-busy={busy === 'detach'}
-              aria-describedby={titleId}
-            >
-              {busy === 'detach' ? 'Detaching...' : 'Detach'}
-            </button>
-          </>
-        ) : (
-          <button
-            type="button"
-            className="dl-button dl-primary"
-            onClick={() => run('attach')}
-            disabled={busy !== null}
-            aria-busy={busy === 'attach'}
-            aria-describedby={titleId}
-          >
-            {busy === 'attach' ? 'Attaching...' : 'Attach'}
-          </button>
-        )}
+        <MountActions
+          mounted={volume.mounted}
+          path={volume.path}
+          busy={busy}
+          run={run}
+          openInFileBrowser={path => actions.openInFileBrowser(path)}
+          describedBy={titleId}
+        />
         <button
           type="button"
           className="dl-button"

@@ -182,12 +182,8 @@ class EntryDirectory(Generic[T]):
         self._problems: list[Problem] = []
         self._refreshed_at = float("-inf")
 
-    def _files(self) -> Iterable[tuple[Path, Path, str]]:
-        for root, path, mission, _rel, _stamp in self._scan():
-            yield root, Path(path), mission
-
-    def _scan(self) -> Iterable[tuple[Path, str, str, str, tuple[int, int]]]:
-        """Every entry file with its path relative to its root and its (mtime, size) stamp.
+    def _scan(self) -> Iterable[tuple[str, str, str, tuple[int, int]]]:
+        """Every entry file: its path, mission, path relative to its root, (mtime, size) stamp.
 
         ``os.scandir`` and plain strings: a rescan of 10,000 files with pathlib and two stat
         calls per file took over a second, and runs every few seconds while users list volumes.
@@ -216,26 +212,14 @@ class EntryDirectory(Generic[T]):
                     except OSError:
                         continue
                     rel = f"{mission_dir.name}/{self.subdir}/{f.name}"
-                    yield root, f.path, mission_dir.name, rel, (st.st_mtime_ns, st.st_size)
+                    yield f.path, mission_dir.name, rel, (st.st_mtime_ns, st.st_size)
 
-    def _load_one(
-        self,
-        root: Path,
-        path: Path | str,
-        mission: str,
-        rel: str | None = None,
-        stamp: tuple[int, int] | None = None,
-    ) -> _Cached[T]:
-        key = str(path)
-        if stamp is None:
-            st = os.stat(key)
-            stamp = (st.st_mtime_ns, st.st_size)
+    def _load_one(self, key: str, mission: str, rel: str, stamp: tuple[int, int]) -> _Cached[T]:
+        """The entry of the file at ``key`` (its path), parsed again only when its stamp moved."""
         cached = self._cache.get(key)
         if cached and cached.stamp == stamp:
             return cached
-        path = Path(path)
-        if rel is None:
-            rel = path.relative_to(root).as_posix()
+        path = Path(key)
         problems: list[Problem] = []
         entry: T | None = None
         try:
@@ -265,9 +249,9 @@ class EntryDirectory(Generic[T]):
         origin: dict[str, str] = {}
         problems: list[Problem] = []
         seen: set[str] = set()
-        for root, path, mission, rel, stamp in self._scan():
+        for path, mission, rel, stamp in self._scan():
             seen.add(path)
-            loaded = self._load_one(root, path, mission, rel, stamp)
+            loaded = self._load_one(path, mission, rel, stamp)
             problems.extend(loaded.problems)
             if loaded.entry is None:
                 continue

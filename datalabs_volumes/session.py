@@ -134,14 +134,13 @@ class StorageSession:
         except MountError as e:
             raise StorageError(500, f"Volume '{volume.id}' cannot be attached: {e}.") from None
 
-    def _fresh_size(self, vid: str) -> _Size | None:
-        cached = self._sizes.get(vid)
-        return cached if cached and time.monotonic() - cached.at < 300 else None
-
-    def _size(self, vid: str, folder: Path) -> _Size:
-        cached = self._fresh_size(vid)
-        if cached:
+    def _size(self, volume: Volume) -> _Size:
+        """Bytes and files of the volume's source, walked at most every five minutes; a size
+        still fresh costs nothing, not even resolving the source path."""
+        cached = self._sizes.get(volume.id)
+        if cached and time.monotonic() - cached.at < 300:
             return cached
+        folder = self._source(volume)
         total = files = 0
         complete = True
         for dirpath, _dirs, names in os.walk(folder):
@@ -153,7 +152,7 @@ class StorageSession:
                 complete = False
                 break
         size = _Size(total, files, complete, time.monotonic())
-        self._sizes[vid] = size
+        self._sizes[volume.id] = size
         return size
 
     def _volume_health(self, target: Path) -> dict[str, str]:
@@ -181,18 +180,18 @@ class StorageSession:
             self._described[volume.id] = hit
         return hit[1]
 
-    def _describe(self, volume: Volume, points: set[str] | None = None) -> dict[str, Any]:
-        """``points``: the mount points (as strings), read once for a whole list (reading the
-        mount table once per volume made ``GET volumes`` take seconds for 10,000 volumes)."""
-        if points is None:
-            mounted = is_mount_point(self.data_dir / volume.folder)
-        else:
-            mounted = os.path.join(self._data_dir_abs, volume.folder) in points
+    def _mount_points(self) -> set[str]:
+        """The mount table, read once for a whole listing (once per volume made ``GET volumes``
+        take seconds for 10,000 volumes)."""
+        return {str(p) for p in mount_points()}
+
+    def _describe(self, volume: Volume, points: set[str]) -> dict[str, Any]:
+        """The volume as the API shows it; ``points`` is :meth:`_mount_points`."""
+        mounted = os.path.join(self._data_dir_abs, volume.folder) in points
         out = dict(self._catalogue_part(volume))
         out.update(mounted=mounted, size=None, health=None)
         try:
-            # A size still fresh needs no source path resolved (realpath is a few lstat calls).
-            size = self._fresh_size(volume.id) or self._size(volume.id, self._source(volume))
+            size = self._size(volume)
             out["size"] = {"bytes": size.bytes, "files": size.files, "complete": size.complete}
         except StorageError:
             pass
@@ -205,7 +204,7 @@ class StorageSession:
         readable = self._readable()
 
         def describe_all() -> list[dict[str, Any]]:
-            points = {str(p) for p in mount_points()}
+            points = self._mount_points()
             return [self._describe(v, points) for v in readable]
 
         return await asyncio.to_thread(describe_all)
@@ -213,7 +212,7 @@ class StorageSession:
     async def volume(self, vid: str) -> dict[str, Any]:
         """One volume as ``volumes()`` describes it."""
         volume = self._volume(vid)
-        return await asyncio.to_thread(self._describe, volume)
+        return await asyncio.to_thread(lambda: self._describe(volume, self._mount_points()))
 
     async def attach_volume(self, vid: str, version: str | None = None) -> dict[str, Any]:
         """Mount a hosted volume read-only at ``data/<folder>`` with the spawner's own mounter."""

@@ -24,7 +24,11 @@ _SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 
 
 def default_home() -> Path:
-    """The run store of the current user: ``$XDG_DATA_HOME/datalabs/pipelines``."""
+    """The run store of the current user: ``$DATALABS_PIPELINES_HOME`` (``~`` expanded: the
+    spawners pass ``~/pipeline-runs``, the home of the session), else
+    ``$XDG_DATA_HOME/datalabs/pipelines``."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
     return Path(data) / "datalabs" / "pipelines"
 
@@ -84,9 +88,7 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Settings from ``DATALABS_PIPELINES_*`` environment variables, then ``overrides``."""
-        values: dict[str, object] = {}
-        if os.environ.get(ENV_HOME):
-            values["home"] = Path(os.environ[ENV_HOME]).expanduser()
+        values: dict[str, object] = {"home": default_home()}
         if os.environ.get(ENV_MAX_RUNS):
             values["max_concurrent"] = int(os.environ[ENV_MAX_RUNS])
         values["no_container"] = not _flag(ENV_CONTAINERS, False)

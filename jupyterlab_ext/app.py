@@ -84,9 +84,7 @@ class DatalabsExtension(ExtensionApp):
 
     @default("pipelines_home")
     def _default_pipelines_home(self) -> str:
-        from_env = os.environ.get("DATALABS_PIPELINES_HOME")
-        # The spawners pass "~/pipeline-runs": the home of the session, not of the hub.
-        return str(Path(from_env).expanduser()) if from_env else str(default_home())
+        return str(default_home())
 
     max_concurrent_runs = Int(
         4,

@@ -54,6 +54,11 @@ export async function requestAPI<T>(
   return data as T;
 }
 
+/** What to show a person for a failed call: the server's own message when there is one. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** POST/PATCH helper: JSON body in, JSON out. */
 export function sendJSON<T>(endPoint: string, method: string, body?: unknown): Promise<T> {
   return requestAPI<T>(endPoint, {

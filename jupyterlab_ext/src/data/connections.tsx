@@ -5,9 +5,9 @@
  */
 import React, { useEffect, useId, useState } from 'react';
 
-import { requestAPI, sendJSON } from '../api';
+import { errorMessage, requestAPI, sendJSON } from '../api';
 import { ActionButton, MountActions } from './controls';
-import { IDataActions, message } from './volumes';
+import { IDataActions } from './volumes';
 import { IBackend, IConnection, INewConnection } from './types';
 
 /** Options a person recognises a connection by (never a secret). */
@@ -72,7 +72,7 @@ export function ConnectionForm(props: {
         setValues({});
         onCreated(created);
       })
-      .catch(e => setError(message(e)))
+      .catch(e => setError(errorMessage(e)))
       .finally(() => setBusy(false));
   };
 
@@ -255,7 +255,7 @@ function ConnectionRow(props: {
           actions.refreshFileBrowser(action === 'detach' ? connection.mount : undefined);
         }
       })
-      .catch(e => setError(message(e)))
+      .catch(e => setError(errorMessage(e)))
       .finally(() => {
         setBusy(null);
         setConfirming(false);
@@ -362,10 +362,10 @@ export function ConnectionsSection(props: {
     let live = true;
     requestAPI<IConnection[]>('connections')
       .then(c => live && setConnections(c))
-      .catch(e => live && setError(message(e)));
+      .catch(e => live && setError(errorMessage(e)));
     requestAPI<IBackend[]>('backends')
       .then(b => live && setBackends(b))
-      .catch(e => live && setError(message(e)));
+      .catch(e => live && setError(errorMessage(e)));
     return () => {
       live = false;
     };

@@ -4,7 +4,7 @@
  */
 import React, { useCallback, useEffect, useMemo, useState } from 'react';
 
-import { APIError, requestAPI, sendJSON } from '../api';
+import { errorMessage, requestAPI, sendJSON } from '../api';
 import {
   IIndexedVolume,
   StateFilter,
@@ -28,10 +28,6 @@ export interface IDataActions {
   refreshFileBrowser(gone?: string): void;
 }
 
-/** What to show a person for a failed call: the server's own message when there is one. */
-export function message(error: unknown): string {
-  return error instanceof APIError ? error.message : String(error);
-}
 
 /** A folder listing of a volume, read on the server without mounting it. */
 function VolumePreview(props: { volume: IVolume }): JSX.Element {
@@ -47,7 +43,7 @@ function VolumePreview(props: { volume: IVolume }): JSX.Element {
       `volumes/${encodeURIComponent(volume.id)}/browse?path=${encodeURIComponent(path)}`
     )
       .then(l => live && setListing(l))
-      .catch(e => live && setError(message(e)));
+      .catch(e => live && setError(errorMessage(e)));
     return () => {
       live = false;
     };
@@ -128,7 +124,7 @@ const VolumeRow = React.memo(function VolumeRow(props: IVolumeRowProps): JSX.Ele
         onChanged(v);
         actions.refreshFileBrowser(action === 'detach' ? volume.path : undefined);
       })
-      .catch(e => setError(message(e)))
+      .catch(e => setError(errorMessage(e)))
       .finally(() => setBusy(null));
   };
 
@@ -208,7 +204,7 @@ export function VolumesSection(props: { actions: IDataActions; reload: number })
           setLoadError('');
         }
       })
-      .catch(e => live && setLoadError(message(e)));
+      .catch(e => live && setLoadError(errorMessage(e)));
     return () => {
       live = false;
     };

@@ -3,7 +3,7 @@
  * validation problems of the last save, the selection and the run states shown on the canvas.
  * Commands (save, undo, layout, ...) call it; the React view re-renders when it changes.
  */
-import { APIError } from '../api';
+import { errorMessage } from '../api';
 import * as api from './client';
 import { History, autoLayout, connect as connectEdge } from './model';
 import { IEdge, IGraph, IPaletteTool, IProblem } from './types';
@@ -53,7 +53,7 @@ export class EditorController {
       this.history.clear();
       this.revision++;
     } catch (error) {
-      this.loadError = error instanceof APIError ? error.message : String(error);
+      this.loadError = errorMessage(error);
     }
     this.changed();
   }
@@ -129,7 +129,7 @@ export class EditorController {
       this.say(verdict.warning ? { kind: 'warning', text: verdict.warning } : null);
       return true;
     } catch (error) {
-      this.say({ kind: 'error', text: String((error as Error).message ?? error) });
+      this.say({ kind: 'error', text: errorMessage(error) });
       return false;
     }
   }
@@ -144,7 +144,7 @@ export class EditorController {
       this.selected = reply.step;
       this.say({ kind: 'info', text: `Added the step '${reply.step}' (${tool.label}).` });
     } catch (error) {
-      this.say({ kind: 'error', text: String((error as Error).message ?? error) });
+      this.say({ kind: 'error', text: errorMessage(error) });
     }
   }
 
@@ -169,7 +169,7 @@ export class EditorController {
           };
       return true;
     } catch (error) {
-      this.notice = { kind: 'error', text: `Not saved: ${(error as Error).message}` };
+      this.notice = { kind: 'error', text: `Not saved: ${errorMessage(error)}` };
       return false;
     } finally {
       this.busy = false;

@@ -20,6 +20,7 @@ import { Widget } from '@lumino/widgets';
 import { openLaunchDialog } from '../pipelines/launch';
 import { publish, runDraft } from './client';
 import { FACTORY, PipelineEditorFactory, PipelineEditorWidget } from './widget';
+import { errorMessage } from '../api';
 
 export namespace CommandIDs {
   export const save = 'datalabs-editor:save';
@@ -106,7 +107,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         try {
           state = await widget.controller.showRun(id);
         } catch (error) {
-          widget.controller.say({ kind: 'error', text: String((error as Error).message) });
+          widget.controller.say({ kind: 'error', text: errorMessage(error) });
           return;
         }
         if (FINAL.includes(state) || widget.isDisposed) {
@@ -148,7 +149,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         });
         Notification.success(`Published as ${reply.pipeline.id}`, { autoClose: 5000 });
       } catch (error) {
-        widget.controller.say({ kind: 'error', text: `Not published: ${(error as Error).message}` });
+        widget.controller.say({ kind: 'error', text: `Not published: ${errorMessage(error)}` });
       }
     };
 
@@ -173,7 +174,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       try {
         pipeline = await runDraft(c.path);
       } catch (error) {
-        c.say({ kind: 'error', text: `Cannot run: ${(error as Error).message}` });
+        c.say({ kind: 'error', text: `Cannot run: ${errorMessage(error)}` });
         return;
       }
       openLaunchDialog({

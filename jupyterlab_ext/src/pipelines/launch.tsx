@@ -13,7 +13,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 
-import { APIError } from '../api';
+import { APIError, errorMessage } from '../api';
 import { launchRun } from './client';
 import { FormValue, IField, fieldsFor, jobInputs, problemsByInput, valuesFrom } from './form';
 import { IInputProblem, IPipeline, IRun } from './types';
@@ -147,7 +147,7 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
       const fix = `fix the ${marked === 1 ? 'problem' : `${marked} problems`} marked above`;
       setError(
         !list.length
-          ? (e as Error).message
+          ? errorMessage(e)
           : `The pipeline cannot run with these inputs${marked ? `: ${fix}.` : ':'}`
       );
       if (list.length) {
@@ -172,7 +172,7 @@ function LaunchForm(props: ILaunchFormProps): JSX.Element {
           ? await FileDialog.getExistingDirectory(options)
           : await FileDialog.getOpenFiles(options);
     } catch (e) {
-      setError(`The file dialog could not open: ${(e as Error).message}`);
+      setError(`The file dialog could not open: ${errorMessage(e)}`);
       return;
     }
     if (!result.button.accept || !result.value || !result.value.length) {

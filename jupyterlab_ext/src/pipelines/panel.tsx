@@ -6,6 +6,7 @@ import * as React from 'react';
 
 import { getPipeline, searchPipelines } from './client';
 import { IPipeline, IPipelineSearch } from './types';
+import { errorMessage } from '../api';
 
 export interface IPipelinesPanelOptions {
   /** Open the launch dialog for a pipeline. */
@@ -45,7 +46,7 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
       }
     } catch (e) {
       if (mine === latest.current) {
-        setError((e as Error).message);
+        setError(errorMessage(e));
       }
     }
   }, []);
@@ -65,7 +66,7 @@ function Catalogue(props: IPipelinesPanelOptions): JSX.Element {
       props.launch(await getPipeline(id), opener);
       setError('');
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorMessage(e));
     } finally {
       setOpening('');
     }

@@ -19,6 +19,7 @@ import {
 import { pathOf, workspacePath } from './form';
 import { IGraphStep, RunGraph } from './graph';
 import { FINAL_STATES, IPipeline, IRun, IRunEvent } from './types';
+import { errorMessage } from '../api';
 
 export interface IRunsViewOptions {
   /** The workspace root on the server, to open outputs by their workspace path. */
@@ -122,7 +123,7 @@ function RunList(props: { select: (id: string) => void }): JSX.Element {
       setRuns((await listRuns()).runs);
       setError('');
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorMessage(e));
     }
   }, []);
   React.useEffect(() => void load(), [load]);
@@ -236,7 +237,7 @@ function RunPage(props: IRunPageProps): JSX.Element {
       setRun(fresh);
       return fresh;
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorMessage(e));
       return null;
     }
   }, [id]);
@@ -285,7 +286,7 @@ function RunPage(props: IRunPageProps): JSX.Element {
     try {
       setLog(await runLog(id, step || undefined));
     } catch (e) {
-      setLog(`Could not read the log: ${(e as Error).message}`);
+      setLog(`Could not read the log: ${errorMessage(e)}`);
     }
   }, [id, step]);
   React.useEffect(() => void loadLog(), [loadLog, run?.state]);
@@ -330,7 +331,7 @@ function RunPage(props: IRunPageProps): JSX.Element {
     try {
       await what();
     } catch (e) {
-      setError((e as Error).message);
+      setError(errorMessage(e));
     } finally {
       setBusy(false);
     }

@@ -23,6 +23,7 @@ are refused). Parsing, cwltool and file I/O run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
@@ -57,6 +58,19 @@ class PathRefused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def refusals(method):
+    """Answer a ``PathRefused`` raised by the handler method (or its worker) as a JSON error."""
+
+    @functools.wraps(method)
+    async def answering(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, *args, **kwargs)
+        except PathRefused as exc:
+            self.send_error_json(exc.status, exc.message)
+
+    return answering
 
 
 def workspace_path(root: Path, raw: Any, *, must_exist: bool = True, suffix: str = ".cwl") -> Path:
@@ -235,12 +249,10 @@ class EditorHandler(DatalabsHandler):
         return graph
 
     async def answer(self, work, *args: Any, status: int = 200) -> None:
-        """Run ``work(*args)`` in a thread and answer with its JSON, or with the refusal."""
+        """Run ``work(*args)`` in a thread and answer with its JSON, or with the refusal (a
+        ``PathRefused`` is answered by :func:`refusals` around the handler method)."""
         try:
             value = await asyncio.to_thread(work, *args)
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
         except g.EditRefused as exc:
             self.send_error_json(400, exc.reason)
             return
@@ -255,12 +267,9 @@ class GraphHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def get(self) -> None:
-        try:
-            path = workspace_path(self.root, self.get_query_argument("path", ""))
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        path = workspace_path(self.root, self.get_query_argument("path", ""))
 
         def read() -> dict[str, Any]:
             return {"path": relative(self.root, path), "graph": _read_graph(path).to_json()}
@@ -269,14 +278,11 @@ class GraphHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def put(self) -> None:
-        try:
-            path = workspace_path(self.root, self.get_query_argument("path", ""), must_exist=False)
-            body = self.body_object()
-            self.graph_from(body)  # refuse a malformed graph before touching the file
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        path = workspace_path(self.root, self.get_query_argument("path", ""), must_exist=False)
+        body = self.body_object()
+        self.graph_from(body)  # refuse a malformed graph before touching the file
 
         def write() -> dict[str, Any]:
             return {"path": relative(self.root, path), **save_graph(path, body["graph"])}
@@ -289,18 +295,15 @@ class CheckConnectionHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def post(self) -> None:
-        try:
-            body = self.body_object()
-            graph = self.graph_from(body)
-            ends = [body.get(k) for k in ("source", "source_port", "target", "target_port")]
-            if not all(isinstance(v, str) and v for v in ends):
-                raise PathRefused(
-                    400, "give source, source_port, target and target_port (node and port ids)"
-                )
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        body = self.body_object()
+        graph = self.graph_from(body)
+        ends = [body.get(k) for k in ("source", "source_port", "target", "target_port")]
+        if not all(isinstance(v, str) and v for v in ends):
+            raise PathRefused(
+                400, "give source, source_port, target and target_port (node and port ids)"
+            )
 
         def check() -> dict[str, Any]:
             verdict = g.check_connection(graph, *ends)
@@ -318,27 +321,24 @@ class AddStepHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def post(self) -> None:
-        try:
-            body = self.body_object()
-            path = workspace_path(self.root, body.get("path"), must_exist=False)
-            graph = self.graph_from(body, path)
-            if isinstance(body.get("pipeline"), str):
-                pipeline = await asyncio.to_thread(self.services.catalogue.get, body["pipeline"])
-                if pipeline is None:
-                    raise PathRefused(404, f"no pipeline {body['pipeline']!r} in the catalogue")
-                tool = Path(pipeline.path)
-            elif isinstance(body.get("tool"), str):
-                tool = workspace_path(self.root, body["tool"])
-            else:
-                raise PathRefused(
-                    400,
-                    'say what the step runs: {"tool": "<path in the workspace>"} or '
-                    '{"pipeline": "<mission>/<name>"}',
-                )
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        body = self.body_object()
+        path = workspace_path(self.root, body.get("path"), must_exist=False)
+        graph = self.graph_from(body, path)
+        if isinstance(body.get("pipeline"), str):
+            pipeline = await asyncio.to_thread(self.services.catalogue.get, body["pipeline"])
+            if pipeline is None:
+                raise PathRefused(404, f"no pipeline {body['pipeline']!r} in the catalogue")
+            tool = Path(pipeline.path)
+        elif isinstance(body.get("tool"), str):
+            tool = workspace_path(self.root, body["tool"])
+        else:
+            raise PathRefused(
+                400,
+                'say what the step runs: {"tool": "<path in the workspace>"} or '
+                '{"pipeline": "<mission>/<name>"}',
+            )
         step_id = body.get("step_id") if isinstance(body.get("step_id"), str) else None
         position = body.get("position")
 
@@ -359,6 +359,7 @@ class PaletteHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def get(self) -> None:
         def collect() -> dict[str, Any]:
             # Drafts are snapshots made for runs, not tools to build with.
@@ -426,34 +427,31 @@ class PublishHandler(EditorHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def post(self) -> None:
         folder = Path(self.settings["datalabs_user_catalogue_dir"])
         mission = folder.parent.name
-        try:
-            body = self.body_object()
-            path = workspace_path(self.root, body.get("path"))
-            name = body.get("name") or path.stem
-            if not isinstance(name, str) or not is_pipeline_id(f"{mission}/{name}"):
-                raise PathRefused(
-                    400,
-                    f"{name!r} cannot be a pipeline name: use letters, digits, '.', '_' or '-',"
-                    " starting with a letter or digit",
-                )
-            label = body.get("label")
-            if not isinstance(label, str) or not label.strip():
-                raise PathRefused(400, "give the pipeline a label: people find it by it")
-            keywords = body.get("keywords") or []
-            if isinstance(keywords, str):
-                keywords = [k.strip() for k in keywords.split(",") if k.strip()]
-            if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
-                raise PathRefused(400, "keywords are a list of words (or one comma-separated text)")
-            doc = body.get("doc") or ""
-            author = body.get("author") or ""
-            if not isinstance(doc, str) or not isinstance(author, str):
-                raise PathRefused(400, "doc and author are texts")
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        body = self.body_object()
+        path = workspace_path(self.root, body.get("path"))
+        name = body.get("name") or path.stem
+        if not isinstance(name, str) or not is_pipeline_id(f"{mission}/{name}"):
+            raise PathRefused(
+                400,
+                f"{name!r} cannot be a pipeline name: use letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit",
+            )
+        label = body.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise PathRefused(400, "give the pipeline a label: people find it by it")
+        keywords = body.get("keywords") or []
+        if isinstance(keywords, str):
+            keywords = [k.strip() for k in keywords.split(",") if k.strip()]
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            raise PathRefused(400, "keywords are a list of words (or one comma-separated text)")
+        doc = body.get("doc") or ""
+        author = body.get("author") or ""
+        if not isinstance(doc, str) or not isinstance(author, str):
+            raise PathRefused(400, "doc and author are texts")
         pipeline_id = f"{mission}/{name}"
 
         def publish() -> dict[str, Any]:
@@ -491,16 +489,13 @@ class RunDraftHandler(PublishHandler):
 
     @web.authenticated
     @authorized
+    @refusals
     async def post(self) -> None:
         own = Path(self.settings["datalabs_user_catalogue_dir"])
         mission = f"{own.parent.name}{DRAFTS_SUFFIX}"
         folder = own.parent.parent / mission / "pipelines"
-        try:
-            body = self.body_object()
-            path = workspace_path(self.root, body.get("path"))
-        except PathRefused as exc:
-            self.send_error_json(exc.status, exc.message)
-            return
+        body = self.body_object()
+        path = workspace_path(self.root, body.get("path"))
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "workflow"
         rel = relative(self.root, path)
 

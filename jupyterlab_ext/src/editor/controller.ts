@@ -82,19 +82,17 @@ export class EditorController {
   }
 
   undo(): void {
-    const previous = this.graph && this.history.undo(this.graph);
-    if (previous) {
-      this.graph = previous;
-      this.dirty = true;
-      this.revision++;
-      this.changed();
-    }
+    this.restore(this.graph && this.history.undo(this.graph));
   }
 
   redo(): void {
-    const next = this.graph && this.history.redo(this.graph);
-    if (next) {
-      this.graph = next;
+    this.restore(this.graph && this.history.redo(this.graph));
+  }
+
+  /** Show a graph from the history (nothing to do when there is none). */
+  private restore(graph: IGraph | null | undefined): void {
+    if (graph) {
+      this.graph = graph;
       this.dirty = true;
       this.revision++;
       this.changed();

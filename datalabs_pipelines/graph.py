@@ -258,7 +258,7 @@ class _Context:
             return run, self.path, self.graph_entries
         ref = str(run)
         if ref.startswith("#"):
-            return self._in_graph(self.graph_entries, ref[1:]), self.path, self.graph_entries
+            return packed_entry(self.graph_entries, ref[1:]), self.path, self.graph_entries
         if re.match(r"^(https?|ftp):", ref):
             return None, None, None
         file_part, _, fragment = ref.partition("#")
@@ -276,15 +276,22 @@ class _Context:
         doc = self.cache[key]
         if isinstance(doc, dict) and "$graph" in doc:
             entries = doc["$graph"]
-            return self._in_graph(entries, fragment or "main"), target, entries
+            return packed_entry(entries, fragment or "main"), target, entries
         return doc, target, None
 
-    @staticmethod
-    def _in_graph(entries: list[Any], name: str) -> Any:
-        for entry in entries:
-            if isinstance(entry, dict) and _short_id(str(entry.get("id", ""))).lstrip("#") == name:
-                return entry
-        return None
+
+def _graph_index(entries: list[Any], name: str = "main") -> int:
+    """Where the process ``#name`` stands in a packed ``$graph`` list; -1 when it is not there."""
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and _short_id(str(entry.get("id", ""))).lstrip("#") == name:
+            return i
+    return -1
+
+
+def packed_entry(entries: list[Any], name: str = "main") -> Any:
+    """The process ``#name`` of a packed ``$graph`` list (``#main``: the document's own)."""
+    i = _graph_index(entries, name)
+    return entries[i] if i >= 0 else None
 
 
 def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Graph:
@@ -315,14 +322,7 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
         entries = doc["$graph"]
         if not isinstance(entries, list):
             raise GraphError(f"{name}: $graph must be a list of processes")
-        main_index = next(
-            (
-                i
-                for i, e in enumerate(entries)
-                if isinstance(e, dict) and _short_id(str(e.get("id", ""))).lstrip("#") == "main"
-            ),
-            -1,
-        )
+        main_index = _graph_index(entries)
         if main_index < 0:
             raise GraphError(f"{name}: a $graph document needs a process with id 'main'")
         wf = entries[main_index]
@@ -889,14 +889,9 @@ def to_cwl(graph: Graph, base: str | None = None) -> str:
             entries.insert(graph.main_index, CommentedMap())
             doc["$graph"] = entries
         entries = doc["$graph"]
-        idx = next(
-            (
-                i
-                for i, e in enumerate(entries)
-                if isinstance(e, dict) and _short_id(str(e.get("id", ""))).lstrip("#") == "main"
-            ),
-            graph.main_index,
-        )
+        idx = _graph_index(entries)
+        if idx < 0:
+            idx = graph.main_index
         namespaces_owner = doc
         wf_orig = entries[idx] if idx < len(entries) else None
     else:
@@ -1228,7 +1223,7 @@ def add_step(graph: Graph, tool: str | os.PathLike[str], step_id: str | None = N
     except YAMLError as exc:
         raise EditRefused(f"the tool {tool_path.name} is not valid YAML: {exc}") from None
     if isinstance(process, dict) and isinstance(process.get("$graph"), list):
-        process = _Context._in_graph(process["$graph"], "main")
+        process = packed_entry(process["$graph"])
     if not isinstance(process, dict) or process.get("class") not in (
         "CommandLineTool",
         "ExpressionTool",
@@ -1570,14 +1565,7 @@ def _line_index(doc: Any) -> list[tuple[int, float, str, str | None]]:
         return out
     wf: Any = doc
     if "$graph" in doc and isinstance(doc["$graph"], list):
-        wf = next(
-            (
-                e
-                for e in doc["$graph"]
-                if isinstance(e, dict) and _short_id(str(e.get("id", ""))).lstrip("#") == "main"
-            ),
-            None,
-        )
+        wf = packed_entry(doc["$graph"])
     if not isinstance(wf, CommentedMap):
         return out
     top_lines = sorted(wf.lc.key(k)[0] + 1 for k in wf)
@@ -1607,7 +1595,7 @@ def _step_runs(doc: Any) -> dict[str, str]:
     """File name of each ``run:`` reference -> the step, for problems found in tool files."""
     wf: Any = doc
     if isinstance(doc, dict) and isinstance(doc.get("$graph"), list):
-        wf = _Context._in_graph(doc["$graph"], "main")
+        wf = packed_entry(doc["$graph"])
     if not isinstance(wf, dict):
         return {}
     runs = {}

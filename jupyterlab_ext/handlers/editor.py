@@ -195,12 +195,7 @@ def workspace_tools(root: Path, skip: tuple[Path, ...] = ()) -> list[dict[str, A
             if not isinstance(doc, dict):
                 continue
             if "$graph" in doc:
-                main = [
-                    e
-                    for e in doc.get("$graph") or []
-                    if isinstance(e, dict) and str(e.get("id", "")).lstrip("#") == "main"
-                ]
-                doc = main[0] if main else {}
+                doc = g.packed_entry(doc.get("$graph") or []) or {}
             if doc.get("class") not in STEP_CLASSES:
                 continue
             rel = relative(base, path)
@@ -400,7 +395,7 @@ def publish_workflow(
 
     packed = _packed(path)
     if "$graph" in packed:
-        main = next(e for e in packed["$graph"] if str(e.get("id", "")).lstrip("#") == "main")
+        main = g.packed_entry(packed["$graph"])
     else:
         main = packed
     main["label"] = label

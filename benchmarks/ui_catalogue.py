@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.e2e.hubprocess import lab_settings  # noqa: E402
-from tests.helpers import CHROMIUM_ARGS  # noqa: E402
+from tests.helpers import launch_chromium  # noqa: E402
 from tests.labserver import running_lab  # noqa: E402
 
 SIZES = (100, 10_000)
@@ -149,7 +149,7 @@ def measure(browser, root: Path, count: int) -> tuple[list[float], list[float], 
 def main() -> None:
     medians: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for count in SIZES:
                 opened, filtered, served = measure(browser, Path(tmp) / str(count), count)

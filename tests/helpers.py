@@ -1,7 +1,8 @@
-"""Small helpers shared by the tests: writing catalogue trees."""
+"""Small helpers shared by the tests: writing catalogue trees, free ports, the browser."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import textwrap
 from pathlib import Path
@@ -81,3 +82,23 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium (no browser download here), headless, as CHROMIUM_ARGS say."""
+    return playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def browser_page(browser, last_screenshot: Path):
+    """A fresh 1280x860 page with 30 s timeouts; what it showed last is saved as
+    ``last_screenshot``, for whoever reads a failure."""
+    last_screenshot.parent.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(last_screenshot))
+        context.close()

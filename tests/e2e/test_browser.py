@@ -6,25 +6,19 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.e2e.conftest import ARTIFACTS
-from tests.helpers import CHROMIUM_ARGS
+from tests.helpers import browser_page, launch_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
 def page(request):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
+        browser = launch_chromium(p)
         try:
-            yield page
+            with browser_page(browser, ARTIFACTS / f"last-{request.node.name}.png") as page:
+                yield page
         finally:
-            # What the page showed at the end, for whoever reads a failure.
-            page.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}.png"))
-            context.close()
             browser.close()
 
 

@@ -146,8 +146,11 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
     page.locator(".dl-step[data-step='extract'][data-state='success']").wait_for(timeout=90_000)
     page.locator(".dl-step[data-step='draw'][data-state='success']").wait_for(timeout=90_000)
     assert wait_run_state(page, ("success", "failed")) == "success"
-    # One edge: draw reads the table that extract wrote.
-    assert page.get_by_test_id("dl-run-graph").locator(".react-flow__edge").count() == 1
+    # One edge: draw reads the table that extract wrote; it stays drawn while the page updates.
+    edges = page.get_by_test_id("dl-run-graph").locator(".react-flow__edge")
+    for _ in range(5):
+        assert edges.count() == 1
+        page.wait_for_timeout(400)
     assert page.locator(".dl-step[data-step='draw']").evaluate(
         "n => getComputedStyle(n).borderLeftColor"
     ) == page.evaluate(

@@ -1,7 +1,7 @@
 /**
  * A run's workflow as a graph (React Flow): one node per step, coloured by its state.
  */
-import { Edge, Handle, Node, NodeProps, Position, ReactFlow } from '@xyflow/react';
+import { Edge, Handle, Node, NodeChange, NodeProps, Position, ReactFlow } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
 import * as React from 'react';
 
@@ -42,6 +42,18 @@ export interface IRunGraphProps {
 }
 
 export function RunGraph(props: IRunGraphProps): JSX.Element {
+  // React Flow draws an edge only between nodes it has measured. The nodes are built afresh on
+  // every render (a step's state changed, the run was refreshed), and a node passed without its
+  // measured size is measured again, its edges hidden until then: so each node carries the size
+  // React Flow last reported for it.
+  const measured = React.useRef<Record<string, { width: number; height: number }>>({});
+  const onNodesChange = React.useCallback((changes: NodeChange[]) => {
+    for (const change of changes) {
+      if (change.type === 'dimensions' && change.dimensions) {
+        measured.current[change.id] = change.dimensions;
+      }
+    }
+  }, []);
   const names = props.steps.map(s => s.name);
   const positions = layeredLayout(names, props.links);
   const nodes: Node<StepNodeData>[] = props.steps.map(s => ({
@@ -49,6 +61,7 @@ export function RunGraph(props: IRunGraphProps): JSX.Element {
     type: 'step',
     position: positions[s.name],
     data: { name: s.name, state: s.state, selected: s.name === props.selected },
+    measured: measured.current[s.name],
     ariaLabel: `Step ${s.name}: ${s.state}`
   }));
   const edges: Edge[] = (props.links || []).map(l => ({
@@ -63,6 +76,7 @@ export function RunGraph(props: IRunGraphProps): JSX.Element {
         nodes={nodes}
         edges={edges}
         nodeTypes={nodeTypes}
+        onNodesChange={onNodesChange}
         nodesDraggable={false}
         nodesConnectable={false}
         fitView

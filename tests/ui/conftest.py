@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.hubprocess import lab_settings
-from tests.helpers import CHROMIUM_ARGS, load_sample_data_generator
+from tests.helpers import browser_page, launch_chromium, load_sample_data_generator
 from tests.labserver import running_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def ui_lab(tmp_path_factory, ui_archive):
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = launch_chromium(p)
         try:
             yield chromium
         finally:
@@ -64,21 +64,21 @@ def browser():
 
 @pytest.fixture
 def page(request, browser):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
+    with browser_page(browser, ARTIFACTS / f"last-{request.node.name}.png") as page:
         yield page
-    finally:
-        page.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}.png"))
-        context.close()
 
 
 def open_lab(page, lab, path: str = "lab") -> None:
     """Open JupyterLab at ``path`` with the server's token; wait for its shell."""
     page.goto(f"{lab.url}/{path}?token={lab.token}")
     page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=60_000)
+    # JupyterLab is ready once it has restored the last layout and focused the main area (a
+    # restored tab, or the Launcher it opens into an empty one, up to a second after its splash
+    # screen goes): before that, it would take the focus from whatever a test just did.
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+    page.wait_for_function(
+        "() => document.activeElement?.closest('#jp-main-dock-panel') != null", timeout=30_000
+    )
 
 
 def shot(page, name: str) -> Path:

@@ -21,6 +21,11 @@ LOG_FILE = "cwltool.log"
 STEPS_DIR = "steps"
 
 _LEVEL = r"(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) )?"
+#: A line of cwltool's own logger; other lines are what a running tool wrote to its stderr,
+#: which cwltool passes through unless the CWL captures it.
+_CWLTOOL_LINE = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+#: Lines of a tool's own output kept per step, for the reason a failed run gives.
+TOOL_LINES_KEPT = 5
 _STEP_START = re.compile(_LEVEL + r"\[step (?P<name>[^\]]+)\] start\s*$")
 _STEP_DONE = re.compile(_LEVEL + r"\[(?:step|job) (?P<name>[^\]]+)\] completed (?P<status>\w+)\s*$")
 _STEP_SKIP = re.compile(_LEVEL + r"\[step (?P<name>[^\]]+)\] will be skipped")
@@ -98,6 +103,8 @@ class RunLog:
         self._events = open(self.rundir / EVENTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._step_files: dict[str, IO[str]] = {}
         self._current_step: str | None = None
+        #: The last lines each step's tool wrote to stderr (at most TOOL_LINES_KEPT).
+        self.tool_output: dict[str, list[str]] = {}
 
     def write_line(self, line: str) -> tuple[str | None, Event | None]:
         """Record one log line; returns what :func:`parse_line` found in it."""
@@ -105,9 +112,18 @@ class RunLog:
         if line[:1] in (" ", "\t"):
             # Continuation of a multi-line message (a long command line): same step as before.
             step, event = self._current_step, None
+        elif not _CWLTOOL_LINE.match(line):
+            # The running tool's own stderr: it belongs to the step that started it.
+            step, event = self._current_step, None
+            if step is not None and line.strip():
+                kept = self.tool_output.setdefault(step, [])
+                kept.append(line.strip())
+                del kept[:-TOOL_LINES_KEPT]
         else:
             step, event = parse_line(line)
-            self._current_step = step
+            # After "[job s] completed ...", s's tool has ended: what comes next is not its.
+            ended = event is not None and event.kind == "step" and event.state != "running"
+            self._current_step = None if ended else step
         if step is not None:
             f = self._step_files.get(step)
             if f is None:

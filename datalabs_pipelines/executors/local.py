@@ -269,6 +269,16 @@ def _last_error(lines: list[str]) -> str:
     return lines[-1].strip()[:500] if lines else ""
 
 
+def _failure(states: dict[str, str], log: RunLog, recent: list[str]) -> str:
+    """Why the run failed, as a person wants it: the failed step and the last thing its tool
+    said (``no column 'time'``), else cwltool's last error."""
+    for step, state in states.items():
+        said = log.tool_output.get(step)
+        if state == "failed" and said:
+            return f"step '{step}' failed; its tool said: {said[-1][:500]}"
+    return _last_error(recent)
+
+
 def _append_run_event(rundir: str, state: str, reason: str | None = None) -> None:
     record = {"time": time.time(), "kind": "run", "state": state}
     if reason:
@@ -365,7 +375,7 @@ def execute(
     elif code == UNSUPPORTED_EXIT:
         state, reason = FAILED, f"unsupported CWL feature: {_last_error(recent)}"
     else:
-        state, reason = FAILED, f"cwltool exited with code {code}: {_last_error(recent)}"
+        state, reason = FAILED, f"cwltool exited with code {code}: {_failure(states, log, recent)}"
     store.update(
         run.id,
         state=state,

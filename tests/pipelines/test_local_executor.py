@@ -77,6 +77,10 @@ def test_failed_run_keeps_the_reason(executor, store, data_dir, wait_for):
     assert run.state == "failed"
     assert run.exit_code not in (0, None)
     assert "cwltool exited with code" in run.exit_reason
+    # What the tool wrote to stderr is in its step's log and in the reason.
+    assert run.exit_reason.endswith("step 'fails.cwl' failed; its tool said: broken")
+    step_log = (Path(run.rundir) / STEPS_DIR / "fails.cwl.log").read_text()
+    assert "broken\n" in step_log and "exited with status: 3" in step_log
 
 
 def test_cancel_kills_the_whole_process_group(executor, store, data_dir, wait_for):

@@ -270,7 +270,10 @@ class EntryDirectory(Generic[T]):
             origin[k] = rel
         for gone in set(self._cache) - seen:
             del self._cache[gone]
-        self._entries = entries
+        # The same dict while nothing changed, so that what is derived from it can be kept.
+        old = self._entries
+        if entries.keys() != old.keys() or any(old[k] is not e for k, e in entries.items()):
+            self._entries = entries
         self._problems = sorted(problems)
 
     @property

@@ -1,6 +1,8 @@
 """``/datalabs/api/volumes``: hosted archive volumes of the running session.
 
 - ``GET volumes``: the volumes the user may read, with mounted state, size and health
+- ``GET volumes?limit=N[&q=words][&state=attached|available|broken][&collapsed=Mission]...``:
+  one page of them for the Data panel, searched and grouped by mission on the server
 - ``GET volumes/<id>``: one of them
 - ``POST volumes/<id>/attach`` (optional body ``{"version": "v2"}``) and ``POST .../detach``
 - ``GET volumes/<id>/browse?path=<folder>``: a listing through fsspec, without mounting
@@ -17,7 +19,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from datalabs_volumes.session import as_mapping
+from datalabs_volumes.session import StorageError, as_mapping
 
 from .base import DatalabsHandler
 
@@ -28,7 +30,23 @@ class VolumesHandler(DatalabsHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        await self.run(self.storage.volumes)
+        limit = self.get_argument("limit", None)
+        if limit is None:
+            await self.run(self.storage.volumes)
+            return
+        try:
+            rows = int(limit)
+        except ValueError:
+            self.fail(StorageError(400, f"The page limit must be a number, not '{limit}'."))
+            return
+        await self.run(
+            lambda: self.storage.volume_page(
+                query=self.get_argument("q", ""),
+                state=self.get_argument("state", "all"),
+                limit=rows,
+                collapsed=self.get_arguments("collapsed"),
+            )
+        )
 
 
 class VolumeHandler(DatalabsHandler):

@@ -23,11 +23,46 @@ def test_lists_the_volumes_alice_may_read_with_their_state(lab):
     }
 
 
+def test_a_page_of_volumes_is_searched_and_grouped_on_the_server(lab):
+    r = lab.api("GET", "volumes?limit=1")
+    assert r.status_code == 200, r.text
+    page = r.json()
+    # staff-data is neither shown nor counted.
+    assert (page["total"], page["matching"], page["hidden"]) == (2, 2, 1)
+    assert page["groups"] == [{"mission": "demo", "total": 2, "collapsed": False}]
+    assert [v["id"] for v in page["volumes"]] == ["open-data"]
+    assert page["volumes"][0]["size"]["files"] == 2
+    r = lab.api("GET", "volumes?limit=50&q=TEAM")
+    assert [v["id"] for v in r.json()["volumes"]] == ["team-data"]
+    r = lab.api("GET", "volumes?limit=50&q=staff")
+    assert r.json()["matching"] == 0 and r.json()["volumes"] == []
+    r = lab.api("GET", "volumes?limit=50&state=attached")
+    assert r.json()["matching"] == 0
+    r = lab.api("GET", "volumes?limit=50&collapsed=demo")
+    assert r.json()["groups"][0]["collapsed"] is True and r.json()["volumes"] == []
+
+
+@pytest.mark.parametrize(
+    "query, problem",
+    [
+        ("limit=ten", "must be a number, not 'ten'"),
+        ("limit=0", "between 1 and 1000"),
+        ("limit=5&state=gone", "Unknown state filter 'gone'"),
+    ],
+)
+def test_a_bad_page_request_is_refused_with_the_reason(lab, query, problem):
+    r = lab.api("GET", f"volumes?{query}")
+    assert r.status_code == 400
+    assert problem in r.json()["message"]
+
+
 def test_hot_attach_then_detach_a_hosted_volume(lab):
     r = lab.api("POST", "volumes/team-data/attach")
     assert r.status_code == 200, r.text
     assert r.json()["mounted"] is True and r.json()["health"]["state"] == "ok"
     try:
+        attached = lab.api("GET", "volumes?limit=50&state=attached").json()
+        assert [v["id"] for v in attached["volumes"]] == ["team-data"]
         assert is_mount_point(lab.root / "data" / "team-data")
         listing = lab.contents("data/team-data").json()
         assert sorted(c["name"] for c in listing["content"]) == ["readme.txt", "sub"]

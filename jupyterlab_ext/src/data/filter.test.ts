@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { describeSize, filterVolumes, formatBytes, groupRows, indexVolumes } from './filter';
+import { describeSize, formatBytes, groupRows, pagePath, withVolume } from './filter';
 import { IVolume } from './types';
 
 function volume(id: string, mission: string, extra: Partial<IVolume> = {}): IVolume {
@@ -19,68 +19,50 @@ function volume(id: string, mission: string, extra: Partial<IVolume> = {}): IVol
   };
 }
 
-describe('the volume list', () => {
-  const volumes = [
-    volume('spice-juice', 'JUICE', { description: 'SPICE kernels for Ganymede' }),
-    volume('psa-rosetta', 'Rosetta', { mounted: true, health: { state: 'ok', reason: '' } }),
-    volume('rosetta-broken', 'Rosetta', {
-      mounted: true,
-      health: { state: 'broken', reason: 'Transport endpoint is not connected' }
-    }),
-    volume('esasky-catalogue', 'ESASky')
-  ];
-  const indexed = indexVolumes(volumes);
+describe('a page of the volume list', () => {
+  it('asks the server for the search, the state, the rows and the shut groups', () => {
+    const base = { query: '', state: 'all' as const, limit: 50, collapsed: new Set<string>() };
+    expect(pagePath(base)).toBe('volumes?limit=50');
+    expect(
+      pagePath({
+        query: '  comet & dust ',
+        state: 'attached',
+        limit: 100,
+        collapsed: new Set(['Rosetta', 'Mars Express'])
+      })
+    ).toBe('volumes?limit=100&q=comet+%26+dust&state=attached&collapsed=Mars+Express&collapsed=Rosetta');
+  });
 
-  it('sorts by mission, then title', () => {
-    expect(indexed.map(i => i.volume.id)).toEqual([
-      'esasky-catalogue',
-      'spice-juice',
-      'psa-rosetta',
-      'rosetta-broken'
+  it('puts each row under its mission, and keeps shut and empty groups', () => {
+    const groups = groupRows({
+      total: 9,
+      matching: 5,
+      groups: [
+        { mission: 'JUICE', total: 2, collapsed: true },
+        { mission: 'Rosetta', total: 2, collapsed: false },
+        { mission: 'ESASky', total: 1, collapsed: false }
+      ],
+      volumes: [volume('psa-rosetta', 'Rosetta'), volume('rosetta-navcam', 'Rosetta')],
+      hidden: 1
+    });
+    expect(groups.map(g => [g.mission, g.total, g.collapsed, g.rows.map(v => v.id)])).toEqual([
+      ['JUICE', 2, true, []],
+      ['Rosetta', 2, false, ['psa-rosetta', 'rosetta-navcam']],
+      ['ESASky', 1, false, []]
     ]);
   });
 
-  it('finds every word of the query in id, title, mission or description', () => {
-    const ids = (q: string) => filterVolumes(indexed, q).map(i => i.volume.id);
-    expect(ids('')).toHaveLength(4);
-    expect(ids('ganymede')).toEqual(['spice-juice']);
-    expect(ids('ROSETTA broken')).toEqual(['rosetta-broken']);
-    expect(ids('esasky')).toEqual(['esasky-catalogue']);
-    expect(ids('nothing-like-this')).toEqual([]);
-  });
-
-  it('filters by mounted state and health', () => {
-    const ids = (s: 'attached' | 'available' | 'broken') =>
-      filterVolumes(indexed, '', s).map(i => i.volume.id);
-    expect(ids('attached')).toEqual(['psa-rosetta', 'rosetta-broken']);
-    expect(ids('available')).toEqual(['esasky-catalogue', 'spice-juice']);
-    expect(ids('broken')).toEqual(['rosetta-broken']);
-  });
-
-  it('renders at most the row budget, group by group, and skips collapsed groups', () => {
-    const { groups, hidden } = groupRows(indexed, 2);
-    expect(groups.map(g => [g.mission, g.total, g.rows.length])).toEqual([
-      ['ESASky', 1, 1],
-      ['JUICE', 1, 1],
-      ['Rosetta', 2, 0]
-    ]);
-    expect(hidden).toBe(2);
-    const folded = groupRows(indexed, 2, new Set(['ESASky']));
-    expect(folded.groups[0].collapsed).toBe(true);
-    expect(folded.groups.map(g => g.rows.length)).toEqual([0, 1, 1]);
-    expect(folded.hidden).toBe(1);
-  });
-
-  it('keeps filtering 10,000 volumes cheap', () => {
-    const many = Array.from({ length: 10000 }, (_, i) => volume(`v-${i}`, `Mission ${i % 50}`));
-    const big = indexVolumes(many);
-    const start = performance.now();
-    const found = filterVolumes(big, 'v-123');
-    const { groups } = groupRows(found, 100);
-    const expected = ['v-123', ...Array.from({ length: 10 }, (_, i) => `v-123${i}`)];
-    expect(found.map(i => i.volume.id).sort()).toEqual(expected.sort());
-    expect(groups.reduce((n, g) => n + g.rows.length, 0)).toBe(11);
-    expect(performance.now() - start).toBeLessThan(50);
+  it('replaces a volume that was attached in place', () => {
+    const page = {
+      total: 2,
+      matching: 2,
+      groups: [{ mission: 'Rosetta', total: 2, collapsed: false }],
+      volumes: [volume('a', 'Rosetta'), volume('b', 'Rosetta')],
+      hidden: 0
+    };
+    const after = withVolume(page, volume('b', 'Rosetta', { mounted: true }));
+    expect(after.volumes.map(v => v.mounted)).toEqual([false, true]);
+    expect(page.volumes[1].mounted).toBe(false);
   });
 });
 

@@ -1,111 +1,64 @@
 /**
- * The volume list's logic, kept free of React and JupyterLab so that it is cheap to test and
- * cheap to run on 10,000 volumes: each volume's search text is computed once per list, a
- * query is one pass of `includes`, and only a capped number of rows ever reach the DOM.
+ * The volume list's logic, kept free of React and JupyterLab so that it is cheap to test. The
+ * server searches, filters and groups the catalogue (`GET volumes?limit=...`, see
+ * `datalabs_volumes.listing`): the panel asks for one page and renders it, so opening and
+ * searching cost the same for 100 volumes as for 10,000.
  */
-import { IVolume } from './types';
+import { IVolume, IVolumePage } from './types';
 
 /** Which volumes the state filter keeps. */
 export type StateFilter = 'all' | 'attached' | 'available' | 'broken';
 
-/** A volume with its lower-cased search text, made once when the list arrives. */
-export interface IIndexedVolume {
-  volume: IVolume;
-  text: string;
+/** What the panel asks for: the search words, the state filter, the rows, the shut groups. */
+export interface IPageRequest {
+  query: string;
+  state: StateFilter;
+  limit: number;
+  collapsed: ReadonlySet<string>;
 }
 
-/**
- * Sort by mission then title (then id) and attach each volume's search text. Plain string
- * comparison of a precomputed key: `localeCompare` made sorting 10,000 volumes cost more than
- * rendering them.
- */
-export function indexVolumes(volumes: readonly IVolume[]): IIndexedVolume[] {
-  const keyed = volumes.map(volume => ({
-    volume,
-    text: [volume.id, volume.title, volume.mission, volume.description].join('\n').toLowerCase(),
-    key: `${volume.mission.toLowerCase()}\u0000${volume.title.toLowerCase()}\u0000${volume.id}`
-  }));
-  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return keyed.map(({ volume, text }) => ({ volume, text }));
-}
-
-function keepState(volume: IVolume, state: StateFilter): boolean {
-  switch (state) {
-    case 'attached':
-      return volume.mounted;
-    case 'available':
-      return !volume.mounted;
-    case 'broken':
-      return volume.health?.state === 'broken';
-    default:
-      return true;
+/** The API path of that page: `volumes?limit=50&q=...&collapsed=...`. */
+export function pagePath(request: IPageRequest): string {
+  const params = new URLSearchParams({ limit: String(request.limit) });
+  if (request.query.trim()) {
+    params.set('q', request.query.trim());
   }
-}
-
-/**
- * The volumes matching every word of `query` (in id, title, mission or description) and the
- * state filter, in the index's order.
- */
-export function filterVolumes(
-  indexed: readonly IIndexedVolume[],
-  query: string,
-  state: StateFilter = 'all'
-): IIndexedVolume[] {
-  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
-  if (words.length === 0 && state === 'all') {
-    return indexed as IIndexedVolume[];
+  if (request.state !== 'all') {
+    params.set('state', request.state);
   }
-  return indexed.filter(
-    item => keepState(item.volume, state) && words.every(w => item.text.includes(w))
-  );
+  for (const mission of [...request.collapsed].sort()) {
+    params.append('collapsed', mission);
+  }
+  return `volumes?${params.toString()}`;
 }
 
-/** A mission's heading and the rows of it that are rendered. */
+/** A mission's heading and the rows of it that the page holds. */
 export interface IGroup {
   mission: string;
   /** How many volumes of this mission match. */
   total: number;
-  /** The rendered ones (none when the group is collapsed or past the row budget). */
+  /** The rows of it in the page (none when collapsed or past the row budget). */
   rows: IVolume[];
   collapsed: boolean;
 }
 
-/**
- * Group the matching volumes by mission and hand out at most `limit` rows, first come first
- * served, so that rendering costs the same for 100 volumes as for 10,000. Collapsed groups
- * take no rows. `hidden` is how many matching rows of expanded groups were left out.
- */
-export function groupRows(
-  matching: readonly IIndexedVolume[],
-  limit: number,
-  collapsed: ReadonlySet<string> = new Set()
-): { groups: IGroup[]; hidden: number } {
-  const groups: IGroup[] = [];
-  let current: IGroup | undefined;
-  let budget = limit;
-  let hidden = 0;
-  for (const { volume } of matching) {
-    if (!current || current.mission !== volume.mission) {
-      current = {
-        mission: volume.mission,
-        total: 0,
-        rows: [],
-        collapsed: collapsed.has(volume.mission)
-      };
-      groups.push(current);
-    }
-    current.total++;
-    if (current.collapsed) {
-      continue;
-    }
-    if (budget > 0) {
-      current.rows.push(volume);
-      budget--;
+/** The page's groups, each with its rows, in the server's order. */
+export function groupRows(page: IVolumePage): IGroup[] {
+  const rows = new Map<string, IVolume[]>();
+  for (const volume of page.volumes) {
+    const list = rows.get(volume.mission);
+    if (list) {
+      list.push(volume);
     } else {
-      hidden++;
+      rows.set(volume.mission, [volume]);
     }
   }
-  return { groups, hidden };
+  return page.groups.map(g => ({ ...g, rows: rows.get(g.mission) ?? [] }));
+}
+
+/** The page with one volume replaced by its new state (after attach or detach). */
+export function withVolume(page: IVolumePage, changed: IVolume): IVolumePage {
+  return { ...page, volumes: page.volumes.map(v => (v.id === changed.id ? changed : v)) };
 }
 
 /** `1.5 MB` and the like (decimal units, as file managers show them). */

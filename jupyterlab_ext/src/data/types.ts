@@ -24,6 +24,20 @@ export interface IVolume {
   health: IHealth | null;
 }
 
+/** One page of the volumes (`GET volumes?limit=...`), searched and grouped on the server. */
+export interface IVolumePage {
+  /** Volumes the user may read. */
+  total: number;
+  /** Of those, the ones matching the search and the state filter. */
+  matching: number;
+  /** Every mission with a matching volume, in order, with its count. */
+  groups: { mission: string; total: number; collapsed: boolean }[];
+  /** The page's rows: at most the limit asked for, none from collapsed missions. */
+  volumes: IVolume[];
+  /** Matching volumes of expanded missions left out by the limit. */
+  hidden: number;
+}
+
 /** One folder of a volume, listed without mounting it (`GET volumes/<id>/browse`). */
 export interface IListing {
   volume: string;

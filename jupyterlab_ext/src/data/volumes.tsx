@@ -2,20 +2,12 @@
  * The archive volumes part of the Data panel: search, groups by mission, attach/detach,
  * a preview listing before attaching, and "Open in file browser" once mounted.
  */
-import React, { useCallback, useEffect, useMemo, useState } from 'react';
+import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 
 import { errorMessage, requestAPI, sendJSON } from '../api';
-import {
-  IIndexedVolume,
-  StateFilter,
-  describeSize,
-  filterVolumes,
-  formatBytes,
-  groupRows,
-  indexVolumes
-} from './filter';
+import { StateFilter, describeSize, formatBytes, groupRows, pagePath, withVolume } from './filter';
 import { MountActions } from './controls';
-import { IListing, IVolume } from './types';
+import { IListing, IVolume, IVolumePage } from './types';
 
 /** Rows rendered at first, and added by each "Show more" (a sidebar shows about six). */
 export const ROW_BUDGET = 50;
@@ -185,40 +177,42 @@ const VolumeRow = React.memo(function VolumeRow(props: IVolumeRowProps): JSX.Ele
   );
 });
 
-/** The volumes section: loads `GET volumes` when it first shows. */
+/**
+ * The volumes section: asks the server for one page of the volumes (searched, filtered and
+ * grouped there) when it first shows and whenever the search, the filter, the shut groups or
+ * the rows wanted change; while the next page is on its way the last one stays on screen.
+ */
 export function VolumesSection(props: { actions: IDataActions; reload: number }): JSX.Element {
   const { actions, reload } = props;
-  const [volumes, setVolumes] = useState<IVolume[] | null>(null);
+  const [page, setPage] = useState<{ query: string; data: IVolumePage } | null>(null);
   const [loadError, setLoadError] = useState('');
   const [query, setQuery] = useState('');
   const [state, setState] = useState<StateFilter>('all');
   const [collapsed, setCollapsed] = useState<ReadonlySet<string>>(new Set());
   const [limit, setLimit] = useState(ROW_BUDGET);
+  // Bumped after an attach or detach: the counts and the state filter may have moved.
+  const [changes, setChanges] = useState(0);
 
+  // Answers may arrive out of order while the user types: only the latest request is shown.
+  const latest = useRef(0);
   useEffect(() => {
-    let live = true;
-    requestAPI<IVolume[]>('volumes')
-      .then(v => {
-        if (live) {
-          setVolumes(v);
+    const mine = ++latest.current;
+    requestAPI<IVolumePage>(pagePath({ query, state, limit, collapsed }))
+      .then(data => {
+        if (mine === latest.current) {
+          setPage({ query, data });
           setLoadError('');
         }
       })
-      .catch(e => live && setLoadError(errorMessage(e)));
-    return () => {
-      live = false;
-    };
-  }, [reload]);
+      .catch(e => mine === latest.current && setLoadError(errorMessage(e)));
+  }, [query, state, limit, collapsed, reload, changes]);
 
-  const indexed: IIndexedVolume[] = useMemo(() => indexVolumes(volumes ?? []), [volumes]);
-  const matching = useMemo(() => filterVolumes(indexed, query, state), [indexed, query, state]);
-  const { groups, hidden } = useMemo(
-    () => groupRows(matching, limit, collapsed),
-    [matching, limit, collapsed]
-  );
+  const groups = useMemo(() => (page ? groupRows(page.data) : []), [page]);
+  const shown = page?.data;
 
   const onChanged = useCallback((changed: IVolume) => {
-    setVolumes(current => current && current.map(v => (v.id === changed.id ? changed : v)));
+    setPage(current => current && { ...current, data: withVolume(current.data, changed) });
+    setChanges(n => n + 1);
   }, []);
 
   const toggle = (mission: string) => {
@@ -272,18 +266,18 @@ export function VolumesSection(props: { actions: IDataActions; reload: number })
           {loadError}
         </p>
       )}
-      {volumes === null && !loadError && <p className="dl-muted">Loading volumes...</p>}
+      {shown === undefined && !loadError && <p className="dl-muted">Loading volumes...</p>}
       <div
         data-testid="dl-volume-list"
-        data-ready={volumes !== null ? 'true' : 'false'}
-        data-query={query}
-        data-matching={matching.length}
+        data-ready={shown !== undefined ? 'true' : 'false'}
+        data-query={page?.query ?? ''}
+        data-matching={shown?.matching ?? 0}
       >
-        {volumes !== null && (
+        {shown !== undefined && (
           <p className="dl-muted dl-count" role="status">
-            {matching.length === indexed.length
-              ? `${indexed.length} volume${indexed.length === 1 ? '' : 's'}`
-              : `${matching.length} of ${indexed.length} volumes match`}
+            {shown.matching === shown.total
+              ? `${shown.total} volume${shown.total === 1 ? '' : 's'}`
+              : `${shown.matching} of ${shown.total} volumes match`}
           </p>
         )}
         {groups.map(g => (
@@ -308,14 +302,14 @@ export function VolumesSection(props: { actions: IDataActions; reload: number })
             )}
           </div>
         ))}
-        {hidden > 0 && (
+        {shown !== undefined && shown.hidden > 0 && (
           <button
             type="button"
             className="dl-button dl-show-more"
             data-testid="dl-show-more"
             onClick={() => setLimit(limit + ROW_BUDGET)}
           >
-            Show {Math.min(hidden, ROW_BUDGET)} more ({hidden} not shown)
+            Show {Math.min(shown.hidden, ROW_BUDGET)} more ({shown.hidden} not shown)
           </button>
         )}
       </div>

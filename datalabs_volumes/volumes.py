@@ -2,6 +2,7 @@
 
 from datalabs_volumes import volumes
 volumes.list()                      # the volumes you may read, with mounted state
+volumes.search("comet pds4")        # those matching every word (id, title, mission, text)
 volumes.attach("psa-rosetta")       # appears read-only at data/psa-rosetta
 volumes.browse("psa-rosetta", "data")
 volumes.detach("psa-rosetta")
@@ -14,12 +15,28 @@ from typing import Any
 
 from .client import Client, DatalabsError, quote
 
-__all__ = ["DatalabsError", "attach", "browse", "detach", "get", "list"]
+__all__ = ["DatalabsError", "attach", "browse", "detach", "get", "list", "search"]
 
 
 def list(client: Client | None = None) -> builtins.list[dict[str, Any]]:  # noqa: A001
     """The volumes you may read: id, title, path, mounted, size, health."""
     return (client or Client()).call("GET", "volumes")
+
+
+def search(
+    query: str = "",
+    state: str = "all",
+    limit: int = 100,
+    client: Client | None = None,
+) -> builtins.list[dict[str, Any]]:
+    """The volumes matching every word of ``query`` in their id, title, mission or description
+    (``state``: ``all``, ``attached``, ``available`` or ``broken``), sorted by mission and
+    title, at most ``limit`` (up to 1000) of them; searched on the server, as the Data panel
+    does."""
+    answer = (client or Client()).call(
+        "GET", "volumes", query={"limit": str(limit), "q": query, "state": state}
+    )
+    return answer["volumes"]
 
 
 def get(volume_id: str, client: Client | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import os
 from datalabs_volumes import connections, volumes
 out = {"key_in_kernel": "DATALABS_CREDENTIALS_KEY" in os.environ}
 out["ids"] = [v["id"] for v in volumes.list()]
+out["found"] = [v["id"] for v in volumes.search("TEAM")]
 path = volumes.attach("open-data")
 out["attached"] = [path, sorted(os.listdir(path))]
 out["browse"] = [e["name"] for e in volumes.browse("team-data", "sub")]
@@ -76,6 +77,7 @@ def test_a_notebook_attaches_what_the_panel_attaches(lab, serve):
     result = json.loads(text.split("RESULT", 1)[1])
     assert result["key_in_kernel"] is False  # the credentials key never reaches user code
     assert result["ids"] == ["open-data", "team-data"]
+    assert result["found"] == ["team-data"]
     assert result["attached"] == ["data/open-data", ["escape", "readme.txt", "sub"]]
     assert result["browse"] == ["table.csv"]
     assert result["refused"] == [

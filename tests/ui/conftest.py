@@ -9,7 +9,7 @@ Datalabs extension, driven by the real Debian Chromium through Playwright.
 - ``page``: a fresh browser page per test; what it showed last is saved as
   ``tests/artifacts/ui/last-<test>.png`` for whoever reads a failure.
 - ``open_lab(page, lab, path="lab")``: open JupyterLab with the server's token and wait until
-  its shell is ready.
+  its shell is ready; ``fresh_workspace()`` is a ``path`` with a workspace of its own.
 - ``shot(page, name)``: save ``tests/artifacts/ui/<name>.png`` (the README picks from there).
 - ``axe_violations(page, selector)``: the serious and critical axe-core findings inside a node.
 - ``set_theme(page, name)``: switch JupyterLab's theme from its Settings menu, as a user does.
@@ -17,6 +17,7 @@ Datalabs extension, driven by the real Debian Chromium through Playwright.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def browser():
 def page(request, browser):
     with browser_page(browser, ARTIFACTS / f"last-{request.node.name}.png") as page:
         yield page
+
+
+_workspaces = itertools.count()
+
+
+def fresh_workspace(folder: str = "", name: str = "test") -> str:
+    """A JupyterLab URL with a workspace of its own, so no test sees another's tabs or panels
+    (JupyterLab restores a workspace's last layout when it opens it)."""
+    url = f"lab/workspaces/{name}-{next(_workspaces)}"
+    return f"{url}/tree/{folder}" if folder else url
 
 
 def open_lab(page, lab, path: str = "lab") -> None:

@@ -3,7 +3,6 @@ link ports, see a refused link's reason, save, and check the file with cwltool."
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import sys
 import pytest
 
 from tests.pipelines.samples import COUNT, HEAD, UPPER
-from tests.ui.conftest import REPO, axe_violations, open_lab, set_theme, shot
+from tests.ui.conftest import REPO, axe_violations, fresh_workspace, open_lab, set_theme, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,20 +30,11 @@ steps: {}
 """
 
 
-_workspaces = itertools.count()
-
-
-def fresh_workspace(folder: str = "") -> str:
-    """A JupyterLab URL with a workspace of its own, so no test sees another's tabs or panels."""
-    url = f"lab/workspaces/editor-test-{next(_workspaces)}"
-    return f"{url}/tree/{folder}" if folder else url
-
-
 def open_in_editor(page, lab, path: str) -> None:
     """Open ``path`` with "Open With -> Pipeline Editor" from the file browser."""
     page.set_viewport_size({"width": 1600, "height": 900})
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
-    open_lab(page, lab, fresh_workspace(folder))
+    open_lab(page, lab, fresh_workspace(folder, name="editor-test"))
     name = path.rsplit("/", 1)[-1]
     item = page.locator(".jp-DirListing-item", has_text=name).first
     item.click(button="right")
@@ -328,7 +318,7 @@ def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
     (root / "synced.cwl").write_text(START)
 
     # The text editor is the default for .cwl; the graph view opens beside it on the same file.
-    open_lab(page, ui_lab, fresh_workspace())
+    open_lab(page, ui_lab, fresh_workspace(name="editor-test"))
     page.set_viewport_size({"width": 1600, "height": 900})
     page.locator(".jp-DirListing-item", has_text="synced.cwl").dblclick()
     text_view = page.locator(".jp-FileEditor .cm-content")

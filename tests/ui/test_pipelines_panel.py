@@ -18,7 +18,15 @@ import pytest
 
 from tests.e2e.hubprocess import lab_settings
 from tests.labserver import running_lab
-from tests.ui.conftest import CATALOGUE, REPO, axe_violations, open_lab, set_theme, shot
+from tests.ui.conftest import (
+    CATALOGUE,
+    REPO,
+    axe_violations,
+    fresh_workspace,
+    open_lab,
+    set_theme,
+    shot,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -95,6 +103,19 @@ def wait_run_state(page, states: tuple[str, ...], timeout: float = 90_000) -> st
     return page.get_by_test_id("dl-run-page").get_attribute("data-state")
 
 
+def wait_saved_run(lab, workspace: str, run_id: str | None) -> None:
+    """Wait until JupyterLab has saved in ``workspace`` that its runs viewer shows ``run_id``."""
+    deadline = time.monotonic() + 15
+    saved = None
+    while time.monotonic() < deadline:
+        data = lab.request("GET", f"lab/api/workspaces/{workspace}").json().get("data", {})
+        saved = data.get("datalabs-runs:runs", {}).get("data", {})
+        if saved == {"run": run_id}:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the workspace keeps {saved}, not run {run_id}")
+
+
 def run_to_end(lab, pipeline: str, inputs: dict) -> dict:
     r = lab.api("POST", "runs", json={"pipeline": pipeline, "inputs": inputs})
     assert r.status_code == 201, r.text
@@ -108,7 +129,7 @@ def run_to_end(lab, pipeline: str, inputs: dict) -> dict:
 
 
 def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, pipes_lab):
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     panel = open_panel(page)
     panel.get_by_label("Search pipelines").fill("PDS4")
     card = panel.locator(".dl-pipeline[data-pipeline='rosetta/pds4-table-plot']")
@@ -182,7 +203,7 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
 
 
 def test_bad_inputs_are_shown_beside_their_field(page, pipes_lab):
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     panel = open_panel(page)
     dialog = launch_dialog(page, panel, "csv", "rosetta/csv-plot")
     dialog.get_by_role("button", name="Launch", exact=True).click()
@@ -210,7 +231,7 @@ def test_bad_inputs_are_shown_beside_their_field(page, pipes_lab):
 
 
 def test_launch_dialog_works_from_the_keyboard(page, pipes_lab):
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     panel = open_panel(page)
     panel.get_by_label("Search pipelines").focus()
     page.keyboard.type("grandchild")
@@ -238,7 +259,7 @@ def test_launch_dialog_works_from_the_keyboard(page, pipes_lab):
 
 
 def test_cancel_a_long_run(page, pipes_lab):
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     panel = open_panel(page)
     dialog = launch_dialog(page, panel, "grandchild", "test/sleepy")
     dialog.get_by_label("marker").fill("300")
@@ -271,7 +292,7 @@ def test_rerun_with_changed_inputs_opens_the_prefilled_dialog(page, pipes_lab):
         {"table": table, "x_column": "COMET_DISTANCE", "y_column": "SURFACE_TEMPERATURE"},
     )
     assert first["state"] == "success", first
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     open_panel(page)
     open_run(page, first["id"])
     page.get_by_role("button", name="Re-run with changed inputs").click()
@@ -306,10 +327,26 @@ def test_rerun_with_changed_inputs_opens_the_prefilled_dialog(page, pipes_lab):
     again = page.get_by_test_id("dl-run-page").get_attribute("data-run")
     assert pipes_lab.api("GET", f"runs/{again}").json()["rerun_of"] == new_id
 
+    # JupyterLab keeps which run the viewer shows in the workspace (written within a second),
+    # and a reload brings the viewer back on that run.
+    workspace = page.url.split("/lab/workspaces/", 1)[1].split("/")[0].split("?")[0]
+    wait_saved_run(pipes_lab, workspace, again)
+    page.reload()
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+    page.locator(f"[data-testid=dl-run-page][data-run='{again}']").wait_for(timeout=30_000)
+    assert wait_run_state(page, ("success", "failed")) == "success"
+    page.get_by_role("button", name="All runs").click()
+    page.get_by_test_id("dl-run-list").wait_for()
+    wait_saved_run(pipes_lab, workspace, None)
+    page.reload()
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+    page.get_by_test_id("dl-run-list").wait_for(timeout=30_000)
+    assert page.get_by_test_id("dl-run-page").count() == 0
+
 
 def test_panel_and_runs_viewer_have_no_serious_accessibility_violations(page, pipes_lab):
     run = run_to_end(pipes_lab, "test/sleepy", {"marker": "0"})
-    open_lab(page, pipes_lab)
+    open_lab(page, pipes_lab, fresh_workspace())
     panel = open_panel(page)
     panel.locator(".dl-pipeline").first.wait_for()
     problems = {"panel": axe_violations(page, "[data-testid=dl-pipelines-panel]")}

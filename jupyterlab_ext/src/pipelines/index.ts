@@ -3,7 +3,7 @@
  * (main area), with their commands in the palette and a launcher item.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
 import { PageConfig } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { ILauncher } from '@jupyterlab/launcher';
@@ -51,6 +51,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const root = PageConfig.getOption('serverRoot');
     let viewer: MainAreaWidget<RunsView> | null = null;
+    // The layout restorer reopens the runs viewer after a reload, on the run it showed.
+    const tracker = new WidgetTracker<MainAreaWidget<RunsView>>({ namespace: 'datalabs-runs' });
 
     const launch = (pipeline: IPipeline, job?: Record<string, unknown>, opener?: HTMLElement) => {
       openLaunchDialog({
@@ -70,7 +72,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           root,
           openFile: path => void app.commands.execute('docmanager:open', { path }),
           showInBrowser: path => void app.commands.execute('filebrowser:go-to-path', { path }),
-          relaunch: (pipeline, inputs) => launch(pipeline, inputs)
+          relaunch: (pipeline, inputs) => launch(pipeline, inputs),
+          onShow: () => {
+            if (viewer && tracker.has(viewer)) {
+              void tracker.save(viewer);
+            }
+          }
         });
         widget = viewer = new MainAreaWidget({ content });
         widget.id = 'datalabs-runs';
@@ -81,6 +88,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       if (!widget.isAttached) {
         app.shell.add(widget, 'main');
+      }
+      if (!tracker.has(widget)) {
+        void tracker.add(widget);
       }
       widget.content.showRun(run);
       app.shell.activateById(widget.id);
@@ -95,6 +105,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.caption = 'Pipelines: search the catalogue and launch a pipeline';
     app.shell.add(panel, 'left', { rank: 410 });
     restorer?.add(panel, 'datalabs-pipelines');
+    if (restorer) {
+      void restorer.restore(tracker, {
+        command: CommandIDs.openRuns,
+        args: widget => ({ run: widget.content.selected }),
+        name: () => 'runs'
+      });
+    }
 
     app.commands.addCommand(CommandIDs.openPanel, {
       label: 'Open the Pipelines panel',

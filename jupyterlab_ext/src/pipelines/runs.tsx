@@ -30,6 +30,8 @@ export interface IRunsViewOptions {
   showInBrowser: (path: string) => void;
   /** Open the launch dialog pre-filled with a run's inputs. */
   relaunch: (pipeline: IPipeline, inputs: Record<string, unknown>) => void;
+  /** Told which run is shown (`null`: the list), so that a reload can show it again. */
+  onShow?: (id: string | null) => void;
 }
 
 /** The widget inside the runs viewer's `MainAreaWidget`; `showRun(id)` opens a run's page. */
@@ -43,10 +45,16 @@ export class RunsView extends ReactWidget {
     this.node.dataset.testid = 'dl-runs-view';
   }
 
+  /** The run shown, or `null` for the list of runs. */
+  get selected(): string | null {
+    return this._selected;
+  }
+
   /** Show the run `id`, or the list of runs with `null`. */
   showRun(id: string | null): void {
     this._selected = id;
     this.update();
+    this._options.onShow?.(id);
   }
 
   render(): JSX.Element {

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -66,6 +65,14 @@ class _Size:
     at: float
 
 
+@dataclass(frozen=True)
+class _Readable:
+    entries: dict[str, Volume]
+    day: date
+    volumes: list[Volume]
+    index: list[listing.Indexed]
+
+
 class StorageSession:
     """Hosted volumes and connections of one user's running session.
 
@@ -101,56 +108,29 @@ class StorageSession:
         self.rclone.on_token_refresh = self._keep_refreshed_token
         self._sizes: dict[str, _Size] = {}
         self._described: dict[str, tuple[Volume, dict[str, Any]]] = {}
-        self._scan_lock = threading.Lock()
-        self._scanned_at: float | None = None
-        self._index: tuple[dict[str, Volume], date, list[listing.Indexed]] | None = None
+        self._readable_cache: _Readable | None = None
         self._volume_lock = asyncio.Lock()
 
     # -- hosted volumes ------------------------------------------------------------------------
 
     def _entries(self) -> dict[str, Volume]:
-        """The catalogue's entries, rescanned at most every ``catalogue_refresh_seconds``.
-
-        The first scan is waited for; later ones run in the background and the next answer
-        sees what they found (a rescan of 10,000 files takes a fifth of a second, which no
-        answer should wait for). With ``catalogue_refresh_seconds`` 0 every call rescans.
-        """
-        if self.catalogue_refresh_seconds <= 0 or self._scanned_at is None:
-            with self._scan_lock:
-                self._rescan()
-        elif (
-            time.monotonic() - self._scanned_at >= self.catalogue_refresh_seconds
-            and self._scan_lock.acquire(blocking=False)
-        ):
-
-            def rescan() -> None:
-                try:
-                    self._rescan()
-                finally:
-                    self._scan_lock.release()
-
-            threading.Thread(target=rescan, name="datalabs-catalogue-rescan", daemon=True).start()
+        """The catalogue's entries, rescanned in the background at most every
+        ``catalogue_refresh_seconds`` (with 0, every call rescans and waits for it)."""
+        seconds = self.catalogue_refresh_seconds
+        self.catalogue.refresh(seconds, background=seconds > 0)
         return self.catalogue.entries
 
-    def _rescan(self) -> None:
-        self.catalogue.refresh()
-        self._scanned_at = time.monotonic()
-
-    def _readable(self) -> list[Volume]:
-        today = date.today()
-        return [v for v in self._entries().values() if may_read(v, self.who, today)]
-
-    def _readable_index(self) -> list[listing.Indexed]:
-        """The readable volumes indexed for search, made again only when the catalogue's
-        entries or the date (an embargo may have ended) changed."""
+    def _readable(self) -> _Readable:
+        """The volumes the user may read, in catalogue order and indexed for search; made
+        again only when the catalogue's entries or the date (an embargo may end) changed."""
         entries = self._entries()
         today = date.today()
-        cached = self._index
-        if cached is None or cached[0] is not entries or cached[1] != today:
-            readable = [v for v in entries.values() if may_read(v, self.who, today)]
-            cached = (entries, today, listing.index(readable))
-            self._index = cached
-        return cached[2]
+        cached = self._readable_cache
+        if cached is None or cached.entries is not entries or cached.day != today:
+            volumes = [v for v in entries.values() if may_read(v, self.who, today)]
+            cached = _Readable(entries, today, volumes, listing.index(volumes))
+            self._readable_cache = cached
+        return cached
 
     def _volume(self, vid: str) -> Volume:
         volume = self._entries().get(vid)
@@ -230,9 +210,12 @@ class StorageSession:
         take seconds for 10,000 volumes)."""
         return {str(p) for p in mount_points()}
 
+    def _is_mounted(self, volume: Volume, points: set[str]) -> bool:
+        return os.path.join(self._data_dir_abs, volume.folder) in points
+
     def _describe(self, volume: Volume, points: set[str]) -> dict[str, Any]:
         """The volume as the API shows it; ``points`` is :meth:`_mount_points`."""
-        mounted = os.path.join(self._data_dir_abs, volume.folder) in points
+        mounted = self._is_mounted(volume, points)
         out = dict(self._catalogue_part(volume))
         out.update(mounted=mounted, size=None, health=None)
         try:
@@ -248,9 +231,8 @@ class StorageSession:
         """The catalogue's volumes the user may read, with mounted state, size and health."""
 
         def describe_all() -> list[dict[str, Any]]:
-            readable = self._readable()
             points = self._mount_points()
-            return [self._describe(v, points) for v in readable]
+            return [self._describe(v, points) for v in self._readable().volumes]
 
         return await asyncio.to_thread(describe_all)
 
@@ -275,11 +257,10 @@ class StorageSession:
             )
 
         def build() -> dict[str, Any]:
-            indexed = self._readable_index()
             points = self._mount_points()
 
             def mounted(v: Volume) -> bool:
-                return os.path.join(self._data_dir_abs, v.folder) in points
+                return self._is_mounted(v, points)
 
             def broken(v: Volume) -> bool:
                 return (
@@ -288,7 +269,13 @@ class StorageSession:
                 )
 
             found = listing.page(
-                indexed, query, cast(listing.StateFilter, state), limit, collapsed, mounted, broken
+                self._readable().index,
+                query,
+                cast(listing.StateFilter, state),
+                limit,
+                collapsed,
+                mounted,
+                broken,
             )
             return found.as_json(lambda v: self._describe(v, points))
 

@@ -20,10 +20,11 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "cwltool.log"
 STEPS_DIR = "steps"
 
-_LEVEL = r"(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) )?"
+_LEVELS = r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+_LEVEL = f"(?:{_LEVELS})?"
 #: A line of cwltool's own logger; other lines are what a running tool wrote to its stderr,
 #: which cwltool passes through unless the CWL captures it.
-_CWLTOOL_LINE = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+_CWLTOOL_LINE = re.compile(_LEVELS)
 #: Lines of a tool's own output kept per step, for the reason a failed run gives.
 TOOL_LINES_KEPT = 5
 _STEP_START = re.compile(_LEVEL + r"\[step (?P<name>[^\]]+)\] start\s*$")

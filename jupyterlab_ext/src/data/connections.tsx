@@ -6,7 +6,7 @@
 import React, { useEffect, useId, useState } from 'react';
 
 import { errorMessage, requestAPI, sendJSON } from '../api';
-import { ActionButton, MountActions } from './controls';
+import { ActionButton, BrokenMount, MountActions } from './controls';
 import { IDataActions } from './volumes';
 import { IBackend, IConnection, INewConnection } from './types';
 
@@ -284,11 +284,7 @@ function ConnectionRow(props: {
         {connection.path ? ` · ${connection.path}` : ''} ·{' '}
         {connection.read_only ? 'read-only' : 'writable'}
       </div>
-      {broken && (
-        <div className="dl-error" role="alert">
-          Mount broken: {connection.health?.reason}
-        </div>
-      )}
+      <BrokenMount health={connection.health} />
       <div className="dl-actions">
         <MountActions
           mounted={connection.attached}

@@ -4,6 +4,20 @@
  */
 import React from 'react';
 
+import { IHealth } from './types';
+
+/** What a broken mount says, in place, under its row. */
+export function BrokenMount(props: { health: IHealth | null }): JSX.Element | null {
+  if (props.health?.state !== 'broken') {
+    return null;
+  }
+  return (
+    <div className="dl-error" role="alert">
+      Mount broken: {props.health.reason}
+    </div>
+  );
+}
+
 /** A button for one of a row's actions; while any action runs, every such button waits. */
 export function ActionButton<A extends string>(props: {
   action: A;

@@ -6,7 +6,7 @@ import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react'
 
 import { errorMessage, requestAPI, sendJSON } from '../api';
 import { StateFilter, describeSize, formatBytes, groupRows, pagePath, withVolume } from './filter';
-import { MountActions } from './controls';
+import { BrokenMount, MountActions } from './controls';
 import { IListing, IVolume, IVolumePage } from './types';
 
 /** Rows rendered at first, and added by each "Show more" (a sidebar shows about six). */
@@ -143,11 +143,7 @@ const VolumeRow = React.memo(function VolumeRow(props: IVolumeRowProps): JSX.Ele
         {volume.versions.length > 1 && <> · versions {volume.versions.join(', ')}</>}
       </div>
       {volume.description && <div className="dl-volume-description">{volume.description}</div>}
-      {broken && (
-        <div className="dl-error" role="alert">
-          Mount broken: {volume.health?.reason}
-        </div>
-      )}
+      <BrokenMount health={volume.health} />
       <div className="dl-actions">
         <MountActions
           mounted={volume.mounted}

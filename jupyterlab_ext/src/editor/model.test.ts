@@ -8,26 +8,14 @@ import {
   connect,
   disconnect,
   freshId,
+  newPort,
   removeNodes
 } from './model';
 import { parseValue, showValue } from './properties';
 import { IGraph, INode, IPort } from './types';
 
 function port(id: string, type: unknown, declared = true): IPort {
-  return {
-    id,
-    type,
-    type_label: String(type),
-    optional: false,
-    declared,
-    default: null,
-    has_default: false,
-    value_from: null,
-    link_merge: null,
-    pick_value: null,
-    source_list: false,
-    extras: {}
-  };
+  return { ...newPort(id, type, String(type)), declared };
 }
 
 function step(id: string, inputs: IPort[], outputs: IPort[]): INode {

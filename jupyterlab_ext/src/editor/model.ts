@@ -79,7 +79,8 @@ export function freshId(graph: IGraph, base: string): string {
   return id;
 }
 
-function newPort(id: string, type: unknown, typeLabel: string): IPort {
+/** A port as the editor makes it: required, declared, with nothing but its type. */
+export function newPort(id: string, type: unknown, typeLabel: string): IPort {
   return {
     id,
     type,

@@ -30,6 +30,17 @@ steps: {}
 """
 
 
+SAMPLE_TOOLS = {"upper": UPPER, "head": HEAD, "count": COUNT}
+
+
+def write_workflow(root, name: str, text: str, tools: tuple[str, ...]) -> None:
+    """The workflow ``name`` in the workspace, with the sample ``tools`` it runs in tools/."""
+    (root / "tools").mkdir(exist_ok=True)
+    for tool in tools:
+        (root / "tools" / f"{tool}.cwl").write_text(SAMPLE_TOOLS[tool])
+    (root / name).write_text(text)
+
+
 def open_in_editor(page, lab, path: str) -> None:
     """Open ``path`` with "Open With -> Pipeline Editor" from the file browser."""
     page.set_viewport_size({"width": 1600, "height": 900})
@@ -63,11 +74,7 @@ def edges(page) -> int:
 
 def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
     root = ui_lab.root
-    (root / "tools").mkdir(exist_ok=True)
-    (root / "tools" / "upper.cwl").write_text(UPPER)
-    (root / "tools" / "head.cwl").write_text(HEAD)
-    (root / "tools" / "count.cwl").write_text(COUNT)
-    (root / "build.cwl").write_text(START)
+    write_workflow(root, "build.cwl", START, ("upper", "head", "count"))
 
     open_in_editor(page, ui_lab, "build.cwl")
     editor = page.locator(".dl-pipeline-editor")
@@ -256,10 +263,7 @@ steps:
 
 def test_validation_problems_show_on_the_node_and_link(page, ui_lab):
     root = ui_lab.root
-    (root / "tools").mkdir(exist_ok=True)
-    (root / "tools" / "head.cwl").write_text(HEAD)
-    (root / "tools" / "count.cwl").write_text(COUNT)
-    (root / "mismatch.cwl").write_text(MISMATCH)
+    write_workflow(root, "mismatch.cwl", MISMATCH, ("head", "count"))
 
     open_in_editor(page, ui_lab, "mismatch.cwl")
     editor = page.locator(".dl-pipeline-editor")
@@ -279,14 +283,14 @@ def test_validation_problems_show_on_the_node_and_link(page, ui_lab):
 
 def test_a_run_colours_the_steps_by_state(page, ui_lab):
     root = ui_lab.root
-    (root / "tools").mkdir(exist_ok=True)
-    (root / "tools" / "upper.cwl").write_text(UPPER)
-    (root / "tools" / "count.cwl").write_text(COUNT)
-    (root / "two.cwl").write_text(
+    write_workflow(
+        root,
+        "two.cwl",
         "cwlVersion: v1.2\nclass: Workflow\ninputs:\n  src: File\n"
         "outputs:\n  n: {type: File, outputSource: count/counted}\n"
         "steps:\n  upper: {run: tools/upper.cwl, in: {text: src}, out: [upper]}\n"
-        "  count: {run: tools/count.cwl, in: {file: upper/upper}, out: [counted]}\n"
+        "  count: {run: tools/count.cwl, in: {file: upper/upper}, out: [counted]}\n",
+        ("upper", "count"),
     )
     (root / "two.txt").write_text("a\nb\n")
     pipeline = ui_lab.api("POST", "editor/run-draft", json={"path": "two.cwl"}).json()
@@ -313,9 +317,7 @@ def test_a_run_colours_the_steps_by_state(page, ui_lab):
 
 def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
     root = ui_lab.root
-    (root / "tools").mkdir(exist_ok=True)
-    (root / "tools" / "upper.cwl").write_text(UPPER)
-    (root / "synced.cwl").write_text(START)
+    write_workflow(root, "synced.cwl", START, ("upper",))
 
     # The text editor is the default for .cwl; the graph view opens beside it on the same file.
     open_lab(page, ui_lab, fresh_workspace(name="editor-test"))
@@ -350,10 +352,7 @@ def test_the_text_view_shows_what_the_graph_view_saved(page, ui_lab):
 
 def test_the_editor_has_no_serious_accessibility_violations_light_or_dark(page, ui_lab):
     root = ui_lab.root
-    (root / "tools").mkdir(exist_ok=True)
-    (root / "tools" / "head.cwl").write_text(HEAD)
-    (root / "tools" / "count.cwl").write_text(COUNT)
-    (root / "a11y.cwl").write_text(MISMATCH)
+    write_workflow(root, "a11y.cwl", MISMATCH, ("head", "count"))
     open_in_editor(page, ui_lab, "a11y.cwl")
     editor = page.locator(".dl-pipeline-editor")
     editor.locator('.react-flow__node[data-id="head"] .dl-editor-node-id').click()

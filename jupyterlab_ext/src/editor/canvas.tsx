@@ -22,6 +22,7 @@ import {
 import '@xyflow/react/dist/style.css';
 import * as React from 'react';
 
+import { useMeasuredSizes } from '../flow';
 import { EditorController } from './controller';
 import {
   addInputFor,
@@ -393,6 +394,7 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
   const graph = controller.graph;
   const [expanded, setExpanded] = React.useState<Set<string>>(new Set());
   const [nodes, setNodes] = React.useState<Node<INodeData>[]>([]);
+  const { record, keep } = useMeasuredSizes();
   const toggle = React.useCallback(
     (id: string) =>
       setExpanded(old => {
@@ -410,7 +412,7 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
   React.useEffect(() => {
     if (graph) {
       setNodes(
-        flowNodes(graph, controller.problems, controller.runStates, expanded, toggle, controller.selected)
+        keep(flowNodes(graph, controller.problems, controller.runStates, expanded, toggle, controller.selected))
       );
     }
   }, [graph, controller.problems, controller.runStates, expanded, controller.selected]);
@@ -442,6 +444,7 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
 
   const onNodesChange = (changes: NodeChange<Node<INodeData>>[]) => {
     setNodes(ns => applyNodeChanges(changes, ns));
+    record(changes);
     const moved: Record<string, [number, number]> = {};
     for (const c of changes) {
       if (c.type === 'position' && c.dragging === false && c.position) {

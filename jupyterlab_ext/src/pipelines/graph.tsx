@@ -1,11 +1,12 @@
 /**
  * A run's workflow as a graph (React Flow): one node per step, coloured by its state.
  */
-import { Edge, Handle, Node, NodeChange, NodeProps, Position, ReactFlow } from '@xyflow/react';
+import { Edge, Handle, Node, NodeProps, Position, ReactFlow } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
 import * as React from 'react';
 
 import { IStepLink, layeredLayout } from './layout';
+import { useMeasuredSizes } from '../flow';
 
 export interface IGraphStep {
   name: string;
@@ -42,28 +43,18 @@ export interface IRunGraphProps {
 }
 
 export function RunGraph(props: IRunGraphProps): JSX.Element {
-  // React Flow draws an edge only between nodes it has measured. The nodes are built afresh on
-  // every render (a step's state changed, the run was refreshed), and a node passed without its
-  // measured size is measured again, its edges hidden until then: so each node carries the size
-  // React Flow last reported for it.
-  const measured = React.useRef<Record<string, { width: number; height: number }>>({});
-  const onNodesChange = React.useCallback((changes: NodeChange[]) => {
-    for (const change of changes) {
-      if (change.type === 'dimensions' && change.dimensions) {
-        measured.current[change.id] = change.dimensions;
-      }
-    }
-  }, []);
+  const { record, keep } = useMeasuredSizes();
   const names = props.steps.map(s => s.name);
   const positions = layeredLayout(names, props.links);
-  const nodes: Node<StepNodeData>[] = props.steps.map(s => ({
-    id: s.name,
-    type: 'step',
-    position: positions[s.name],
-    data: { name: s.name, state: s.state, selected: s.name === props.selected },
-    measured: measured.current[s.name],
-    ariaLabel: `Step ${s.name}: ${s.state}`
-  }));
+  const nodes: Node<StepNodeData>[] = keep(
+    props.steps.map(s => ({
+      id: s.name,
+      type: 'step',
+      position: positions[s.name],
+      data: { name: s.name, state: s.state, selected: s.name === props.selected },
+      ariaLabel: `Step ${s.name}: ${s.state}`
+    }))
+  );
   const edges: Edge[] = (props.links || []).map(l => ({
     id: `${l.from}->${l.to}`,
     source: l.from,
@@ -76,7 +67,7 @@ export function RunGraph(props: IRunGraphProps): JSX.Element {
         nodes={nodes}
         edges={edges}
         nodeTypes={nodeTypes}
-        onNodesChange={onNodesChange}
+        onNodesChange={record}
         nodesDraggable={false}
         nodesConnectable={false}
         fitView

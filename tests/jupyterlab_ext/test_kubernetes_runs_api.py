@@ -67,7 +67,7 @@ async def test_runs_become_jobs_followed_and_cancelled_over_http(k8s_api, start_
     response = await asyncio.to_thread(server.post, "runs", body)
     assert response.status_code == 201, response.text
     run = response.json()
-    assert run["state"] == "queued"
+    assert run["state"] == "queued", run.get("exit_reason")
     assert k8s_api.emulator.get_object(JOBS, k8s_api.namespace, job_name(run["id"])) is not None
     # The workspace file reached the input claim, where the Job can read it.
     staged = tmp_path / "input-claim" / run["id"]

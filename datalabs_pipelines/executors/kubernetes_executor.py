@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -155,6 +156,10 @@ class KubernetesExecutor:
         self.settings = settings
         self.k8s = k8s
         self.store = store or RunStore(settings.db_path)
+        # Runs recorded whose Job is still being created: the periodic check runs in another
+        # thread and must not take their missing Job for one deleted behind our back.
+        self._submitting: set[str] = set()
+        self._submitting_lock = threading.Lock()
 
     # -- the Kubernetes API ----------------------------------------------------------------
 
@@ -321,7 +326,22 @@ class KubernetesExecutor:
             detached=False,
             rerun_of=request.rerun_of,
         )
-        self.store.add(run)
+        with self._submitting_lock:
+            self._submitting.add(run_id)
+        try:
+            self.store.add(run)
+            reason = reason or self._create_job(manifest)
+            if reason is not None:
+                self._finish(run, FAILED, reason)
+            else:
+                _append_run_event(run.rundir, QUEUED, f"Job {job_name(run_id)} created")
+        finally:
+            with self._submitting_lock:
+                self._submitting.discard(run_id)
+        return self.store.get(run_id)
+
+    def _create_job(self, manifest: dict[str, Any] | None) -> str | None:
+        """Create the run's Job; the reason it could not be, or None."""
         if manifest is not None:
             body: Any = manifest  # the client accepts a plain dict as well as a V1Job
 
@@ -337,14 +357,8 @@ class KubernetesExecutor:
             try:
                 self._call(create)
             except KubernetesAPIError as exc:
-                reason = (
-                    f"could not create the run's Job in namespace {self.k8s.namespace!r}: {exc}"
-                )
-        if reason is not None:
-            self._finish(run, FAILED, reason)
-        else:
-            _append_run_event(run.rundir, QUEUED, f"Job {job_name(run_id)} created")
-        return self.store.get(run_id)
+                return f"could not create the run's Job in namespace {self.k8s.namespace!r}: {exc}"
+        return None
 
     def rerun(self, user: str, run_id: str) -> Run:
         """A new run of the same pipeline with the same inputs."""
@@ -370,6 +384,9 @@ class KubernetesExecutor:
         for run in self.store.list(states=LIVE_STATES, limit=100_000):
             if not on_kubernetes(run):
                 continue  # a local run: not ours
+            with self._submitting_lock:
+                if run.id in self._submitting:
+                    continue  # its Job is being created; the next tick follows it
             try:
                 job = self._read_job(run.id)
             except KubernetesAPIError:

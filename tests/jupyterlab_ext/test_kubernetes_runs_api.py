@@ -97,6 +97,7 @@ async def test_runs_become_jobs_followed_and_cancelled_over_http(k8s_api, start_
     )
 
     second = (await asyncio.to_thread(server.post, "runs", body)).json()
+    assert second["state"] == "queued", second.get("exit_reason")
     cancel = await asyncio.to_thread(server.post, f"runs/{second['id']}/cancel")
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["state"] == "cancelled"

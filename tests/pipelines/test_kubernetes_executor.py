@@ -218,6 +218,32 @@ async def test_a_job_deleted_behind_our_back_fails_the_run(k8s_api, executor, da
     assert "disappeared" in lost["exit_reason"]
 
 
+async def test_a_check_while_the_job_is_being_created_leaves_the_run_queued(
+    k8s_api, executor, data_dir, monkeypatch
+):
+    # The server's periodic check runs in its own thread: here it comes right after the run is
+    # recorded, before its Job exists (a slow API makes that window wide).
+    checked: list[str] = []
+    record = executor.store.add
+
+    def record_then_check(run):
+        record(run)
+        executor.tick()
+        checked.append(executor.store.get(run.id).state)
+
+    monkeypatch.setattr(executor.store, "add", record_then_check)
+
+    run = await _submit(executor, data_dir)
+
+    assert checked == ["queued"]
+    assert run.state == "queued", run.exit_reason
+    assert k8s_api.emulator.get_object(JOBS, k8s_api.namespace, job_name(run.id)) is not None
+    monkeypatch.undo()
+    await _play_job_controller(k8s_api, run.id, {"active": 1})
+    await asyncio.to_thread(executor.tick)
+    assert (await _run(executor, run.id))["state"] == "running"
+
+
 @pytest.mark.parametrize(
     ("status", "reason", "message"),
     [

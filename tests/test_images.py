@@ -66,3 +66,25 @@ def test_desktop_image_runs_the_session_script_it_copies():
     assert re.search(rf"{XSTARTUP_ENV}={re.escape(copied)}\b", text)
     # The image's default application is the catalogue entry's command
     assert "DATALABS_DESKTOP_COMMAND='[\"topcat\"]'" in text
+
+
+def test_the_sidecar_image_holds_what_the_rc_guard_imports():
+    from datalabs_volumes.mount.kubernetes import SIDECAR_IMAGE
+
+    name = SIDECAR_IMAGE.rpartition(":")[0].removeprefix("datalabs/")
+    text = (IMAGES / name / "Dockerfile").read_text()
+    probe = (
+        "import sys; import datalabs_volumes.mount.rcguard; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} - "
+        "set(sys.stdlib_module_names))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    ours = {"datalabs_volumes", "__main__", "__mp_main__", "_distutils_hack"}
+    third_party = set(out.stdout.split()) - ours
+    assert third_party == {"tornado"}
+    assert re.search(r"pip install .*\btornado==", text)
+    assert re.search(r"pip install .*\brclone-bin==", text)
+    assert "COPY datalabs_volumes " in text

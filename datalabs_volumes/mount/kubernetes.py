@@ -99,6 +99,10 @@ RCLONE_CONFIG_VOLUME = "datalabs-rclone-config"
 SIDECAR_NAME = "datalabs-rclone"
 
 
+#: The sidecar image: rclone behind the rc guard (``config/images/rclone-sidecar/Dockerfile``).
+SIDECAR_IMAGE = "datalabs/rclone-sidecar:0.1"
+
+
 def rclone_sidecar(
     image: str,
     config_secret: str,
@@ -107,35 +111,40 @@ def rclone_sidecar(
     mount_root: str = "/mnt/datalabs",
     socket_dir: str = "/run/datalabs-rc",
     resources: dict[str, Any] | None = None,
+    allowed_networks: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The rclone rcd sidecar: a native sidecar (an init container that keeps running).
+    """The rclone sidecar: a native sidecar (an init container that keeps running).
 
-    It mounts connections under ``mount_root`` in the shared emptyDir with Bidirectional
-    propagation, so mounts made after the pod started reach the user container (hot attach);
-    Kubernetes allows Bidirectional only in privileged containers. Its rclone config comes
-    from the Secret ``config_secret`` (mounted here only, never in the user container) and its
-    rc password from ``rc_secret`` through ``secretKeyRef``: the pod spec names the Secrets,
-    it never holds a value.
+    It runs the rc guard (:mod:`.rcguard`), which starts ``rclone rcd`` on a socket private to
+    the sidecar and serves the shared socket with only the calls a session makes: the user's
+    code, which can reach that socket as the user's server does, cannot dump secrets, run
+    rclone commands or reach the privileged sidecar's own files. Connections are mounted under
+    ``mount_root`` in the shared emptyDir with Bidirectional propagation, so mounts made after
+    the pod started reach the user container (hot attach); Kubernetes allows Bidirectional
+    only in privileged containers. The starting rclone config comes from the Secret
+    ``config_secret`` (mounted here only, never in the user container; the guard works on a
+    private copy) and the rc password from ``rc_secret`` through ``secretKeyRef``: the pod
+    spec names the Secrets, it never holds a value. ``allowed_networks``: the private or
+    loopback ranges connections may reach (the spawner's ``connection_allowed_networks``).
     """
+    args = [
+        "--listen",
+        posixpath.join(socket_dir, "rc.sock"),
+        "--mount-root",
+        mount_root,
+        "--config",
+        "/etc/datalabs-rclone/rclone.conf",
+        "--runtime-dir",
+        "/tmp/datalabs-rclone",
+    ]
+    for network in allowed_networks:
+        args += ["--allow-network", network]
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": image,
         "restartPolicy": "Always",
-        "args": [
-            "rcd",
-            "--rc-addr",
-            f"unix://{posixpath.join(socket_dir, 'rc.sock')}",
-            "--config",
-            "/etc/datalabs-rclone/rclone.conf",
-            "--cache-dir",
-            "/tmp/rclone-cache",
-            "--contimeout",
-            "5s",
-            "--timeout",
-            "15s",
-            "--low-level-retries",
-            "2",
-        ],
+        "command": ["python3", "-m", "datalabs_volumes.mount.rcguard"],
+        "args": args,
         "env": [
             {"name": "RCLONE_RC_USER", "value": "datalabs"},
             {
@@ -149,7 +158,8 @@ def rclone_sidecar(
             {"name": RC_SOCKET_VOLUME, "mountPath": socket_dir},
             {"name": RCLONE_CONFIG_VOLUME, "mountPath": "/etc/datalabs-rclone", "readOnly": True},
         ],
-        # Before the user's server starts, rcd must answer on its socket.
+        # Before the user's server starts, the guard must answer on its socket (it opens the
+        # socket only once its rclone answers).
         "startupProbe": {
             "exec": {"command": ["test", "-S", posixpath.join(socket_dir, "rc.sock")]},
             "periodSeconds": 1,

@@ -6,6 +6,7 @@ import json
 import kubernetes_validate
 
 from datalabs_volumes.mount.kubernetes import (
+    SIDECAR_IMAGE,
     rclone_config_secret,
     rclone_sidecar,
     remote_storage_user_mounts,
@@ -23,7 +24,7 @@ def pod():
         "metadata": {"name": "jupyter-alice", "namespace": "datalabs"},
         "spec": {
             "initContainers": [
-                rclone_sidecar("rclone/rclone:1.75", "datalabs-rclone-alice", "datalabs-rc-alice")
+                rclone_sidecar(SIDECAR_IMAGE, "datalabs-rclone-alice", "datalabs-rc-alice")
             ],
             "containers": [
                 {
@@ -83,3 +84,17 @@ def test_secrets_are_referenced_never_written_into_the_pod():
     )
     kubernetes_validate.validate(secret, K8S, strict=True)
     assert CANARY not in json.dumps(pod())
+
+
+def test_the_sidecar_serves_rclone_through_the_guard_only():
+    sidecar = rclone_sidecar(
+        "datalabs/rclone-sidecar:0.1", "cfg", "rc", allowed_networks=("10.1.0.0/16",)
+    )
+    assert sidecar["command"] == ["python3", "-m", "datalabs_volumes.mount.rcguard"]
+    args = sidecar["args"]
+    # The shared socket is the guard's; rclone's own is in the sidecar's private /tmp.
+    assert args[args.index("--listen") + 1] == "/run/datalabs-rc/rc.sock"
+    assert args[args.index("--runtime-dir") + 1] == "/tmp/datalabs-rclone"
+    assert args[args.index("--mount-root") + 1] == "/mnt/datalabs"
+    assert args[args.index("--allow-network") + 1] == "10.1.0.0/16"
+    assert "rcd" not in args

@@ -1,0 +1,298 @@
+"""The rc guard of the Kubernetes rclone sidecar: what passes, what is refused, and a real
+guarded rclone serving a real WebDAV mount (the guard runs as the sidecar runs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from datalabs_volumes.mount.local import is_mount_point
+from datalabs_volumes.mount.rcguard import Policy, Refused
+from datalabs_volumes.mount.rclone import RcClient, RcloneError
+from datalabs_volumes.remotes import parse_networks, validate
+from tests.servers import CANARY
+
+LOOPBACK = parse_networks(["127.0.0.1/32"])
+DAV = {"url": "http://127.0.0.1:8080", "vendor": "rclone", "user": "u", "pass": CANARY}
+
+
+def policy(tmp_path: Path) -> Policy:
+    (tmp_path / "mnt").mkdir(exist_ok=True)
+    return Policy(str(tmp_path / "mnt"), LOOPBACK, remotes={"mine"})
+
+
+def create(name: str = "mine", backend: str = "webdav", **parameters: str) -> dict:
+    return {
+        "name": name,
+        "type": backend,
+        "parameters": parameters or DAV,
+        "opt": {"obscure": True, "nonInteractive": True},
+    }
+
+
+def test_the_engines_calls_pass_as_it_makes_them(tmp_path):
+    guard = policy(tmp_path)
+    connection = validate({"name": "mine", "backend": "webdav", "options": DAV}, LOOPBACK)
+    made = create(**{"name": "test_0a1b2c3d"}, **connection.rclone_parameters())
+    assert guard.check("config/create", made) == made
+    point = str(tmp_path / "mnt" / "mine")
+    mount = {
+        "fs": "mine:sub/folder",
+        "mountPoint": point,
+        "mountType": "mount2",
+        "vfsOpt": {"ReadOnly": True, "CacheMode": "off", "WriteBack": "0s", "ChunkSize": "16M"},
+        "mountOpt": {"AllowOther": True, "MaxReadAhead": "512K"},
+    }
+    assert guard.check("mount/mount", mount) == mount
+    listing = {"fs": "mine:", "remote": "", "opt": {}}
+    assert guard.check("operations/list", listing) == listing
+    assert guard.check("vfs/stats", {"fs": "mine:"}) == {"fs": "mine:"}
+    assert guard.check("mount/unmount", {"mountPoint": point}) == {"mountPoint": point}
+    assert guard.check("config/delete", {"name": "mine"}) == {"name": "mine"}
+    assert guard.check("fscache/clear", {}) == {}
+    assert guard.check("rc/noop", {}) == {}
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "config/dump",
+        "config/get",
+        "config/show",
+        "config/update",
+        "config/password",
+        "core/command",
+        "operations/copyfile",
+        "operations/deletefile",
+        "sync/copy",
+        "options/set",
+        "backend/command",
+        "mount/point",
+        "rc/../config/dump",
+    ],
+)
+def test_calls_that_show_secrets_or_reach_the_sidecar_are_refused(tmp_path, method):
+    with pytest.raises(Refused, match="not allowed through the guard") as refused:
+        policy(tmp_path).check(method, {"name": "mine"})
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        (create(backend="local"), "backend 'local' is not offered"),
+        (create(backend="alias", remote="/"), "backend 'alias' is not offered"),
+        (create(backend="crypt", remote="mine:"), "backend 'crypt' is not offered"),
+        (create(**{**DAV, "bearer_token_command": "sh -c id"}), "bearer_token_command"),
+        (create(**{**DAV, "url": "http://10.0.0.5/"}), "private"),
+        (create(name="../x"), "not a connection name"),
+        (create(name="a:b"), "not a connection name"),
+        ({**create(), "opt": {"obscure": False, "all": True}}, "'all' is not allowed"),
+    ],
+)
+def test_config_create_takes_only_what_a_user_connection_may_be(tmp_path, params, reason):
+    with pytest.raises(Refused) as refused:
+        policy(tmp_path).check("config/create", params)
+    assert reason in refused.value.message
+    assert CANARY not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "fs",
+    [
+        "/etc",  # a bare path is rclone's local file system
+        ":local:/",
+        ":webdav,url='http://127.0.0.1:1':",
+        "mine,url='http://127.0.0.1:1':",
+        "other:",  # not defined through the guard
+        "mine:../../etc",
+        "mine:a\nb",
+    ],
+)
+def test_only_this_sessions_connections_are_listed_or_mounted(tmp_path, fs):
+    guard = policy(tmp_path)
+    with pytest.raises(Refused):
+        guard.check("operations/list", {"fs": fs, "remote": "", "opt": {}})
+    with pytest.raises(Refused):
+        guard.check("mount/mount", {"fs": fs, "mountPoint": str(tmp_path / "mnt" / "x")})
+
+
+def test_mounts_stay_below_the_mount_root(tmp_path):
+    guard = policy(tmp_path)
+    (tmp_path / "mnt" / "link").symlink_to("/etc")
+    for point in [
+        "/etc",
+        str(tmp_path / "mnt"),
+        str(tmp_path / "mnt" / ".." / "x"),
+        str(tmp_path / "mnt-other" / "x"),
+        str(tmp_path / "mnt" / "link" / "x"),
+        "relative/x",
+    ]:
+        with pytest.raises(Refused, match="mountPoint"):
+            guard.check("mount/unmount", {"mountPoint": point})
+    base = {"fs": "mine:", "mountPoint": str(tmp_path / "mnt" / "x")}
+    with pytest.raises(Refused, match="'AllowNonEmpty' is not allowed"):
+        guard.check("mount/mount", {**base, "mountOpt": {"AllowNonEmpty": True}})
+    with pytest.raises(Refused, match="'CacheDir' is not allowed"):
+        guard.check("mount/mount", {**base, "vfsOpt": {"CacheDir": "/"}})
+    with pytest.raises(Refused, match="'nfsmount' is not allowed"):
+        guard.check("mount/mount", {**base, "mountType": "nfsmount"})
+
+
+def test_a_remote_exists_once_rclone_created_it_and_until_it_is_deleted(tmp_path):
+    guard = Policy(str(tmp_path), LOOPBACK)
+    listing = {"fs": "mine:", "remote": "", "opt": {}}
+    with pytest.raises(Refused, match="not a connection of this session"):
+        guard.check("operations/list", listing)
+    guard.forwarded("config/create", guard.check("config/create", create()))
+    guard.check("operations/list", listing)
+    guard.forwarded("config/delete", {"name": "mine"})
+    with pytest.raises(Refused):
+        guard.check("operations/list", listing)
+
+
+# -- a real guarded rclone -------------------------------------------------------------------
+
+
+def _rclone_pids_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"rcd" in cmd and marker.encode() in cmd:
+                found.append(int(pid))
+    return found
+
+
+class Sidecar:
+    """The guard started as the sidecar starts it, with its folders and a client for it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.shared, self.private = tmp_path / "shared", tmp_path / "private"
+        self.root, self.log = tmp_path / "mnt", tmp_path / "guard.log"
+        self.shared.mkdir()
+        self.root.mkdir()
+        self.socket = self.shared / "rc.sock"
+        env = dict(os.environ, RCLONE_RC_USER="datalabs", RCLONE_RC_PASS="rc-secret-for-test")
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "datalabs_volumes.mount.rcguard",
+                    "--listen",
+                    str(self.socket),
+                    "--mount-root",
+                    str(self.root),
+                    "--runtime-dir",
+                    str(self.private),
+                    "--allow-network",
+                    "127.0.0.1/32",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        self.client = RcClient(self.socket, "datalabs", "rc-secret-for-test")
+
+    async def ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                await self.client.call("rc/noop", {}, timeout=2)
+                return
+            except RcloneError:
+                assert time.monotonic() < deadline, self.log.read_text()
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=15)
+
+
+@pytest.mark.slow
+async def test_a_guarded_rclone_mounts_a_connection_and_refuses_the_rest(serve, tmp_path):
+    server = serve("webdav")
+    sidecar = Sidecar(tmp_path)
+    client, shared, private, root = sidecar.client, sidecar.shared, sidecar.private, sidecar.root
+    socket_path = sidecar.socket
+    try:
+        await sidecar.ready()
+        # rclone's own socket is in the private folder, not where the user's code can reach.
+        assert sorted(p.name for p in shared.iterdir()) == ["rc.sock"]
+        assert (private / "rc.sock").is_socket()
+
+        wrong = RcClient(socket_path, "datalabs", "guess")
+        with pytest.raises(RcloneError) as denied:
+            await wrong.call("rc/noop", {})
+        assert denied.value.status == 401
+
+        connection = validate(
+            {"name": "mine", "backend": "webdav", "options": server.options()}, LOOPBACK
+        )
+        await client.call("config/create", create(**connection.rclone_parameters()))
+        listed = await client.call("operations/list", {"fs": "mine:", "remote": "", "opt": {}})
+        assert sorted(e["Name"] for e in listed["list"]) == ["hello.txt", "sub"]
+        target = root / "mine"
+        await client.call(
+            "mount/mount",
+            {"fs": "mine:", "mountPoint": str(target), "mountType": "mount2",
+             "vfsOpt": {"ReadOnly": True}, "mountOpt": {"AllowOther": os.geteuid() == 0}},
+        )  # fmt: skip
+        assert is_mount_point(target)
+        assert (target / "hello.txt").read_text() == "hello from webdav\n"
+
+        for method, params in [
+            ("config/dump", {}),
+            ("config/get", {"name": "mine"}),
+            ("core/command", {"command": "version"}),
+            ("operations/list", {"fs": "/", "remote": "etc", "opt": {}}),
+            ("config/create", create(name="root", backend="local")),
+            ("mount/mount", {"fs": "mine:", "mountPoint": str(tmp_path / "elsewhere")}),
+        ]:
+            with pytest.raises(RcloneError) as refused:
+                await client.call(method, params)
+            assert refused.value.status == 403, (method, refused.value.message)
+            assert CANARY not in refused.value.message
+
+        await client.call("mount/unmount", {"mountPoint": str(target)})
+        assert not is_mount_point(target) and not target.exists()
+        await client.call("config/delete", {"name": "mine"})
+        with pytest.raises(RcloneError) as gone:
+            await client.call("operations/list", {"fs": "mine:", "remote": "", "opt": {}})
+        assert gone.value.status == 404
+        assert _rclone_pids_with(str(private))
+    finally:
+        code = sidecar.stop()
+    # Stopping the guard stops its rclone and removes the secrets-holding config.
+    assert code == 0, sidecar.log.read_text()
+    assert _rclone_pids_with(str(private)) == []
+    assert not (private / "rclone.conf").exists()
+    assert not socket_path.exists()
+    assert CANARY not in sidecar.log.read_text()
+
+
+@pytest.mark.slow
+async def test_the_guard_exits_when_its_rclone_dies_so_kubernetes_restarts_it(tmp_path):
+    sidecar = Sidecar(tmp_path)
+    try:
+        await sidecar.ready()
+        [rcd] = _rclone_pids_with(str(sidecar.private))
+        os.kill(rcd, 9)
+        code = await asyncio.to_thread(sidecar.process.wait, 15)
+    finally:
+        if sidecar.process.poll() is None:
+            sidecar.stop()
+    assert code != 0
+    assert "rclone rcd exited with code -9" in sidecar.log.read_text()
+    assert not sidecar.socket.exists()

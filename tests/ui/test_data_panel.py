@@ -231,6 +231,60 @@ def test_a_wrong_password_shows_the_servers_error_in_the_form(page, data_lab, se
     expect(form.locator('[name="name"]')).to_have_value("wrong-dav")
 
 
+def test_edit_a_connection_keeping_its_saved_password(page, data_lab, serve):
+    server = serve("webdav")
+    made = data_lab.api(
+        "POST",
+        "connections",
+        json={"name": "edit-dav", "backend": "webdav", "options": server.options()},
+    )
+    assert made.status_code == 201, made.text
+    open_data_panel(page, data_lab)
+    try:
+        row = page.locator('.dl-connection[data-name="edit-dav"]')
+        row.get_by_role("button", name="Edit").click()
+        form = row.get_by_test_id("dl-connection-form")
+        # The saved options are filled in, the name and type fixed, the secret never shown.
+        expect(form.locator('[name="name"]')).to_have_value("edit-dav")
+        expect(form.locator('[name="name"]')).to_have_attribute("readonly", "")
+        expect(form.get_by_label("Storage type")).to_be_disabled()
+        expect(form.locator('[name="url"]')).to_have_value(server.options()["url"])
+        expect(form.locator('[name="pass"]')).to_have_value("")
+        expect(form.locator('[name="pass"]')).to_have_attribute("placeholder", "unchanged")
+        assert CANARY not in page.content()
+        violations = axe_violations(page, PANEL)
+        assert not violations, json.dumps(violations, indent=2)
+        form.locator('[name="pass"]').scroll_into_view_if_needed()
+        shot(page, "data-connection-edit")
+
+        # A wrong new password is refused in place; nothing saved changes.
+        form.locator('[name="pass"]').fill("N0tTheRightOne")
+        form.get_by_role("button", name="Test and save").click()
+        expect(form.get_by_test_id("dl-form-error")).to_be_visible()
+        # Left empty, the saved password is kept: only the folder changes.
+        form.locator('[name="pass"]').fill("")
+        form.locator('[name="path"]').fill("sub")
+        form.get_by_role("button", name="Test and save").click()
+        expect(form).to_have_count(0)
+        expect(row.get_by_role("status")).to_have_text("Saved: the connection works.")
+        expect(row).to_contain_text(" · sub")
+        saved = data_lab.api("GET", "connections/edit-dav").json()
+        assert saved["path"] == "sub"
+        assert saved["options"]["pass"] == "********"
+
+        # The kept password still opens the storage; a mounted connection cannot be edited.
+        row.get_by_role("button", name="Attach").click()
+        expect(row).to_have_attribute("data-attached", "true")
+        expect(row.get_by_role("button", name="Edit")).to_be_disabled()
+        row.get_by_role("button", name="Open in file browser").click()
+        expect(file_browser_item(page, "data.csv")).to_be_visible()
+        show_data_panel(page)
+        row.get_by_role("button", name="Detach").click()
+        expect(row).to_have_attribute("data-attached", "false")
+    finally:
+        data_lab.api("DELETE", "connections/edit-dav")
+
+
 def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(page, data_lab):
     open_data_panel(page, data_lab)
     volume(page, "psa-rosetta").get_by_role("button", name="Preview files").click()

@@ -31,42 +31,75 @@ function ordered(backend: IBackend): string[] {
 
 const NAME_PATTERN = '[a-z0-9]([a-z0-9\\-]{0,38}[a-z0-9])?';
 
-/** The "Add a connection" form for one backend at a time. */
+/** What an edit form starts from: the saved options, secrets left empty (never shown back). */
+function editableValues(connection: IConnection, backend: IBackend | undefined) {
+  const values: Record<string, string> = {};
+  for (const [key, value] of Object.entries(connection.options)) {
+    if (!backend?.secrets.includes(key)) {
+      values[key] = String(value);
+    }
+  }
+  return values;
+}
+
+/**
+ * The "Add a connection" form for one backend at a time; given `existing`, the form that
+ * changes that connection (`PATCH`): its name and storage type stay, a secret left empty is
+ * kept as saved, and an emptied option is removed.
+ */
 export function ConnectionForm(props: {
   backends: IBackend[];
+  existing?: IConnection;
   onCreated: (c: IConnection) => void;
   onCancel: () => void;
 }): JSX.Element {
-  const { backends, onCreated, onCancel } = props;
+  const { backends, existing, onCreated, onCancel } = props;
   const id = useId();
-  const [backendName, setBackendName] = useState(backends[0]?.backend ?? '');
-  const [name, setName] = useState('');
-  const [values, setValues] = useState<Record<string, string>>({});
-  const [path, setPath] = useState('');
-  const [writable, setWritable] = useState(false);
+  const [backendName, setBackendName] = useState(
+    existing?.backend ?? backends[0]?.backend ?? ''
+  );
+  const backend = backends.find(b => b.backend === backendName);
+  const [name, setName] = useState(existing?.name ?? '');
+  const [values, setValues] = useState<Record<string, string>>(() =>
+    existing ? editableValues(existing, backend) : {}
+  );
+  const [path, setPath] = useState(existing?.path ?? '');
+  const [writable, setWritable] = useState(
+    existing ? (existing.writable ?? !existing.read_only) : false
+  );
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState('');
-  const backend = backends.find(b => b.backend === backendName);
 
   const submit = (event: React.FormEvent) => {
     event.preventDefault();
     if (!backend) {
       return;
     }
-    const options: Record<string, string> = {};
+    const options: Record<string, string | null> = {};
     for (const option of backend.options) {
       const value = values[option];
       if (value !== undefined && value !== '') {
         options[option] = value;
+      } else if (existing && option in existing.options && !backend.secrets.includes(option)) {
+        options[option] = null; // emptied: removed (a secret left empty is kept)
       }
-    }
-    const body: INewConnection = { name, backend: backend.backend, options, writable };
-    if (path) {
-      body.path = path;
     }
     setBusy(true);
     setError('');
-    sendJSON<IConnection>('connections', 'POST', body)
+    const saved = existing
+      ? sendJSON<IConnection>(`connections/${encodeURIComponent(existing.name)}`, 'PATCH', {
+          options,
+          path,
+          writable
+        })
+      : sendJSON<IConnection>('connections', 'POST', {
+          name,
+          backend: backend.backend,
+          options,
+          writable,
+          ...(path ? { path } : {})
+        } as INewConnection);
+    saved
       .then(created => {
         // Forget the secrets as soon as the server has them.
         setValues({});
@@ -115,8 +148,10 @@ export function ConnectionForm(props: {
             type={secret ? 'password' : 'text'}
             autoComplete={secret ? 'new-password' : 'off'}
             value={value}
-            required={required}
-            aria-required={required}
+            // Editing: a saved secret stays unless a new one is typed.
+            required={required && !(secret && existing)}
+            aria-required={required && !(secret && existing)}
+            placeholder={secret && existing ? 'unchanged' : undefined}
             onChange={e => set(e.target.value)}
           />
         )}
@@ -128,7 +163,7 @@ export function ConnectionForm(props: {
     <form
       className="dl-connection-form"
       data-testid="dl-connection-form"
-      aria-label="Add a connection"
+      aria-label={existing ? `Edit ${existing.name}` : 'Add a connection'}
       onSubmit={submit}
       aria-busy={busy}
     >
@@ -141,6 +176,7 @@ export function ConnectionForm(props: {
           name="backend"
           className="dl-input"
           value={backendName}
+          disabled={existing !== undefined}
           onChange={e => {
             setBackendName(e.target.value);
             setValues({});
@@ -166,6 +202,7 @@ export function ConnectionForm(props: {
           required
           aria-required
           pattern={NAME_PATTERN}
+          readOnly={existing !== undefined}
           title="lower-case letters, digits and dashes; it becomes the folder data/<name>"
           aria-describedby={`${id}-name-help`}
           value={name}
@@ -222,15 +259,17 @@ type Busy = 'test' | 'attach' | 'detach' | 'delete' | null;
 function ConnectionRow(props: {
   connection: IConnection;
   backend: IBackend | undefined;
+  backends: IBackend[];
   actions: IDataActions;
   onChanged: (c: IConnection) => void;
   onDeleted: (name: string) => void;
 }): JSX.Element {
-  const { connection, backend, actions, onChanged, onDeleted } = props;
+  const { connection, backend, backends, actions, onChanged, onDeleted } = props;
   const [busy, setBusy] = useState<Busy>(null);
   const [error, setError] = useState('');
   const [note, setNote] = useState('');
   const [confirming, setConfirming] = useState(false);
+  const [editing, setEditing] = useState(false);
   const titleId = `dl-connection-title-${connection.name}`;
   const broken = connection.health?.state === 'broken';
   const base = `connections/${encodeURIComponent(connection.name)}`;
@@ -302,6 +341,22 @@ function ConnectionRow(props: {
           run={run}
           describedBy={titleId}
         />
+        <button
+          type="button"
+          className="dl-button"
+          onClick={() => {
+            setEditing(!editing);
+            setNote('');
+            setError('');
+          }}
+          // The server refuses to change a mounted connection: say so before, not after.
+          disabled={busy !== null || connection.attached}
+          title={connection.attached ? 'Detach it to change it' : undefined}
+          aria-expanded={editing}
+          aria-describedby={titleId}
+        >
+          Edit
+        </button>
         {confirming ? (
           <>
             <ActionButton
@@ -329,6 +384,18 @@ function ConnectionRow(props: {
           </button>
         )}
       </div>
+      {editing && !connection.attached && (
+        <ConnectionForm
+          backends={backends}
+          existing={connection}
+          onCreated={changed => {
+            setEditing(false);
+            setNote('Saved: the connection works.');
+            onChanged(changed);
+          }}
+          onCancel={() => setEditing(false)}
+        />
+      )}
       {note && (
         <div className="dl-ok" role="status">
           {note}
@@ -395,6 +462,7 @@ export function ConnectionsSection(props: {
               key={c.name}
               connection={c}
               backend={backends.find(b => b.backend === c.backend)}
+              backends={backends}
               actions={actions}
               onChanged={replace}
               onDeleted={name =>

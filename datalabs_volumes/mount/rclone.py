@@ -22,6 +22,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -118,11 +119,21 @@ _CAUSES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
+def _needle(text: str) -> re.Pattern[str]:
+    # Status codes as whole numbers only: "401" must not match the port in "127.0.0.1:40163".
+    return re.compile(rf"(?<!\d){re.escape(text)}(?!\d)" if text.isdigit() else re.escape(text))
+
+
+_CAUSE_PATTERNS = tuple(
+    (kind, tuple(_needle(n) for n in needles), sentence) for kind, needles, sentence in _CAUSES
+)
+
+
 def explain(error: str) -> tuple[str, str]:
     """Sort an rclone error into (kind, a sentence a user can act on)."""
     low = error.lower()
-    for kind, needles, sentence in _CAUSES:
-        if any(n in low for n in needles):
+    for kind, needles, sentence in _CAUSE_PATTERNS:
+        if any(n.search(low) for n in needles):
             return kind, sentence
     return "error", "the storage answered with an error"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from datalabs_volumes.mount.local import is_mount_point
-from datalabs_volumes.mount.rclone import RcloneError
+from datalabs_volumes.mount.rclone import RcloneError, explain
 from datalabs_volumes.remotes import parse_networks, validate
 from tests.servers import CANARY, free_port
 
@@ -220,3 +220,20 @@ async def test_oauth_token_reaches_rclone_only_and_a_refreshed_one_is_kept(backe
     )
     assert await engine.refreshed_token("cloud", conn) == fresh
     assert kept == [("cloud", fresh)]
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        # The ports are chosen to hold 401, 404 and 530: they are not status codes.
+        ('Propfind "http://127.0.0.1:40163/": dial tcp 127.0.0.1:40163: connect: '
+         "connection refused", "unreachable"),
+        ("dial tcp 127.0.0.1:14042: connect: connection refused", "unreachable"),
+        ("ftp: dial tcp 127.0.0.1:25301: i/o timeout", "unreachable"),
+        ("couldn't list files: 401 Unauthorized", "credentials"),
+        ("ftp: 530 Login incorrect.", "credentials"),
+        ("error listing: directory not found: 404", "missing"),
+    ],
+)  # fmt: skip
+def test_errors_are_sorted_by_what_they_say_not_by_digits_in_an_address(message, kind):
+    assert explain(message)[0] == kind

@@ -31,8 +31,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from datalabs_spawner.catalogue import Datalab  # noqa: E402
 from datalabs_spawner.form import render_form  # noqa: E402
-from datalabs_volumes.models import Volume, VolumeSource  # noqa: E402
-from tests.helpers import launch_chromium  # noqa: E402
+from tests.helpers import generated_volumes, launch_chromium, spawn_page  # noqa: E402
 
 SIZES = (100, 10_000)
 MISSIONS = 40
@@ -58,24 +57,13 @@ LOADED = """async () => {
 
 
 def page_file(folder: Path, count: int) -> Path:
-    volumes = [
-        Volume(
-            id=f"vol-{i:05d}",
-            title=f"Volume {i}",
-            mission=f"Mission {i % MISSIONS}",
-            source=VolumeSource(type="local", path=f"/archive/{i}"),
-            description=f"Level 2 products, orbit {i * 7}",
-        )
-        for i in range(count)
-    ]
+    volumes = generated_volumes(count, MISSIONS)
     lab = Datalab(slug="lab", title="Lab", kind="notebook", image="x:1", mission="M")
     start = time.perf_counter()
     html = render_form([lab], volumes)
     print(f"{count:>6} volumes: form rendered in {(time.perf_counter() - start) * 1000:.0f} ms, "
           f"{len(html) / 1024:.0f} KiB")  # fmt: skip
-    path = folder / f"spawn-{count}.html"
-    path.write_text(f'<!doctype html><form id="spawn_form">{html}</form>', encoding="utf-8")
-    return path
+    return spawn_page(folder / f"spawn-{count}.html", html)
 
 
 def measure(browser, path: Path) -> tuple[list[float], list[float]]:

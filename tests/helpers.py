@@ -102,3 +102,26 @@ def browser_page(browser, last_screenshot: Path):
     finally:
         page.screenshot(path=str(last_screenshot))
         context.close()
+
+
+def generated_volumes(count: int, missions: int = 40) -> list:
+    """``count`` catalogue volumes over ``missions`` missions ("Mission <i % missions>"), each
+    with a description naming its orbit (``i * 7``), for tests and benchmarks of big lists."""
+    from datalabs_volumes.models import Volume, VolumeSource
+
+    return [
+        Volume(
+            id=f"vol-{i:05d}",
+            title=f"Volume {i}",
+            mission=f"Mission {i % missions}",
+            source=VolumeSource(type="local", path=f"/archive/{i}"),
+            description=f"Level 2 products, orbit {i * 7}",
+        )
+        for i in range(count)
+    ]
+
+
+def spawn_page(path: Path, form_html: str) -> Path:
+    """Write the spawn form as JupyterHub's spawn page holds it: inside ``form#spawn_form``."""
+    path.write_text(f'<!doctype html><form id="spawn_form">{form_html}</form>', encoding="utf-8")
+    return path

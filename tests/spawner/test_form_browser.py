@@ -6,6 +6,7 @@ JupyterHub's spawn page wraps it; what the browser would submit is read with ``F
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -14,25 +15,11 @@ from playwright.sync_api import expect, sync_playwright
 from datalabs_spawner.catalogue import Datalab
 from datalabs_spawner.form import SHOWN_VOLUMES, render_form
 from datalabs_volumes.models import Volume, VolumeSource
-from tests.helpers import browser_page, launch_chromium
+from tests.helpers import browser_page, generated_volumes, launch_chromium, spawn_page
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 COUNT = 10_000
-MISSIONS = 40
-
-
-def volumes() -> list[Volume]:
-    return [
-        Volume(
-            id=f"vol-{i:05d}",
-            title=f"Volume {i}",
-            mission=f"Mission {i % MISSIONS}",
-            source=VolumeSource(type="local", path=f"/archive/{i}"),
-            description=f"Level 2 products, orbit {i * 7}",
-        )
-        for i in range(COUNT)
-    ]
 
 
 def lab(slug: str, defaults: tuple[str, ...]) -> Datalab:
@@ -46,21 +33,25 @@ def lab(slug: str, defaults: tuple[str, ...]) -> Datalab:
     )
 
 
-@pytest.fixture
-def page(tmp_path):
-    html = render_form(
-        [lab("first", ("vol-09999",)), lab("second", ("vol-00041", "vol-08001"))], volumes()
-    )
-    path = tmp_path / "spawn.html"
-    path.write_text(f'<!doctype html><form id="spawn_form">{html}</form>', encoding="utf-8")
+@contextlib.contextmanager
+def opened(tmp_path: Path, form_html: str, screenshot: str):
+    """The form in a fresh Chromium page, as the spawn page holds it."""
+    path = spawn_page(tmp_path / "spawn.html", form_html)
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            with browser_page(browser, ARTIFACTS / "spawn-form-10000.png") as page:
+            with browser_page(browser, ARTIFACTS / screenshot) as page:
                 page.goto(path.as_uri())
                 yield page
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(tmp_path):
+    labs = [lab("first", ("vol-09999",)), lab("second", ("vol-00041", "vol-08001"))]
+    with opened(tmp_path, render_form(labs, generated_volumes(COUNT)), "spawn-form-10000.png") as p:
+        yield p
 
 
 TAGS = "row => [...row.querySelectorAll('*')].map(e => e.tagName).join(',')"
@@ -122,28 +113,21 @@ def test_rows_made_in_the_page_are_the_servers_rows_and_escape_text(tmp_path):
         source=VolumeSource(type="local", path="/archive/x"),
         description="</script><script>alert(2)</script>",
     )
-    others = volumes()[: SHOWN_VOLUMES + 5]
+    others = generated_volumes(SHOWN_VOLUMES + 5)
     html = render_form([lab("first", ())], [*others, volume])
     assert "<img src=x" not in html and "</script><script>alert(2)" not in html
-    path = tmp_path / "spawn.html"
-    path.write_text(f'<!doctype html><form id="spawn_form">{html}</form>', encoding="utf-8")
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            with browser_page(browser, ARTIFACTS / "spawn-form-escape.png") as page:
-                dialogs: list[str] = []
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.goto(path.as_uri())
-                expect(page.locator("input[value=vol-x]")).to_have_count(0)
-                server_tags = page.locator(".dl-volume").first.evaluate(TAGS)
-                page.fill("#dl-volume-search", "onerror")  # beyond the first page: made here
-                made = page.locator(".dl-volume:visible")
-                expect(made).to_have_count(1)
-                expect(made.locator("strong")).to_have_text("<img src=x onerror=alert(1)>")
-                expect(made.locator("small")).to_have_text("</script><script>alert(2)</script>")
-                made_tags = made.evaluate(TAGS)
-        finally:
-            browser.close()
+    dialogs: list[str] = []
+    with opened(tmp_path, html, "spawn-form-escape.png") as page:
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.reload()  # with the dialog listener in place from the start
+        expect(page.locator("input[value=vol-x]")).to_have_count(0)
+        server_tags = page.locator(".dl-volume").first.evaluate(TAGS)
+        page.fill("#dl-volume-search", "onerror")  # beyond the first page: made here
+        made = page.locator(".dl-volume:visible")
+        expect(made).to_have_count(1)
+        expect(made.locator("strong")).to_have_text("<img src=x onerror=alert(1)>")
+        expect(made.locator("small")).to_have_text("</script><script>alert(2)</script>")
+        made_tags = made.evaluate(TAGS)
     assert dialogs == []
     # The row the page made has the same elements as the server's.
     assert made_tags == server_tags == "INPUT,LABEL,STRONG,CODE,BR,SMALL"

@@ -109,7 +109,8 @@ def test_rows_made_in_the_page_are_the_servers_rows_and_escape_text(tmp_path):
     volume = Volume(
         id="vol-x",
         title="<img src=x onerror=alert(1)>",
-        mission="Zeta",  # last in the list: its row is made in the page
+        # Last in the list, so its row is made in the page; and a name objects inherit.
+        mission="toString",
         source=VolumeSource(type="local", path="/archive/x"),
         description="</script><script>alert(2)</script>",
     )
@@ -128,6 +129,7 @@ def test_rows_made_in_the_page_are_the_servers_rows_and_escape_text(tmp_path):
         expect(made.locator("strong")).to_have_text("<img src=x onerror=alert(1)>")
         expect(made.locator("small")).to_have_text("</script><script>alert(2)</script>")
         made_tags = made.evaluate(TAGS)
+        expect(page.locator("fieldset:visible legend")).to_have_text(["toString"])
     assert dialogs == []
     # The row the page made has the same elements as the server's.
     assert made_tags == server_tags == "INPUT,LABEL,STRONG,CODE,BR,SMALL"

@@ -29,13 +29,17 @@ function ordered(backend: IBackend): string[] {
   return [...backend.options].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
+/** How the server shows a saved secret (`datalabs_volumes.remotes.REDACTED`). */
+const REDACTED = '********';
+
 const NAME_PATTERN = '[a-z0-9]([a-z0-9\\-]{0,38}[a-z0-9])?';
 
 /** What an edit form starts from: the saved options, secrets left empty (never shown back). */
 function editableValues(connection: IConnection, backend: IBackend | undefined) {
   const values: Record<string, string> = {};
   for (const [key, value] of Object.entries(connection.options)) {
-    if (!backend?.secrets.includes(key)) {
+    // The server shows secrets as REDACTED; sent back, that keeps the saved one.
+    if (!backend?.secrets.includes(key) && value !== REDACTED) {
       values[key] = String(value);
     }
   }

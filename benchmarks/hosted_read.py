@@ -1,8 +1,12 @@
 """Read throughput of a 1 GiB file inside a hosted-volume mount, against reading it directly.
 
 Baseline: reading the same file at its own path, in the same run, interleaved with the mounted
-reads (the order swapped every round) so that machine noise hits both alike; each side's best
-round counts, since noise from other work on the machine only ever adds time. Both read warm
+reads (the order swapped every round) so that machine noise hits both alike. The figure is the
+median over the rounds of each round's ratio (its mounted read against its direct read, taken
+back to back). It used to be the ratio of each side's best round, on the idea that noise only
+adds time; at 6-8 GiB/s from the page cache this VM's noise goes both ways, and one lucky
+direct round put the figure at 0.935 in two `make bench` runs whose medians gave 1.03
+(a bind mount reads the very same page cache as the direct path). Both read warm
 (page cache), which is how a notebook re-reading archive files sees them. The mount is the one
 DatalabsLocalSpawner makes (a read-only bind mount when run as root, else the rclone fallback,
 which will miss the target).
@@ -64,6 +68,7 @@ async def main() -> None:
         finally:
             await mounter.detach(target)
     d, t = min(direct), min(through)
+    paired = statistics.median(dt / tt for dt, tt in zip(direct, through, strict=True))
     print(
         f"direct read (baseline): best {SIZE / d / 2**20:.0f} MiB/s, "
         f"median {SIZE / statistics.median(direct) / 2**20:.0f} MiB/s ({ROUNDS} rounds)"
@@ -72,7 +77,9 @@ async def main() -> None:
         f"through the {mounted.method} mount: best {SIZE / t / 2**20:.0f} MiB/s, "
         f"median {SIZE / statistics.median(through) / 2**20:.0f} MiB/s ({ROUNDS} rounds)"
     )
-    print(f"hosted_read: ratio={d / t:.3f} target=0.95")
+    medians = statistics.median(direct) / statistics.median(through)
+    print(f"ratio of the best rounds {d / t:.3f}, of the medians {medians:.3f}")
+    print(f"hosted_read: ratio={paired:.3f} target=0.95")
 
 
 if __name__ == "__main__":

@@ -426,11 +426,29 @@ def dispatch(store: RunStore, settings: Settings) -> list[subprocess.Popen[bytes
         free = settings.max_concurrent - store.count_active(db)
         if free <= 0:
             return []
-        rows = db.execute(
-            "SELECT id FROM runs WHERE state = ? AND detached = 1 ORDER BY created, rowid LIMIT ?",
-            (QUEUED, free),
-        ).fetchall()
-        ids = [r[0] for r in rows]
+        # A run identical to one under way (a re-run of a running run) waits for it: both would
+        # fill the same entries of the user's cache, and cwltool's cache lets the second one
+        # delete what the first is still copying out (a failed run, seen in a test here). Once
+        # the first is done, the second finds every step cached.
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
+        busy = {
+            tuple(row)  # rows are sqlite3.Row, which never equals a tuple
+            for row in db.execute(
+                f"SELECT user, pipeline_path, inputs FROM runs WHERE state IN ({marks})",
+                ACTIVE_STATES,
+            )
+        }
+        ids: list[str] = []
+        for run_id, *same in db.execute(
+            "SELECT id, user, pipeline_path, inputs FROM runs WHERE state = ? AND detached = 1 "
+            "ORDER BY created, rowid",
+            (QUEUED,),
+        ):
+            if len(ids) == free:
+                break
+            if tuple(same) not in busy:
+                busy.add(tuple(same))
+                ids.append(run_id)
         now = time.time()
         for run_id in ids:
             db.execute(

@@ -116,6 +116,27 @@ def test_cancel_a_queued_run_never_starts_it(tmp_path, data_dir, wait_for):
     store.close()
 
 
+def test_a_rerun_of_a_running_run_waits_for_it_then_finds_its_steps_cached(
+    executor, store, data_dir, wait_for
+):
+    # Both would fill the same cache entries at once; cwltool's cache then lets one delete
+    # what the other is still copying out. A different run starts beside it as before.
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000 + 2}"
+    first = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    wait_for(lambda: len(_processes_with(marker)) >= 3, timeout=60, what="the first run's step")
+    again = executor.rerun("alice", first.id)
+    other = executor.submit(_request(data_dir, "echo.cwl", text="beside"))
+    executor.tick()
+    assert store.get(again.id).state == "queued"
+    assert _wait_final(store, other.id, wait_for).state == "success"
+    assert store.get(again.id).state == "queued"
+
+    executor.cancel("alice", first.id)
+    executor.tick()
+    wait_for(lambda: store.get(again.id).state != "queued", timeout=30, what="the re-run to start")
+    executor.cancel("alice", again.id)
+
+
 def test_another_users_run_is_not_found(executor, store, data_dir, wait_for):
     run = executor.submit(_request(data_dir, "echo.cwl", text="mine"))
     with pytest.raises(RunNotFound):

@@ -20,7 +20,7 @@ from typing import Any
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict, Enum, Float, List, Unicode, default
+from traitlets import Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from datalabs_volumes.credentials import user_key
@@ -492,6 +492,22 @@ class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
 
     @default("profile_list")
     def _datalabs_profile_list(self):
+        return self._profiles_for
+
+    @validate("profile_list")
+    def _catalogue_profiles_only(self, proposal):
+        # Zero to JupyterHub writes `singleuser.profileList` (default []) into
+        # c.KubeSpawner.profile_list, and a config value beats @default: without this every
+        # spawn under z2jh failed with "No such profile". The catalogue is the only source.
+        value = proposal["value"]
+        if getattr(value, "__self__", None) is self:  # our own _profiles_for
+            return value
+        if value:
+            self.log.warning(
+                "Ignoring the configured KubeSpawner.profile_list (%d profiles): with Datalabs "
+                "the profile_list is derived from the datalab catalogue; publish datalabs there.",
+                len(value) if isinstance(value, list) else 1,
+            )
         return self._profiles_for
 
     def _profiles_for(self, spawner: KubeSpawner) -> list[dict[str, Any]]:

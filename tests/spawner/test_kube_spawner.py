@@ -223,3 +223,31 @@ async def test_form_and_profile_list_follow_the_catalogue(k8s_api, catalogue_dir
     # a newly published datalab appears without a restart
     write(catalogue_dir, "juice/datalabs/juice.yaml", datalab_yaml("JUICE"))
     assert [p["slug"] for p in spawner.profile_list(spawner)] == ["juice", "planetary"]
+
+
+async def test_catalogue_profiles_win_over_z2jh_empty_profile_list(k8s_api, catalogue_dir):
+    # Zero to JupyterHub's hub config copies `singleuser.profileList` (default []) into
+    # c.KubeSpawner.profile_list; a config value beats a subclass's @default, so without the
+    # spawner's own check every spawn failed with "No such profile".
+    from traitlets.config import Config
+
+    config = Config()
+    config.KubeSpawner.profile_list = []
+    spawner = make(k8s_api, catalogue_dir, config=config)
+    assert [p["slug"] for p in spawner.profile_list(spawner)] == ["planetary"]
+    spawner.user_options = {"profile": "planetary", "volumes": ["psa"]}
+    await spawner.load_user_options()
+    pod = await validated(await spawner.get_pod_manifest())
+    assert pod["spec"]["containers"][0]["image"] == "example/planetary:2"
+
+
+async def test_a_hand_written_profile_list_is_replaced_by_the_catalogue(
+    k8s_api, catalogue_dir, caplog
+):
+    from traitlets.config import Config
+
+    config = Config()
+    config.KubeSpawner.profile_list = [{"display_name": "Hand-made", "slug": "hand"}]
+    spawner = make(k8s_api, catalogue_dir, config=config)
+    assert [p["slug"] for p in spawner.profile_list(spawner)] == ["planetary"]
+    assert "profile_list is derived from the datalab catalogue" in caplog.text

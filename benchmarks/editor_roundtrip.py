@@ -12,7 +12,8 @@
    opening a workflow in the editor should not take longer than the check the save runs.
 
 Prints figures, and last ``editor_roundtrip: ratio=<our load time / cwltool validate time>
-target=1``.
+target=1``. With ``BENCH_SMOKE=1``: a 10-step workflow, one repetition and the first 5
+conformance workflows (it starts and reaches its figure; the figure means nothing).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from datalabs_pipelines import graph as G
 
 REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = REPO.parent / "shared" / "cwl-v1.2" / "tests"
-REPS = int(os.environ.get("BENCH_REPS", "5"))
-STEPS = 200
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+REPS = 1 if SMOKE else int(os.environ.get("BENCH_REPS", "5"))
+STEPS = 10 if SMOKE else 200
 
 TOOL = """cwlVersion: v1.2
 class: CommandLineTool
@@ -116,6 +118,8 @@ def our_load(path: Path) -> float:
 def main() -> int:
     if not CONFORMANCE.is_dir():
         raise SystemExit(f"the CWL conformance tests are missing: {CONFORMANCE}")
+    if SMOKE:
+        print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     work = Path(tempfile.mkdtemp(prefix="datalabs-bench-editor-"))
     try:
         big = write_workflow(work)
@@ -131,6 +135,8 @@ def main() -> int:
         )
 
         files = sorted(p for p in CONFORMANCE.rglob("*.cwl") if is_workflow(p))
+        if SMOKE:
+            files = files[:5]
         cwltool_validate(big)  # warm-up: cwltool loads its schemas once per process
         logging.getLogger("cwltool").setLevel(logging.ERROR)
         valid, ours, theirs, round_trips = [], 0.0, 0.0, []

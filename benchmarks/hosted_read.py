@@ -11,6 +11,8 @@ direct round put the figure at 0.935 in two `make bench` runs whose medians gave
 DatalabsLocalSpawner makes (a read-only bind mount when run as root, else the rclone fallback,
 which will miss the target).
 Last line: ``hosted_read: ratio=<mounted throughput / direct throughput> target=0.95``.
+With ``BENCH_SMOKE=1``: an 8 MiB file, one round (it starts and reaches its figure; the figure
+means nothing).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datalabs_volumes.mount.local import LocalMounter  # noqa: E402
 
-SIZE = 1 << 30
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+SIZE = 8 << 20 if SMOKE else 1 << 30
 CHUNK = 4 << 20
-ROUNDS = 9
+ROUNDS = 1 if SMOKE else 9
 
 
 def read_all(path: Path) -> float:
@@ -43,6 +46,8 @@ def read_all(path: Path) -> float:
 
 
 async def main() -> None:
+    if SMOKE:
+        print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp:
         archive = Path(tmp) / "archive" / "psa"
         archive.mkdir(parents=True)

@@ -10,6 +10,9 @@ target, the listing ratio stay below its own)::
 
     remote_read: ratio=<mount MB/s / rclone copy MB/s> target=0.8
     remote_list: ratio=<mount listing time / rclone lsf time> target=2
+
+With ``BENCH_SMOKE=1``: a 4 MiB file, 20 entries, one round (it starts and reaches its figures;
+the figures mean nothing).
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from datalabs_volumes.mount.rclone import SessionRclone  # noqa: E402
 from datalabs_volumes.remotes import parse_networks, validate  # noqa: E402
 from tests.servers import rclone_serve  # noqa: E402
 
-SIZE = 256 << 20
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+SIZE = 4 << 20 if SMOKE else 256 << 20
 CHUNK = 4 << 20
-ENTRIES = 10_000
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ENTRIES = 20 if SMOKE else 10_000
+ROUNDS = 1 if SMOKE else int(os.environ.get("BENCH_ROUNDS", "5"))
 PASSWORD = "bench-password"
 
 
@@ -60,6 +64,8 @@ def rclone(env: dict[str, str], *args: str) -> float:
 
 
 async def main() -> None:
+    if SMOKE:
+        print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp:
         tmp = Path(tmp)
         served = tmp / "served"
@@ -118,7 +124,7 @@ async def main() -> None:
     mib = SIZE / (1 << 20)
     copy_s, read_s = statistics.median(copies), statistics.median(reads)
     lsf_s, list_s = statistics.median(lsfs), statistics.median(lists)
-    print(f"rclone copy of 256 MiB: {copy_s:.2f} s ({mib / copy_s:.0f} MiB/s)")
+    print(f"rclone copy of {mib:.0f} MiB: {copy_s:.2f} s ({mib / copy_s:.0f} MiB/s)")
     print(f"read through the mount: {read_s:.2f} s ({mib / read_s:.0f} MiB/s)")
     print(f"rclone lsf of {ENTRIES} entries: {lsf_s:.3f} s; mount listing: {list_s:.3f} s")
     print(f"remote_read: ratio={copy_s / read_s:.2f} target=0.8")

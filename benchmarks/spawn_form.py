@@ -14,10 +14,13 @@ Medians of the rounds. Last line::
     spawn_form: ratio=<10000-time / 100-time> target=3
 
 where the time is load + the median search, the wait before a user can pick a volume.
+With ``BENCH_SMOKE=1``: 10 and 100 volumes, one round (it starts and reaches its figure; the
+figure means nothing).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -33,9 +36,10 @@ from datalabs_spawner.catalogue import Datalab  # noqa: E402
 from datalabs_spawner.form import render_form  # noqa: E402
 from tests.helpers import generated_volumes, launch_chromium, spawn_page  # noqa: E402
 
-SIZES = (100, 10_000)
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+SIZES = (10, 100) if SMOKE else (100, 10_000)
 MISSIONS = 40
-ROUNDS = 5
+ROUNDS = 1 if SMOKE else 5
 TERMS = ("orbit 147", "mission 7", "")
 
 SEARCH = """async (term) => {
@@ -83,6 +87,8 @@ def measure(browser, path: Path) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
+    if SMOKE:
+        print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     medians: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp, sync_playwright() as p:
         browser = launch_chromium(p)

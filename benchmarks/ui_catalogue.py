@@ -16,6 +16,8 @@ Medians of the rounds. Last line::
     ui_catalogue: ratio=<10000-time / 100-time> target=3
 
 where the time is open + filter, the whole wait a user has before reading the filtered list.
+With ``BENCH_SMOKE=1``: 100 and 200 volumes, one round without warm-up (it starts and reaches
+its figure; the figure means nothing).
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ from tests.e2e.hubprocess import lab_settings  # noqa: E402
 from tests.helpers import launch_chromium  # noqa: E402
 from tests.labserver import running_lab  # noqa: E402
 
-SIZES = (100, 10_000)
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+SIZES = (100, 200) if SMOKE else (100, 10_000)
 MISSIONS = 20
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = 1 if SMOKE else int(os.environ.get("BENCH_ROUNDS", "5"))
+#: Rounds run first and not counted: they warm the browser's and the server's caches.
+WARMUP = 0 if SMOKE else 1
 #: Every hundredth volume has it in its description.
 TERM = "spectrometer"
 
@@ -116,7 +121,7 @@ def measure(browser, root: Path, count: int) -> tuple[list[float], list[float], 
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         page = context.new_page()
         try:
-            for i in range(ROUNDS + 1):
+            for i in range(ROUNDS + WARMUP):
                 start = time.perf_counter()
                 r = lab.api("GET", "volumes?limit=50")
                 assert r.status_code == 200 and r.json()["total"] == count, r.text[:300]
@@ -136,7 +141,7 @@ def measure(browser, root: Path, count: int) -> tuple[list[float], list[float], 
                 assert matching == count // 100, matching
                 shown = page.locator(".dl-volume").count()
                 assert 0 < shown <= matching, shown  # the panel caps the rows it renders
-                if i > 0:  # the first round warms caches up
+                if i >= WARMUP:
                     opened.append(t_open)
                     filtered.append(t_filter)
         finally:
@@ -145,6 +150,8 @@ def measure(browser, root: Path, count: int) -> tuple[list[float], list[float], 
 
 
 def main() -> None:
+    if SMOKE:
+        print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     medians: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp, sync_playwright() as p:
         browser = launch_chromium(p)

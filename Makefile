@@ -56,7 +56,8 @@ test: system venv labextension
 bench: system venv sample-data
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py \
+MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py datalabs_volumes/access.py \
+	datalabs_volumes/contract.py \
 	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
 	datalabs_pipelines/graph.py
 

@@ -11,13 +11,13 @@ ChoiceError.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from datalabs_volumes.access import Who, may_read
-from datalabs_volumes.models import ChosenVolume, Volume, choose
+from datalabs_volumes.access import AccessError, Who, authorize_volume, may_read, readable
+from datalabs_volumes.models import ChosenVolume, Volume
 
 from .catalogue import Catalogue, Datalab
 from .desktop import desktop_env
@@ -27,13 +27,9 @@ KNOWN_OPTIONS = ("profile", "image", "volumes")
 MAX_VOLUMES = 64
 
 
-class ChoiceError(ValueError):
-    """A choice the user may not make, with the HTTP status the hub should answer with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+#: A choice the user may not make, with the HTTP status the hub should answer with: the access
+#: policy's own error, so that a volume is refused in the same words at every door.
+ChoiceError = AccessError
 
 
 @dataclass(frozen=True)
@@ -55,16 +51,11 @@ class SessionChoice:
 
 def readable_volumes(catalogue: Catalogue, who: Who, today: date | None = None) -> list[Volume]:
     """The catalogue's volumes ``who`` may read, in catalogue order."""
-    return [v for v in catalogue.volumes.entries.values() if may_read(v, who, today)]
+    return readable(catalogue.volumes.entries, who, today)
 
 
 def usable_datalabs(catalogue: Catalogue, who: Who, today: date | None = None) -> list[Datalab]:
     return catalogue.datalabs.usable_by(who.name, who.groups, today)
-
-
-def _refuse_volume(vid: str) -> ChoiceError:
-    # Unknown and forbidden read the same, so that the answer does not tell who has what.
-    return ChoiceError(403, f"Volume '{vid}' does not exist or you may not read it.")
 
 
 def resolve_choice(
@@ -72,12 +63,15 @@ def resolve_choice(
     catalogue: Catalogue,
     who: Who,
     today: date | None = None,
+    mountable: Callable[[ChosenVolume], bool] | None = None,
 ) -> SessionChoice:
     """Check ``user_options`` for ``who`` and resolve it against the catalogue.
 
     Empty options mean the first datalab the user may use, with its default volumes. A
     ``volumes`` list, even an empty one, is taken exactly; absent, the datalab's default
-    volumes that the user may read are used.
+    volumes that the user may read are used. Each volume goes through
+    ``datalabs_volumes.access.authorize_volume`` (with ``mountable``, the spawner's engine
+    rule), the check the broker makes for hot attach.
     """
     if user_options is None:
         user_options = {}
@@ -126,19 +120,23 @@ def resolve_choice(
 
     requested = user_options.get("volumes")
     if requested is None:
+        entries = catalogue.volumes.entries
         chosen = [
-            choose(catalogue.volumes.entries[vid])
+            authorize_volume(entries, who, vid, None, today, mountable)
             for vid in datalab.default_volumes
-            if vid in catalogue.volumes.entries
-            and may_read(catalogue.volumes.entries[vid], who, today)
+            if vid in entries and may_read(entries[vid], who, today)
         ]
     else:
-        chosen = _resolve_volumes(requested, catalogue, who, today)
+        chosen = _resolve_volumes(requested, catalogue, who, today, mountable)
     return SessionChoice(datalab, image_version, image, tuple(chosen))
 
 
 def _resolve_volumes(
-    requested: Any, catalogue: Catalogue, who: Who, today: date | None
+    requested: Any,
+    catalogue: Catalogue,
+    who: Who,
+    today: date | None,
+    mountable: Callable[[ChosenVolume], bool] | None,
 ) -> list[ChosenVolume]:
     if isinstance(requested, str) or not isinstance(requested, Iterable):
         raise ChoiceError(400, "'volumes' must be a list of volume ids.")
@@ -150,16 +148,9 @@ def _resolve_volumes(
         if not isinstance(item, str) or not item:
             raise ChoiceError(400, f"Volume ids are strings; got {item!r}.")
         vid, _, version = item.partition("@")
-        volume = catalogue.volumes.entries.get(vid)
-        if volume is None or not may_read(volume, who, today):
-            raise _refuse_volume(vid)
-        try:
-            picked = choose(volume, version or None)
-        except KeyError:
-            names = ", ".join(v.name for v in volume.versions) or "none"
-            raise ChoiceError(
-                400, f"Volume '{vid}' has no version '{version}' (versions: {names})."
-            ) from None
+        picked = authorize_volume(
+            catalogue.volumes.entries, who, vid, version or None, today, mountable
+        )
         if vid in chosen and chosen[vid].version != picked.version:
             raise ChoiceError(400, f"Volume '{vid}' is asked for twice, in two versions.")
         chosen[vid] = picked

@@ -23,10 +23,18 @@ from tornado import web
 from traitlets import Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from datalabs_volumes import contract
+from datalabs_volumes.access import AccessError, authorize_volume, may_read, refuse_volume
 from datalabs_volumes.credentials import user_key
 from datalabs_volumes.models import ChosenVolume, Volume
 from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
-from datalabs_volumes.mount.local import LocalMounter, Mounted, MountError, resolve_source
+from datalabs_volumes.mount.local import (
+    LocalMounter,
+    Mounted,
+    MountError,
+    is_mount_point,
+    resolve_source,
+)
 
 from .catalogue import Catalogue, shared_catalogue
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
@@ -44,9 +52,8 @@ from .options import (
 )
 
 #: Environment variable through which the single-user server learns its volumes (JSON list).
-VOLUMES_ENV = "DATALABS_VOLUMES"
-DATALAB_ENV = "DATALABS_DATALAB"
-GROUPS_ENV = "DATALABS_USER_GROUPS"
+VOLUMES_ENV = contract.VOLUMES
+DATALAB_ENV = contract.DATALAB
 
 
 def _http_error(status: int, message: str) -> web.HTTPError:
@@ -126,7 +133,9 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
 
     @default("credentials_master_key")
     def _default_credentials_master_key(self):
-        return os.environ.get("DATALABS_CREDENTIALS_MASTER_KEY", "")
+        return os.environ.get(
+            "DATALABS_CREDENTIALS_MASTER_KEY", ""
+        )  # the hub's own, not a session's
 
     connection_allowed_networks = List(
         Unicode(),
@@ -179,21 +188,43 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """Whether this spawner can attach the volume's source (all kinds by default)."""
         return True
 
+    def authorize_volume(self, vid: str, version: str | None = None) -> ChosenVolume:
+        """The broker's decision for one volume of this spawner's user, at spawn and at hot
+        attach alike: ``datalabs_volumes.access.authorize_volume`` on the hub's own groups
+        (``who()``), the catalogue and this spawner's engine (``mountable``). AccessError
+        (403 unknown or forbidden, 400 bad version or unattachable source) otherwise."""
+        return authorize_volume(
+            self.catalogue.volumes.entries, self.who(), vid, version, mountable=self.mountable
+        )
+
+    def readable_volumes(self) -> list[Volume]:
+        """The catalogue's volumes this spawner's user may read and this hub can attach."""
+        return [v for v in readable_volumes(self.catalogue, self.who()) if self.mountable(v)]
+
     def resolve_user_options(self) -> SessionChoice:
         """Check ``self.user_options``; raise an HTTP error naming what is refused."""
         try:
-            choice = resolve_choice(self.user_options, self.catalogue, self.who())
+            return resolve_choice(
+                self.user_options, self.catalogue, self.who(), mountable=self.mountable
+            )
         except ChoiceError as e:
             self.log.warning("Refused session options for %s: %s", self.user.name, e.message)
             raise _http_error(e.status, e.message) from None
-        for c in choice.volumes:
-            if not self.mountable(c):
-                raise _http_error(
-                    400,
-                    f"Volume '{c.id}' has a {c.source.type} source, which "
-                    f"this hub's spawner cannot attach.",
-                )
-        return choice
+
+    async def hot_attach(self, chosen: ChosenVolume) -> Mounted:
+        """Attach an authorized volume to the running session (the broker calls this after
+        ``authorize_volume``). Spawners that attach volumes only at start refuse (409)."""
+        raise AccessError(
+            409,
+            f"Volume '{chosen.id}' can only be attached when the session starts on this hub; "
+            "restart the session with it.",
+        )
+
+    async def hot_detach(self, vid: str) -> Volume:
+        """Detach a volume from the running session (see ``hot_attach``)."""
+        raise AccessError(
+            409, f"Volume '{vid}' can only be detached by restarting the session on this hub."
+        )
 
     # -- the spawn form ----------------------------------------------------------------------
 
@@ -250,19 +281,13 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
     def volume_env(self, choice: SessionChoice, paths: dict[str, str]) -> dict[str, str]:
         """Environment telling the single-user server what it has (read by the extension)."""
         described = [c.describe(paths[c.id]) for c in choice.volumes]
-        who = self.who()
+        # No groups or grants: the session never decides access, the broker does (and a
+        # session's environment is the user's to change).
         return {
             VOLUMES_ENV: json.dumps(described),
             DATALAB_ENV: choice.datalab.slug,
-            GROUPS_ENV: json.dumps(list(who.groups)),
-            # For hot attach inside the session: the same access rule needs the same grants.
-            "DATALABS_GRANTED_VOLUMES": json.dumps(sorted(who.granted)),
-            "DATALABS_ALLOWED_NETWORKS": json.dumps(list(self.connection_allowed_networks)),
-            **(
-                {"DATALABS_PIPELINES_HOME": self.pipeline_runs_dir}
-                if self.pipeline_runs_dir
-                else {}
-            ),
+            contract.ALLOWED_NETWORKS: json.dumps(list(self.connection_allowed_networks)),
+            **({contract.PIPELINES_HOME: self.pipeline_runs_dir} if self.pipeline_runs_dir else {}),
         }
 
 
@@ -313,6 +338,24 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         the user already has (edited or not) untouched. Empty (default): no examples.
         """,
     )
+
+    broker_url = Unicode(
+        config=True,
+        help="""
+        The broker's API root as the session reaches it (given to the session as
+        ``DATALABS_BROKER_URL``). The session's Data panel attaches and detaches volumes by
+        asking it, with the user's own hub token. Default: the hub's internal API address
+        with ``/hub/datalabs/v1/`` (``JupyterHub.hub_connect_url`` when set). Enable the broker
+        with ``c.JupyterHub.extra_handlers = datalabs_spawner.broker.default_handlers``.
+        """,
+    )
+
+    @default("broker_url")
+    def _default_broker_url(self):
+        api = (self.hub.api_url if self.hub is not None else "").rstrip("/")
+        if not api.endswith("/api"):
+            return ""
+        return api[: -len("api")] + contract.BROKER_PATH
 
     _mounted: list[Mounted]
 
@@ -407,13 +450,67 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         (the extension removes it before any kernel starts); it never goes into a pod spec.
         """
         env = {
-            "DATALABS_CATALOGUE_DIRS": json.dumps(list(self.catalogue_dirs)),
-            "DATALABS_ARCHIVE_ROOT": self.volume_root,
-            "DATALABS_MOUNT_METHOD": self.mount_method,
+            contract.CATALOGUE_DIRS: json.dumps(list(self.catalogue_dirs)),
+            contract.ARCHIVE_ROOT: self.volume_root,
+            contract.MOUNT_METHOD: self.mount_method,
         }
+        if self.broker_url:
+            env[contract.BROKER_URL] = self.broker_url
         if self.credentials_master_key:
-            env["DATALABS_CREDENTIALS_KEY"] = user_key(self.credentials_master_key, self.user.name)
+            env[contract.CREDENTIALS_KEY] = user_key(self.credentials_master_key, self.user.name)
         return env
+
+    @property
+    def _volume_lock(self) -> asyncio.Lock:
+        # One mount change at a time per session: two attaches of one volume must not both
+        # pass the "not yet mounted" check.
+        lock = self.__dict__.get("_datalabs_volume_lock")
+        if lock is None:
+            lock = self.__dict__["_datalabs_volume_lock"] = asyncio.Lock()
+        return lock
+
+    async def hot_attach(self, chosen: ChosenVolume) -> Mounted:
+        """Bind-mount an authorized volume read-only into the running session's ``data/``,
+        exactly as at spawn (the broker calls this, as root, after ``authorize_volume``)."""
+        if not self.ready:
+            raise AccessError(
+                409, f"Start your session before attaching volume '{chosen.id}' to it."
+            )
+        target = self.data_dir / chosen.volume.folder
+        async with self._volume_lock:
+            if is_mount_point(target):
+                raise AccessError(409, f"data/{chosen.volume.folder} is already in use (attached).")
+            try:
+                source = self.source_folder(chosen)
+                mounted = await LocalMounter(self.mount_method).attach(source, target)
+            except MountError as e:
+                raise AccessError(
+                    500, f"Volume '{chosen.id}' could not be attached: {e}."
+                ) from None
+            self._mounted = [*getattr(self, "_mounted", []), mounted]
+        return mounted
+
+    async def hot_detach(self, vid: str) -> Volume:
+        """Unmount a volume from the running session (lazily if a kernel still reads it).
+
+        A user may detach a volume they can no longer read (their access ended while it was
+        attached); an unknown or unreadable volume that is not attached is refused in the
+        words of ``refuse_volume``, so that the answer does not tell who has what."""
+        volume = self.catalogue.volumes.entries.get(vid)
+        if volume is None:
+            raise refuse_volume(vid)
+        target = self.data_dir / volume.folder
+        async with self._volume_lock:
+            if not is_mount_point(target):
+                if not may_read(volume, self.who()):
+                    raise refuse_volume(vid)
+                raise AccessError(409, f"Volume '{vid}' is not attached.")
+            try:
+                await LocalMounter(self.mount_method).detach(target)
+            except MountError as e:
+                raise AccessError(500, f"Volume '{vid}' could not be detached: {e}.") from None
+            self._mounted = [m for m in getattr(self, "_mounted", []) if m.target != target]
+        return volume
 
     async def _attach_all(self, mounter: LocalMounter, choice: SessionChoice) -> dict[str, str]:
         paths: dict[str, str] = {}

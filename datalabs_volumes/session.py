@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from . import listing
-from .access import Who, may_read
+from .access import AccessError, Who, may_read, refuse_volume
+from .broker_client import BrokerClient
 from .catalogue import VolumeCatalogue
 from .credentials import CredentialError, CredentialStore
 from .models import Volume, choose, is_safe_relative_path
@@ -42,19 +43,18 @@ SIZE_WALK_LIMIT = 20_000
 BROWSE_LIMIT = 5_000
 
 
-class StorageError(Exception):
-    """A request that cannot be done: ``status`` for HTTP, ``message`` for the person."""
+class StorageError(AccessError):
+    """A request that cannot be done: ``status`` for HTTP, ``message`` for the person, and
+    ``reason``, a field or kind a client can act on."""
 
     def __init__(self, status: int, message: str, reason: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
         self.reason = reason
 
 
 def _refuse_volume(vid: str) -> StorageError:
-    # The same words as at spawn, and the same for unknown and forbidden volumes.
-    return StorageError(403, f"Volume '{vid}' does not exist or you may not read it.")
+    refused = refuse_volume(vid)
+    return StorageError(refused.status, refused.message)
 
 
 @dataclass
@@ -71,6 +71,7 @@ class _Readable:
     day: date
     volumes: list[Volume]
     index: list[listing.Indexed]
+    allowed: frozenset[str] | None = None
 
 
 class StorageSession:
@@ -78,9 +79,13 @@ class StorageSession:
 
     ``data_dir``: where volumes and connections appear (``<workspace>/data``).
     ``catalogue_dirs`` / ``archive_root``: the hub's catalogue and the root of ``local`` sources.
-    ``who``: the user and their hub groups. ``store``: their encrypted connections (None: the
-    operator configured no credentials key, and connections are refused with a message saying
-    so). ``allowed_networks``: private ranges the operator lets connections reach.
+    ``who``: the user (and, for a server outside any hub, its groups). ``broker``: in a hub
+    session, the hub's broker, which alone decides which volumes the user may read and alone
+    attaches and detaches them; ``who``'s groups are then never used. Without a broker (a
+    server its owner runs outside any hub) the session applies the same policy function
+    itself, with its own mounter. ``store``: their encrypted connections (None: the operator
+    configured no credentials key, and connections are refused with a message saying so).
+    ``allowed_networks``: private ranges the operator lets connections reach.
     """
 
     def __init__(
@@ -94,7 +99,11 @@ class StorageSession:
         mount_method: MountMethod = "auto",
         rclone: SessionRclone | None = None,
         catalogue_refresh_seconds: float = 2.0,
+        broker: BrokerClient | None = None,
     ):
+        self.broker = broker
+        #: The broker's answer (ids the user may read) and when it was fetched.
+        self._allowed: tuple[frozenset[str], float] | None = None
         self.data_dir = Path(data_dir)
         self._data_dir_abs = os.path.abspath(self.data_dir)
         self.who = who
@@ -120,21 +129,46 @@ class StorageSession:
         self.catalogue.refresh(seconds, background=seconds > 0)
         return self.catalogue.entries
 
+    async def _ask_broker(self) -> None:
+        """Fetch from the broker the volumes the user may read, at most every
+        ``catalogue_refresh_seconds`` (the same freshness as the catalogue itself)."""
+        if self.broker is None:
+            return
+        if self._allowed and time.monotonic() - self._allowed[1] < self.catalogue_refresh_seconds:
+            return
+        try:
+            ids = await self.broker.readable()
+        except AccessError as e:
+            raise StorageError(e.status, e.message) from None
+        self._allowed = (frozenset(ids), time.monotonic())
+
+    def _may_read(self, volume: Volume, today: date | None = None) -> bool:
+        if self.broker is not None:
+            return self._allowed is not None and volume.id in self._allowed[0]
+        return may_read(volume, self.who, today)
+
     def _readable(self) -> _Readable:
         """The volumes the user may read, in catalogue order and indexed for search; made
-        again only when the catalogue's entries or the date (an embargo may end) changed."""
+        again only when the catalogue's entries, the broker's answer or the date (an embargo
+        may end) changed."""
         entries = self._entries()
         today = date.today()
+        allowed = self._allowed[0] if self._allowed else None
         cached = self._readable_cache
-        if cached is None or cached.entries is not entries or cached.day != today:
-            volumes = [v for v in entries.values() if may_read(v, self.who, today)]
-            cached = _Readable(entries, today, volumes, listing.index(volumes))
+        if (
+            cached is None
+            or cached.entries is not entries
+            or cached.day != today
+            or cached.allowed is not allowed
+        ):
+            volumes = [v for v in entries.values() if self._may_read(v, today)]
+            cached = _Readable(entries, today, volumes, listing.index(volumes), allowed)
             self._readable_cache = cached
         return cached
 
     def _volume(self, vid: str) -> Volume:
         volume = self._entries().get(vid)
-        if volume is None or not may_read(volume, self.who):
+        if volume is None or not self._may_read(volume):
             raise _refuse_volume(vid)
         return volume
 
@@ -229,6 +263,7 @@ class StorageSession:
 
     async def volumes(self) -> list[dict[str, Any]]:
         """The catalogue's volumes the user may read, with mounted state, size and health."""
+        await self._ask_broker()
 
         def describe_all() -> list[dict[str, Any]]:
             points = self._mount_points()
@@ -255,6 +290,7 @@ class StorageSession:
             raise StorageError(
                 400, f"The page limit must be between 1 and {listing.MAX_LIMIT}, not {limit}."
             )
+        await self._ask_broker()
 
         def build() -> dict[str, Any]:
             points = self._mount_points()
@@ -283,11 +319,16 @@ class StorageSession:
 
     async def volume(self, vid: str) -> dict[str, Any]:
         """One volume as ``volumes()`` describes it."""
+        await self._ask_broker()
         volume = self._volume(vid)
         return await asyncio.to_thread(lambda: self._describe(volume, self._mount_points()))
 
     async def attach_volume(self, vid: str, version: str | None = None) -> dict[str, Any]:
-        """Mount a hosted volume read-only at ``data/<folder>`` with the spawner's own mounter."""
+        """Mount a hosted volume read-only at ``data/<folder>``: in a hub session the broker
+        decides and mounts (the session only asks); outside a hub, the spawner's own mounter."""
+        if self.broker is not None:
+            await self._broker_call(self.broker.attach(vid, version))
+            return await self.volume(vid)
         volume = self._volume(vid)
         source = self._source(volume, version)
         target = self.data_dir / volume.folder
@@ -308,6 +349,15 @@ class StorageSession:
 
     async def detach_volume(self, vid: str) -> dict[str, Any]:
         """Unmount a hosted volume (lazily if a kernel still reads from it)."""
+        if self.broker is not None:
+            answer = await self._broker_call(self.broker.detach(vid))
+            self._allowed = None
+            await self._ask_broker()
+            volume = self._entries().get(vid)
+            if volume is None or not self._may_read(volume):
+                # Detached, and no longer readable (access ended while it was attached).
+                return {**answer, "mounted": False}
+            return await self.volume(vid)
         volume = self._volume(vid)
         target = self.data_dir / volume.folder
         async with self._volume_lock:
@@ -319,8 +369,15 @@ class StorageSession:
                 raise StorageError(500, f"Volume '{vid}' could not be detached: {e}.") from None
         return await self.volume(vid)
 
+    async def _broker_call(self, call: Any) -> dict[str, Any]:
+        try:
+            return await call
+        except AccessError as e:
+            raise StorageError(e.status, e.message) from None
+
     async def browse_volume(self, vid: str, path: str = "") -> dict[str, Any]:
         """List a folder of a volume through fsspec, without mounting it."""
+        await self._ask_broker()
         volume = self._volume(vid)
         source = self._source(volume)
         path = (path or "").strip("/")
@@ -499,20 +556,6 @@ class StorageSession:
     async def close(self) -> None:
         """Unmount every connection and stop rclone (hosted volumes are the spawner's)."""
         await self.rclone.close()
-
-
-def who_from(user: str, groups_json: str | None, granted_json: str | None) -> Who:
-    """A Who from the session's environment (the JSON lists the spawner wrote)."""
-    import json
-
-    def as_list(raw: str | None) -> list[str]:
-        try:
-            value = json.loads(raw) if raw else []
-        except ValueError:
-            return []
-        return [str(v) for v in value] if isinstance(value, list) else []
-
-    return Who(user, tuple(as_list(groups_json)), frozenset(as_list(granted_json)))
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:

@@ -7,31 +7,29 @@ them once, on the hub (``c.DatalabsSpawnerMixin.*``), and the single-user server
 from __future__ import annotations
 
 import getpass
-import json
 import os
 from pathlib import Path
 
 from traitlets import Enum, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from datalabs_volumes import contract
+from datalabs_volumes.access import Who
+from datalabs_volumes.broker_client import BrokerClient
 from datalabs_volumes.credentials import CredentialError, CredentialStore
 from datalabs_volumes.mount.rclone import SessionRclone
 from datalabs_volumes.remotes import parse_networks
-from datalabs_volumes.session import StorageSession, who_from
+from datalabs_volumes.session import StorageSession
 
 #: The per-user credentials key; removed from the environment once read, so kernels and
 #: terminals started by this server do not inherit it.
-KEY_ENV = "DATALABS_CREDENTIALS_KEY"
+KEY_ENV = contract.CREDENTIALS_KEY
 
 
 def json_env_list(name: str) -> list[str]:
     """The JSON list of strings in environment variable ``name`` (the spawner sets these);
     empty when unset or not a list."""
-    try:
-        value = json.loads(os.environ.get(name, "") or "[]")
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
+    return contract.json_list(name)
 
 
 class DatalabsStorage(LoggingConfigurable):
@@ -49,7 +47,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("catalogue_dirs")
     def _default_catalogue_dirs(self):
-        return json_env_list("DATALABS_CATALOGUE_DIRS")
+        return json_env_list(contract.CATALOGUE_DIRS)
 
     archive_root = Unicode(
         config=True,
@@ -61,7 +59,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("archive_root")
     def _default_archive_root(self):
-        return os.environ.get("DATALABS_ARCHIVE_ROOT", "")
+        return os.environ.get(contract.ARCHIVE_ROOT, "")
 
     data_dir = Unicode(
         "data",
@@ -85,7 +83,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("connections_file")
     def _default_connections_file(self):
-        return os.environ.get("DATALABS_CONNECTIONS_FILE", "")
+        return os.environ.get(contract.CONNECTIONS_FILE, "")
 
     allowed_networks = List(
         Unicode(),
@@ -99,7 +97,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("allowed_networks")
     def _default_allowed_networks(self):
-        return json_env_list("DATALABS_ALLOWED_NETWORKS")
+        return json_env_list(contract.ALLOWED_NETWORKS)
 
     mount_method = Enum(
         ["auto", "bind", "rclone"],
@@ -112,7 +110,7 @@ class DatalabsStorage(LoggingConfigurable):
 
     @default("mount_method")
     def _default_mount_method(self):
-        value = os.environ.get("DATALABS_MOUNT_METHOD", "auto")
+        value = os.environ.get(contract.MOUNT_METHOD, "auto")
         return value if value in ("auto", "bind", "rclone") else "auto"
 
     rclone_runtime_dir = Unicode(
@@ -123,6 +121,21 @@ class DatalabsStorage(LoggingConfigurable):
         file and its cache. Default: a new temporary folder, removed when the server stops.
         """,
     )
+
+    broker_url = Unicode(
+        config=True,
+        help="""
+        The hub's volume broker (its versioned API root), which decides which volumes the user
+        may read and attaches and detaches them, asked with the server's own hub token
+        (``JUPYTERHUB_API_TOKEN``). Default: ``DATALABS_BROKER_URL``, else derived from
+        ``JUPYTERHUB_API_URL``; empty outside a hub, where the server applies the access
+        policy itself, to the groups in ``DATALABS_USER_GROUPS`` (its owner's own server).
+        """,
+    )
+
+    @default("broker_url")
+    def _default_broker_url(self):
+        return contract.broker_url()
 
     user = Unicode(
         config=True,
@@ -148,11 +161,14 @@ class DatalabsStorage(LoggingConfigurable):
             self.log.warning(
                 "Connections are disabled: no credentials key (%s) in the environment", KEY_ENV
             )
-        who = who_from(
-            self.user,
-            os.environ.get("DATALABS_USER_GROUPS"),
-            os.environ.get("DATALABS_GRANTED_VOLUMES"),
-        )
+        broker = None
+        if self.broker_url:
+            broker = BrokerClient(
+                self.broker_url, self.user, os.environ.get("JUPYTERHUB_API_TOKEN", "")
+            )
+            who = Who(self.user)
+        else:
+            who = Who(self.user, tuple(json_env_list(contract.STANDALONE_GROUPS)))
         runtime = Path(self.rclone_runtime_dir) if self.rclone_runtime_dir else None
         return StorageSession(
             data_dir,
@@ -163,4 +179,5 @@ class DatalabsStorage(LoggingConfigurable):
             allowed_networks=parse_networks(self.allowed_networks),
             mount_method=self.mount_method,
             rclone=SessionRclone(runtime),
+            broker=broker,
         )

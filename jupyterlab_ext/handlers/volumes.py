@@ -7,8 +7,10 @@
 - ``POST volumes/<id>/attach`` (optional body ``{"version": "v2"}``) and ``POST .../detach``
 - ``GET volumes/<id>/browse?path=<folder>``: a listing through fsspec, without mounting
 
-Access is checked server-side with the hub's own rule (``datalabs_volumes.access.may_read``)
-on the user's hub groups, which the spawner passes to the server.
+In a hub session this server decides nothing: it asks the hub's broker
+(``datalabs_spawner.broker``) with the user's own hub token, and the broker checks the hub's
+users, groups and catalogue and does the mounting. Outside a hub (a server its owner runs) the
+same policy function is applied here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from datalabs_volumes import contract
 from datalabs_volumes.session import StorageError, as_mapping
 
 from .base import DatalabsHandler
@@ -98,12 +101,12 @@ def setup(app) -> None:
         host = serverapp.ip if serverapp.ip not in ("", "0.0.0.0", "*", "::") else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        os.environ["DATALABS_API_URL"] = url_path_join(
+        os.environ[contract.API_URL] = url_path_join(
             f"http://{host}:{serverapp.port}", serverapp.base_url, "datalabs/api/"
         )
         token = getattr(serverapp.identity_provider, "token", "")
         if token:
-            os.environ["DATALABS_API_TOKEN"] = token
+            os.environ[contract.API_TOKEN] = token
 
 
 async def shutdown(app) -> None:

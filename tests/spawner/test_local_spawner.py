@@ -275,7 +275,10 @@ async def test_the_session_learns_what_hot_attach_and_connections_need(make_spaw
     alice.user_options = {"profile": "lab", "volumes": []}
     choice = alice.resolve_user_options()
     venv = alice.volume_env(choice, {})
-    assert json.loads(venv["DATALABS_GRANTED_VOLUMES"]) == ["psa"]
+    # Access is the broker's to decide: the session is told no groups and no grants (its
+    # environment is the user's to change), and the operator's grant holds at the broker.
+    assert not {"DATALABS_USER_GROUPS", "DATALABS_GRANTED_VOLUMES"} & {*venv, *env}
+    assert alice.authorize_volume("psa").id == "psa"
     assert json.loads(venv["DATALABS_ALLOWED_NETWORKS"]) == ["127.0.0.1/32"]
     # Runs are kept where the file browser can open their outputs.
     assert venv["DATALABS_PIPELINES_HOME"] == "~/pipeline-runs"

@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from . import contract
+
 
 class DatalabsError(RuntimeError):
     """The API refused a request; ``status`` is the HTTP status, the message says why."""
@@ -27,7 +29,7 @@ class DatalabsError(RuntimeError):
 
 
 def _default_url() -> str:
-    url = os.environ.get("DATALABS_API_URL")
+    url = os.environ.get(contract.API_URL)
     if url:
         return url
     service = os.environ.get("JUPYTERHUB_SERVICE_URL")
@@ -41,7 +43,7 @@ def _default_url() -> str:
 
 
 def _default_token() -> str:
-    return os.environ.get("DATALABS_API_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    return os.environ.get(contract.API_TOKEN) or os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
 
 class Client:

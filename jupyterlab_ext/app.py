@@ -27,6 +27,7 @@ from datalabs_pipelines.executors.kubernetes_executor import KubernetesExecutor,
 from datalabs_pipelines.executors.local import LocalExecutor
 from datalabs_pipelines.launcher import Workspace
 from datalabs_pipelines.settings import Settings, default_home, default_user
+from datalabs_volumes import contract
 
 from .storage import json_env_list
 
@@ -67,7 +68,7 @@ class DatalabsExtension(ExtensionApp):
 
     @default("catalogue_dirs")
     def _default_catalogue_dirs(self) -> list[str]:
-        from_spawner = json_env_list("DATALABS_CATALOGUE_DIRS")
+        from_spawner = json_env_list(contract.CATALOGUE_DIRS)
         if from_spawner:
             return from_spawner
         return [d for d in os.environ.get("DATALABS_CATALOGUE", "").split(os.pathsep) if d]

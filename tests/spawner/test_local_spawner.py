@@ -284,3 +284,35 @@ async def test_the_session_learns_what_hot_attach_and_connections_need(make_spaw
     assert venv["DATALABS_PIPELINES_HOME"] == "~/pipeline-runs"
     # Without a master key, connections are off and no key is handed out.
     assert "DATALABS_CREDENTIALS_KEY" not in make_spawner("carol").storage_env()
+
+
+@pytest.mark.parametrize(
+    ("vid", "status", "words"),
+    [
+        ("secret", 403, "Volume 'secret' does not exist or you may not read it."),
+        ("no-such", 403, "Volume 'no-such' does not exist or you may not read it."),
+        ("nfs", 400, "Volume 'nfs' has a nfs source, which this hub's spawner cannot attach."),
+    ],
+)
+def test_spawn_and_the_broker_refuse_a_volume_in_the_same_words(make_spawner, vid, status, words):
+    from datalabs_volumes.access import AccessError
+
+    bob = make_spawner("bob")
+    bob.user_options = {"profile": "lab", "volumes": [vid]}
+    with pytest.raises(web.HTTPError) as at_spawn:
+        bob.resolve_user_options()
+    with pytest.raises(AccessError) as at_broker:
+        bob.authorize_volume(vid)
+    assert (at_spawn.value.status_code, at_spawn.value.jupyterhub_message) == (status, words)
+    assert (at_broker.value.status, at_broker.value.message) == (status, words)
+    assert [v.id for v in bob.readable_volumes()] == ["gone", "psa", "spice"]
+
+
+async def test_the_broker_attaches_only_into_a_running_session(make_spawner):
+    from datalabs_volumes.access import AccessError
+
+    alice = make_spawner("alice", groups=["team"])
+    with pytest.raises(AccessError) as err:
+        await alice.hot_attach(alice.authorize_volume("secret"))
+    assert err.value.status == 409 and "Start your session" in err.value.message
+    assert not (alice.data_dir / "secret").exists()

@@ -60,7 +60,7 @@ if admin_token:
 # Sessions ask it (with the user's own hub token) which volumes the user may read, and ask it to
 # attach and detach them; it checks the hub's own groups and the catalogue, and mounts as the
 # hub. Its routes live under /hub/datalabs/v1/ (docs/api/broker.openapi.yaml). The address the
-# sessions use is DatalabsLocalSpawner.broker_url (default: the hub's internal API address).
+# sessions use is DatalabsSpawnerMixin.broker_url (default: the hub's internal API address).
 # JupyterHub logs that extra_handlers is deprecated; see datalabs_spawner/broker.py for why the
 # broker lives in the hub process all the same.
 from datalabs_spawner.broker import default_handlers as broker_handlers  # noqa: E402

@@ -162,6 +162,24 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    broker_url = Unicode(
+        config=True,
+        help="""
+        The broker's API root as the session reaches it (given to the session as
+        ``DATALABS_BROKER_URL``). The session's Data panel lists, attaches and detaches
+        volumes by asking it, with the user's own hub token. Default: the hub's internal API address
+        with ``/hub/datalabs/v1/`` (``JupyterHub.hub_connect_url`` when set). Enable the broker
+        with ``c.JupyterHub.extra_handlers = datalabs_spawner.broker.default_handlers``.
+        """,
+    )
+
+    @default("broker_url")
+    def _default_broker_url(self):
+        api = (self.hub.api_url if self.hub is not None else "").rstrip("/")
+        if not api.endswith("/api"):
+            return ""
+        return api[: -len("api")] + contract.BROKER_PATH
+
     _progress_events: list[dict[str, Any]]
     choice: SessionChoice | None = None
 
@@ -287,6 +305,7 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             VOLUMES_ENV: json.dumps(described),
             DATALAB_ENV: choice.datalab.slug,
             contract.ALLOWED_NETWORKS: json.dumps(list(self.connection_allowed_networks)),
+            **({contract.BROKER_URL: self.broker_url} if self.broker_url else {}),
             **({contract.PIPELINES_HOME: self.pipeline_runs_dir} if self.pipeline_runs_dir else {}),
         }
 
@@ -338,24 +357,6 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         the user already has (edited or not) untouched. Empty (default): no examples.
         """,
     )
-
-    broker_url = Unicode(
-        config=True,
-        help="""
-        The broker's API root as the session reaches it (given to the session as
-        ``DATALABS_BROKER_URL``). The session's Data panel attaches and detaches volumes by
-        asking it, with the user's own hub token. Default: the hub's internal API address
-        with ``/hub/datalabs/v1/`` (``JupyterHub.hub_connect_url`` when set). Enable the broker
-        with ``c.JupyterHub.extra_handlers = datalabs_spawner.broker.default_handlers``.
-        """,
-    )
-
-    @default("broker_url")
-    def _default_broker_url(self):
-        api = (self.hub.api_url if self.hub is not None else "").rstrip("/")
-        if not api.endswith("/api"):
-            return ""
-        return api[: -len("api")] + contract.BROKER_PATH
 
     _mounted: list[Mounted]
 
@@ -454,8 +455,6 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             contract.ARCHIVE_ROOT: self.volume_root,
             contract.MOUNT_METHOD: self.mount_method,
         }
-        if self.broker_url:
-            env[contract.BROKER_URL] = self.broker_url
         if self.credentials_master_key:
             env[contract.CREDENTIALS_KEY] = user_key(self.credentials_master_key, self.user.name)
         return env

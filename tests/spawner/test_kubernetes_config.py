@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config
 
+from datalabs_spawner import broker
 from datalabs_spawner.spawner import DatalabsKubeSpawner, DatalabsLocalSpawner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +20,8 @@ def test_values_extra_config_selects_the_datalabs_spawner():
     assert c.JupyterHub.spawner_class == "datalabs"
     assert c.DatalabsSpawnerMixin.catalogue_dirs == ["/srv/datalabs/catalogue"]
     assert c.DatalabsKubeSpawner.archive_claim == "datalabs-archive"
+    # Sessions ask the broker which volumes the user may read: it must be served on this hub.
+    assert c.JupyterHub.extra_handlers == broker.default_handlers
     # Every option the snippet sets exists on the spawner (a typo would be silently ignored)
     traits = set(DatalabsKubeSpawner.class_trait_names(config=True))
     for section in ("DatalabsSpawnerMixin", "DatalabsKubeSpawner"):

@@ -133,9 +133,7 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
 
     @default("credentials_master_key")
     def _default_credentials_master_key(self):
-        return os.environ.get(
-            "DATALABS_CREDENTIALS_MASTER_KEY", ""
-        )  # the hub's own, not a session's
+        return os.environ.get("DATALABS_CREDENTIALS_MASTER_KEY", "")
 
     connection_allowed_networks = List(
         Unicode(),
@@ -167,9 +165,10 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         help="""
         The broker's API root as the session reaches it (given to the session as
         ``DATALABS_BROKER_URL``). The session's Data panel lists, attaches and detaches
-        volumes by asking it, with the user's own hub token. Default: the hub's internal API address
-        with ``/hub/datalabs/v1/`` (``JupyterHub.hub_connect_url`` when set). Enable the broker
-        with ``c.JupyterHub.extra_handlers = datalabs_spawner.broker.default_handlers``.
+        volumes by asking it, with the user's own hub token. Default: the hub's API address
+        as sessions reach it (``JupyterHub.hub_connect_url`` when set) with
+        ``/hub/datalabs/v1/``. Serve the broker on the hub with
+        ``c.JupyterHub.extra_handlers = datalabs_spawner.broker.default_handlers``.
         """,
     )
 

@@ -15,13 +15,16 @@ ends, so the queue drains even with no server running. The CLI runs in the foreg
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,12 +103,13 @@ class RunRequest:
 _RUN_REF = re.compile(r"""run:\s*["']?([^\s"'#{}]+\.cwl)""")
 
 
-def _updates_in_place(pipeline_path: str) -> bool:
-    """Whether the pipeline or a tool it runs (followed through ``run:`` files) declares
-    InplaceUpdateRequirement (a text scan: cheap, and errs towards caution)."""
+def _pipeline_mentions(pipeline_path: str, words: tuple[str, ...]) -> set[str]:
+    """Which of ``words`` the pipeline or a tool it runs (followed through ``run:`` files)
+    contains (a text scan: cheap, and errs towards caution)."""
+    found: set[str] = set()
     pending = [pipeline_path.partition("#")[0]]
     seen: set[str] = set()
-    while pending and len(seen) < 200:
+    while pending and len(seen) < 200 and len(found) < len(words):
         path = pending.pop()
         if path in seen or "://" in path:
             continue
@@ -114,10 +118,9 @@ def _updates_in_place(pipeline_path: str) -> bool:
             text = Path(path).read_text(encoding="utf-8", errors="replace")[:2_000_000]
         except OSError:
             continue
-        if "InplaceUpdateRequirement" in text:
-            return True
+        found.update(word for word in words if word in text)
         pending += [str(Path(path).parent / ref) for ref in _RUN_REF.findall(text)]
-    return False
+    return found
 
 
 def unsafe_features(request: RunRequest) -> dict[str, str]:
@@ -126,12 +129,18 @@ def unsafe_features(request: RunRequest) -> dict[str, str]:
     The cache key leaves out requirements given in the job document (``cwl:requirements``);
     steps that update their inputs in place have effects that neither a cached result nor
     ``--provenance`` (which captures the data it sees) leaves intact. Both found by the CWL
-    conformance tests.
+    conformance tests. cwltool's cache does not keep a job's exit code: a cached job hands
+    ``runtime.exitCode`` the value ``true`` (``CallbackJob.run`` in cwltool's
+    ``command_line_tool.py`` passes its ``compute_checksum`` flag where ``collect_output_ports``
+    takes the exit code; cwltool issue #1173), so a tool that reads it cannot be cached.
     """
     unsafe: dict[str, str] = {}
     if any(str(k).endswith("requirements") for k in request.inputs):
         unsafe["cache"] = "the job carries its own requirements"
-    if _updates_in_place(request.pipeline_path):
+    mentions = _pipeline_mentions(request.pipeline_path, ("InplaceUpdateRequirement", "exitCode"))
+    if "exitCode" in mentions:
+        unsafe["cache"] = "a tool reads runtime.exitCode, which cwltool's cache does not keep"
+    if "InplaceUpdateRequirement" in mentions:
         unsafe["cache"] = unsafe["provenance"] = "a step updates its inputs in place"
     return unsafe
 
@@ -290,6 +299,72 @@ def _append_run_event(rundir: str, state: str, reason: str | None = None) -> Non
         pass
 
 
+#: cwltool's log names every cache entry a run fills or reads.
+_CACHE_ENTRY = re.compile(
+    r"\[job [^\]]+\] (?:Output of job will be cached in|Using cached output in) (?P<dir>/.+?)\s*$"
+)
+
+
+def _outside_paths(value: Any, entry: str) -> bool:
+    """Whether a File or Directory in ``value`` has an absolute path outside ``entry``."""
+    if isinstance(value, list):
+        return any(_outside_paths(v, entry) for v in value)
+    if not isinstance(value, dict):
+        return False
+    if value.get("class") in ("File", "Directory"):
+        where = value.get("path")
+        if where is None and str(value.get("location", "")).startswith("file://"):
+            where = urllib.parse.unquote(urllib.parse.urlparse(value["location"]).path)
+        if isinstance(where, str) and where.startswith("/"):
+            where = os.path.normpath(where)
+            if where != entry and not where.startswith(entry + "/"):
+                return True
+    return any(_outside_paths(v, entry) for v in value.values())
+
+
+def replayable(entry: Path) -> bool:
+    """Whether cwltool can hand back the outputs cached in ``entry`` on a later run.
+
+    A tool that writes its outputs to ``cwl.output.json`` may name its input files there, at the
+    path cwltool staged them to for that run (``/tmp/<random>/stg<uuid>/whale.txt``). On a cache
+    hit cwltool reads that file again, but stages the inputs elsewhere, so it refuses the run:
+    "Output file path ... must be within designated output directory ... or an input file pass
+    through" (``revmap_file`` in cwltool's ``command_line_tool.py``, reached from
+    ``CallbackJob.run``; cwltool issue #1573). Without a cache the same run succeeds.
+    """
+    try:
+        outputs = json.loads((entry / "cwl.output.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # no cwl.output.json (or one cwltool itself refused on the first run)
+    return not _outside_paths(outputs, os.path.normpath(str(entry)))
+
+
+def forget_unreplayable(entries: set[str]) -> list[str]:
+    """Drop the cache entries cwltool could not replay (see :func:`replayable`); returns them.
+
+    The next run then runs those jobs again instead of failing. An entry another run holds
+    (cwltool locks ``<entry>.status``) is left alone: that run checks it when it ends.
+    """
+    dropped = []
+    for entry in sorted(entries):
+        if replayable(Path(entry)):
+            continue
+        try:
+            with open(f"{entry}.status", "r+", encoding="utf-8") as status:
+                try:
+                    fcntl.flock(status.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                # cwltool reuses an entry only while its status says "success".
+                status.seek(0)
+                status.truncate()
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+        dropped.append(entry)
+    return dropped
+
+
 def execute(
     store: RunStore,
     run: Run,
@@ -306,6 +381,7 @@ def execute(
     cmd = [*cwltool_command(), *run.argv]
     recent: list[str] = []
     states: dict[str, str] = {}
+    cache_entries: set[str] = set()
     with open(rundir / OUTPUTS_FILE, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -333,6 +409,8 @@ def execute(
         recent.append(line)
         if len(recent) > 50:
             del recent[:25]
+        if entry := _CACHE_ENTRY.search(line):
+            cache_entries.add(entry["dir"])
         _step, event = log.write_line(line)
         if event is None or event.step is None:
             if event is not None:
@@ -359,6 +437,8 @@ def execute(
     log.flush()
     # Tools may leave background processes behind; they belong to this run and end with it.
     kill_group(proc.pid, signal.SIGKILL)
+    # Entries cwltool would refuse to reuse go now, so that the next run repeats those jobs.
+    forget_unreplayable(cache_entries)
     outputs: dict[str, Any] | None = None
     try:
         text = (rundir / OUTPUTS_FILE).read_text(encoding="utf-8").strip()

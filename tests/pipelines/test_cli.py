@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from datalabs_pipelines.runs import RunStore
@@ -106,3 +108,58 @@ def test_search_and_run_by_catalogue_id(cli, tmp_path, monkeypatch):
     assert status["pipeline"] == "esasky/bright-sources"
     # The relative location was made absolute, so a re-run finds the file from anywhere.
     assert status["inputs"]["catalogue"]["location"] == str(tmp_path / "cat.csv")
+
+
+# -- the same result as plain cwltool, on the first run and on every re-run -------------------
+
+CWLTOOL = str(Path(sys.executable).parent / "cwltool")
+
+
+def _plain_cwltool(tool: Path, outdir: Path) -> dict:
+    done = subprocess.run(
+        [CWLTOOL, "--no-container", "--quiet", "--outdir", str(outdir), str(tool)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _without_places(value):
+    """An output object without the keys that name where its files were written."""
+    if isinstance(value, dict):
+        return {k: _without_places(v) for k, v in value.items() if k not in ("location", "path")}
+    if isinstance(value, list):
+        return [_without_places(v) for v in value]
+    return value
+
+
+def test_exit_code_output_is_the_tools_exit_code_on_every_run(cli, data_dir, tmp_path):
+    # Once a job was cached, cwltool replayed it with runtime.exitCode == true (its cache does
+    # not keep exit codes): the second run said {"code": true}.
+    tool = data_dir / "exit-seven.cwl"
+    expected = _plain_cwltool(tool, tmp_path / "plain")
+    assert expected == {"code": 7}
+
+    for attempt in range(2):
+        done = cli("run", "--quiet", str(tool))
+        assert done.returncode == 0, f"run {attempt + 1}: {done.stderr}"
+        assert json.loads(done.stdout) == expected, f"run {attempt + 1}"
+
+
+def test_a_record_default_file_passed_through_works_on_every_run(cli, data_dir, tmp_path):
+    # The tool hands its input file back through cwl.output.json. The cached copy of that file
+    # names the input where the first run staged it; cwltool's cache could not replay it, so
+    # the second run failed ("must be within designated output directory ...").
+    tool = data_dir / "record-default-file.cwl"
+    expected = _plain_cwltool(tool, tmp_path / "plain")
+    assert expected["same_record"]["file"]["size"] == (data_dir / "whale.txt").stat().st_size
+
+    for attempt in range(3):
+        done = cli("run", "--quiet", "--outdir", str(tmp_path / f"out{attempt}"), str(tool))
+        assert done.returncode == 0, f"run {attempt + 1}: {done.stderr}"
+        output = json.loads(done.stdout)
+        assert _without_places(output) == _without_places(expected), f"run {attempt + 1}"
+        returned = Path(output["same_record"]["file"]["path"])
+        assert returned.read_text() == (data_dir / "whale.txt").read_text()

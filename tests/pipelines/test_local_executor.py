@@ -277,6 +277,40 @@ def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_p
     argv = build_argv(settings, tmp_path / "run", "/out", None, own_requirements)
     assert "--cachedir" not in argv and "--provenance" in argv
 
+    exit_code = RunRequest(pipeline="exit", pipeline_path=str(DATA / "exit-seven.cwl"))
+    argv = build_argv(settings, tmp_path / "run", "/out", None, exit_code)
+    assert "--cachedir" not in argv and "--provenance" in argv
+
     plain = RunRequest(pipeline="echo", pipeline_path=str(DATA / "echo.cwl"), inputs={"text": "x"})
     argv = build_argv(settings, tmp_path / "run", "/out", None, plain)
     assert "--cachedir" in argv and "--provenance" in argv
+
+
+def test_cache_entries_cwltool_cannot_replay_are_dropped(tmp_path):
+    from datalabs_pipelines.executors.local import forget_unreplayable
+
+    def entry(name: str, outputs: dict) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "cwl.output.json").write_text(json.dumps(outputs))
+        (tmp_path / f"{name}.status").write_text("success")
+        return str(folder)
+
+    def file(where: str) -> dict:
+        return {"class": "File", "path": where}
+
+    staged_input = entry("a", {"rec": {"f": file("/tmp/x1/stg0/whale.txt")}})
+    input_by_location = entry("b", {"f": {"class": "File", "location": "file:///data/whale.txt"}})
+    listed = entry("c", {"d": {"class": "Directory", "path": "d", "listing": [file("/x/y")]}})
+    own = entry("d", {"f": file(str(tmp_path / "d" / "out.txt")), "g": file("rel.txt"), "n": 1})
+    glob_only = str(tmp_path / "e")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e.status").write_text("success")
+
+    dropped = forget_unreplayable({staged_input, input_by_location, listed, own, glob_only})
+
+    assert dropped == [staged_input, input_by_location, listed]
+    for gone in dropped:
+        assert not Path(gone).exists() and Path(f"{gone}.status").read_text() == ""
+    for kept in (own, glob_only):
+        assert Path(kept).is_dir() and Path(f"{kept}.status").read_text() == "success"

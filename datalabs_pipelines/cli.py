@@ -2,9 +2,10 @@
 
 ``run`` speaks the cwl-runner contract (``run [--outdir DIR] [--quiet] PIPELINE [JOB]``: the
 output object as JSON on stdout, exit 0 on success, 33 for an unsupported feature, non-zero
-otherwise), so standard CWL test tooling can drive it. Every run, from here or from JupyterLab,
-lands in the same run store (``$DATALABS_PIPELINES_HOME``, by default
-``~/.local/share/datalabs/pipelines``).
+otherwise); ``datalabs-cwl-runner`` (:func:`cwl_runner`) is the same under cwl-runner's own
+calling convention (``RUNNER [options] PROCESS [JOB]``, no subcommand), so standard CWL tooling
+such as cwltest can drive it. Every run, from here or from JupyterLab, lands in the same run
+store (``$DATALABS_PIPELINES_HOME``, by default ``~/.local/share/datalabs/pipelines``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _cwltool_value_options() -> set[str]:
     return names
 
 
-def parse_run_args(args: list[str]) -> dict[str, Any]:
-    """Split ``run``'s arguments into ours, cwltool's, the pipeline, the job and tool inputs."""
+def parse_run_args(args: list[str], prog: str = "datalabs-pipeline run") -> dict[str, Any]:
+    """Split ``run``'s arguments into ours, cwltool's, the pipeline, the job and tool inputs
+    (``prog`` names the command in error messages)."""
     opts: dict[str, Any] = {"outdir": None, "quiet": False, "detach": False, "cwltool_args": []}
     value_options: set[str] | None = None
     i = 0
@@ -61,7 +63,7 @@ def parse_run_args(args: list[str]) -> dict[str, Any]:
             if not has_value:
                 i += 1
                 if i >= len(args):
-                    raise SystemExit(f"datalabs-pipeline run: {name} needs a value")
+                    raise SystemExit(f"{prog}: {name} needs a value")
                 value = args[i]
             opts[name[2:]] = value
         else:
@@ -75,7 +77,7 @@ def parse_run_args(args: list[str]) -> dict[str, Any]:
         i += 1
     rest = args[i:]
     if not rest:
-        raise SystemExit("datalabs-pipeline run: missing PIPELINE (a .cwl file or a catalogue id)")
+        raise SystemExit(f"{prog}: missing PIPELINE (a .cwl file or a catalogue id)")
     opts["pipeline"] = rest[0]
     opts["job"] = rest[1] if len(rest) > 1 and not rest[1].startswith("-") else None
     opts["tool_args"] = rest[2:] if opts["job"] is not None else rest[1:]
@@ -131,8 +133,9 @@ def _resolve_pipeline(name: str) -> tuple[str, str]:
     return name, name
 
 
-def cmd_run(args: list[str]) -> int:
-    opts = parse_run_args(args)
+def cmd_run(args: list[str], prog: str = "datalabs-pipeline run") -> int:
+    """Run a pipeline in the foreground, the cwl-runner way (see the module docstring)."""
+    opts = parse_run_args(args, prog)
     settings = Settings.from_env()
     store = RunStore(settings.db_path)
     pipeline_id, pipeline_path = _resolve_pipeline(opts["pipeline"])
@@ -215,18 +218,46 @@ def _open(settings: Settings) -> RunStore:
     return store
 
 
+def _run(args: list[str], prog: str) -> int:
+    # Parsed by hand: cwltool's own options pass through untouched.
+    try:
+        return cmd_run(args, prog)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return USAGE_EXIT
+        raise
+
+
+CWL_RUNNER_USAGE = """\
+usage: datalabs-cwl-runner [--outdir DIR] [--quiet] [cwltool options] PROCESS [JOB] [inputs]
+
+A drop-in cwl-runner: runs PROCESS (a CWL file, FILE#id, or a pipeline catalogue id) with JOB
+as `datalabs-pipeline run` does, into the same run store. Prints the output object as JSON on
+stdout; exits 0 on success, 33 for an unsupported CWL feature, non-zero otherwise.
+"""
+
+
+def cwl_runner(argv: list[str] | None = None) -> int:
+    """Entry point of ``datalabs-cwl-runner``: ``datalabs-pipeline run`` under the calling
+    convention of the ``cwl-runner`` interface (``RUNNER [options] PROCESS [JOB]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--help"], ["-h"]):
+        print(CWL_RUNNER_USAGE, end="")
+        return 0
+    if argv == ["--version"]:
+        from importlib.metadata import version
+
+        print(f"datalabs-cwl-runner {version('datalabs')} (cwltool {version('cwltool')})")
+        return 0
+    return _run(argv, "datalabs-cwl-runner")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``datalabs-pipeline``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
-        # Parsed by hand: cwltool's own options pass through untouched.
-        try:
-            return cmd_run(argv[1:])
-        except SystemExit as exc:
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-                return USAGE_EXIT
-            raise
+        return _run(argv[1:], "datalabs-pipeline run")
     parser = argparse.ArgumentParser(
         prog="datalabs-pipeline",
         description="Run CWL pipelines and follow their runs (same store as JupyterLab's panel).",

@@ -113,6 +113,7 @@ def test_search_and_run_by_catalogue_id(cli, tmp_path, monkeypatch):
 # -- the same result as plain cwltool, on the first run and on every re-run -------------------
 
 CWLTOOL = str(Path(sys.executable).parent / "cwltool")
+CWL_RUNNER = str(Path(sys.executable).parent / "datalabs-cwl-runner")
 
 
 def _plain_cwltool(tool: Path, outdir: Path) -> dict:
@@ -163,3 +164,28 @@ def test_a_record_default_file_passed_through_works_on_every_run(cli, data_dir, 
         assert _without_places(output) == _without_places(expected), f"run {attempt + 1}"
         returned = Path(output["same_record"]["file"]["path"])
         assert returned.read_text() == (data_dir / "whale.txt").read_text()
+
+
+def test_cwl_runner_takes_the_process_first(data_dir, tmp_path, settings):
+    """``datalabs-cwl-runner`` is called as cwl-runner is: options, PROCESS, JOB."""
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"text": "from a job"}))
+    outdir = tmp_path / "out"
+
+    done = subprocess.run(
+        [CWL_RUNNER, f"--outdir={outdir}", "--quiet", str(data_dir / "echo.cwl"), str(job)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    out = Path(json.loads(done.stdout)["out"]["path"])
+    assert out.parent == outdir and out.read_text() == "from a job\n"
+    runs = RunStore(settings.db_path).list(user="alice")
+    assert [(r.pipeline, r.state) for r in runs] == [("echo.cwl", "success")]
+
+    usage = subprocess.run([CWL_RUNNER], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "datalabs-cwl-runner: missing PIPELINE" in usage.stderr
+    version = subprocess.run([CWL_RUNNER, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("datalabs-cwl-runner ")

@@ -53,6 +53,7 @@ INPUT, OUTPUT, STEP = "input", "output", "step"
 _STEP_KEYS = ("label", "run", "in", "out", "scatter", "scatterMethod", "when")
 _STEP_IN_KEYS = ("source", "default", "valueFrom", "linkMerge", "pickValue")
 _LAYER_GAP, _ROW_GAP = 260, 110
+_KIND_NAMES = {INPUT: "input", OUTPUT: "output", STEP: "step"}
 
 
 class GraphError(ValueError):
@@ -191,12 +192,98 @@ def _short_id(value: str) -> str:
     return value
 
 
-def _local(value: str, scope: str | None) -> str:
-    """An id relative to the workflow ``scope`` (``#main/a/b`` in ``main`` -> ``a/b``)."""
-    value = _short_id(value)
-    if scope and value.startswith(scope + "/"):
-        value = value[len(scope) + 1 :]
-    return value
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _scope_of(process_id: Any) -> str:
+    """The id scope of a process: its id as a fragment (``#main`` and ``main`` -> ``main``;
+    ``file:///x.cwl#wf`` -> ``wf``); ``""`` for a process without an id, or whose id is a URI
+    without a fragment (its fields are then ids at the document's root, ``#x``)."""
+    if process_id is None:
+        return ""
+    value = str(process_id)
+    if "#" in value:
+        return value.split("#", 1)[1].strip("/")
+    return "" if _URI_SCHEME.match(value) else value.strip("/")
+
+
+class _Ids:
+    """What the ids and references of one workflow mean: the one place where they are resolved,
+    by schema-salad's rules, for reading and for writing alike.
+
+    Every field of a workflow with scope ``P`` (see :func:`_scope_of`) is an id under it: the
+    input ``x`` is ``P/x``, the step ``s`` is ``P/s`` and its output ``o`` is ``P/s/o``; the
+    graph names them locally (``x``, ``s``, ``s/o``). A reference with a ``#`` (``#P/s/o``) is
+    absolute in the document. A reference without one (``source``, ``outputSource``) is relative:
+    salad tries it in the process's scope first (``P/ref``), then in each enclosing scope out to
+    the document's root, and takes the first that names an id. So in a workflow whose id is
+    ``count``, ``count/out`` is the output ``out`` of its step ``count`` when that step exists
+    (``count/count/out``), and only otherwise the workflow's own ``out`` (``count/out``): the
+    document's id is never a prefix to strip blindly.
+    """
+
+    def __init__(self, scope: str, known: Iterable[str]) -> None:
+        self.scope = scope
+        self.known = set(known)
+
+    @classmethod
+    def of_graph(cls, graph: Graph) -> _Ids:
+        """The ids of ``graph`` (inputs, outputs, steps, and the steps' declared ports)."""
+        known: set[str] = set()
+        for node in graph.nodes:
+            known.add(node.id)
+            if node.kind == STEP:
+                known.update(f"{node.id}/{p.id}" for p in node.inputs if p.declared)
+                known.update(f"{node.id}/{p.id}" for p in node.outputs)
+        return cls(_scope_of(graph.id), known)
+
+    def _from_absolute(self, fragment: str) -> str:
+        fragment = fragment.strip("/")
+        if not self.scope:
+            return fragment
+        if fragment.startswith(self.scope + "/"):
+            return fragment[len(self.scope) + 1 :]
+        return fragment  # outside this process: kept as written, so it shows as unknown
+
+    def local_id(self, value: Any) -> str:
+        """The local name of an identity field (an input's, output's or step's ``id``)."""
+        value = str(value)
+        return self._from_absolute(value.split("#", 1)[1]) if "#" in value else value
+
+    def target(self, reference: Any) -> str:
+        """What a ``source`` / ``outputSource`` reference names: ``x`` (a workflow input) or
+        ``s/o`` (the output ``o`` of step ``s``), local to this workflow."""
+        ref = str(reference)
+        if "#" in ref:
+            return self._from_absolute(ref.split("#", 1)[1])
+        segments = self.scope.split("/") if self.scope else []
+        for depth in range(len(segments), -1, -1):
+            candidate = "/".join([*segments[:depth], ref])
+            if not self.scope:
+                local = candidate
+            elif candidate.startswith(self.scope + "/"):
+                local = candidate[len(self.scope) + 1 :]
+            else:
+                continue
+            if local in self.known:
+                return local
+        return ref
+
+    def edge(self, reference: Any, target: str, target_port: str) -> Edge:
+        """The link a reference in ``target``'s ``target_port`` makes."""
+        local = self.target(reference)
+        if "/" in local:
+            node, _, port = local.rpartition("/")
+            return Edge(node, port, target, target_port)
+        return Edge(local, local, target, target_port)
+
+    @staticmethod
+    def reference(edge: Edge, source_is_input: bool) -> str:
+        """The text of a new reference for ``edge``: relative and local, which salad resolves
+        in the workflow's own scope first, so it always names what the graph links."""
+        if source_is_input and edge.source == edge.source_port:
+            return edge.source
+        return f"{edge.source}/{edge.source_port}"
 
 
 def _last(value: str) -> str:
@@ -294,10 +381,42 @@ def packed_entry(entries: list[Any], name: str = "main") -> Any:
     return entries[i] if i >= 0 else None
 
 
+_V1 = re.compile(r"^v1\.\d+(\.\d+)?(-dev\d+)?$")
+
+
+def _check_version(doc: dict[str, Any], name: str) -> None:
+    """Refuse, with the way out, a document that is not CWL v1.x: draft-3 and documents without
+    ``cwlVersion`` (which cwltool refuses too) have other rules for ids and fields, so editing
+    them as v1.x would save a different workflow."""
+    version = doc.get("cwlVersion")
+    if version is None and isinstance(doc.get("$graph"), list):
+        version = next(
+            (e["cwlVersion"] for e in doc["$graph"] if isinstance(e, dict) and "cwlVersion" in e),
+            None,
+        )
+    how = (
+        f"`cwl-upgrader --v1-only --dir upgraded {name}` in a terminal in its folder (and the"
+        f" same for each tool file it runs; cwl-upgrader is installed with Datalabs), then open"
+        f" upgraded/{name}"
+    )
+    if version is None:
+        raise GraphError(
+            f"{name} has no cwlVersion, so it is not CWL v1.x (cwltool refuses it too) and the"
+            f" editor cannot open it. If it is written for CWL v1.x, add its version at the top"
+            f" (e.g. `cwlVersion: v1.2`); if it is a draft-3 document, add `cwlVersion: draft-3`"
+            f" and convert it with {how}"
+        )
+    if not _V1.match(str(version)):
+        raise GraphError(
+            f"{name} is CWL {version}, not CWL v1.x: the editor opens CWL v1.0, v1.1 and v1.2."
+            f" Convert it with {how}"
+        )
+
+
 def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Graph:
     """Read a CWL workflow (a path; or ``text`` with ``source`` naming where it lives, for
     resolving ``run:`` references) as a :class:`Graph`. Raises :class:`GraphError` with a
-    readable reason for a document that is not a workflow."""
+    readable reason for a document that is not a CWL v1.x workflow."""
     path = Path(source)
     name = path.name
     if text is None:
@@ -314,6 +433,7 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
         raise GraphError(f"{name} is not valid YAML{where}: {problem}") from None
     if not isinstance(doc, dict):
         raise GraphError(f"{name} is not a CWL document (expected a mapping at the top)")
+    _check_version(doc, name)
     envelope = None
     packed = None
     main_index = 0
@@ -369,13 +489,16 @@ def process_ports(process: Any, side: str) -> list[tuple[str, Any]]:
 
 
 def _read_workflow(wf: dict[str, Any], ctx: _Context) -> Graph:
-    scope = _short_id(str(wf["id"])).lstrip("#") if wf.get("id") else None
     pre = ctx.prefixes
     graph = Graph(id=str(wf["id"]) if wf.get("id") else None)
+    ids = _Ids(_scope_of(graph.id), ())
     graph.extras = _without(wf, ("inputs", "outputs", "steps"), pre)
+    # (reference, target node, target port): resolved once every id of the workflow is known,
+    # since what a reference names depends on which ids exist
+    links: list[tuple[str, str, str]] = []
     for pid, value in _entries(wf.get("inputs")):
         canon = _canon_param(value)
-        nid = _local(pid, scope)
+        nid = ids.local_id(pid)
         port = Port(id=nid, type=_plain(canon.get("type")))
         graph.nodes.append(
             Node(
@@ -389,7 +512,7 @@ def _read_workflow(wf: dict[str, Any], ctx: _Context) -> Graph:
         )
     for pid, value in _entries(wf.get("outputs")):
         canon = _canon_param(value)
-        nid = _local(pid, scope)
+        nid = ids.local_id(pid)
         port = Port(
             id=nid,
             type=_plain(canon.get("type")),
@@ -409,13 +532,27 @@ def _read_workflow(wf: dict[str, Any], ctx: _Context) -> Graph:
                 ),
             )
         )
-        for src in _as_list(canon.get("outputSource")):
-            graph.edges.append(_edge_from(str(src), scope, nid, nid))
+        links += [(str(src), nid, nid) for src in _as_list(canon.get("outputSource"))]
     for sid, step in _entries(wf.get("steps")):
         if not isinstance(step, dict):
             raise GraphError(f"step {sid!r} is not a mapping")
-        nid = _local(sid, scope)
-        graph.nodes.append(_read_step(nid, step, scope, ctx, graph))
+        nid = ids.local_id(sid)
+        graph.nodes.append(_read_step(nid, step, ctx, links))
+    # An input and an output of one name stay apart (one is only ever a source, the other
+    # only a target); a step sharing its id with either cannot be told from it in links.
+    named: dict[str, Node] = {}
+    for node in graph.nodes:
+        first = named.setdefault(node.id, node)
+        if first is not node and STEP in (first.kind, node.kind):
+            raise GraphError(
+                f"the workflow {_KIND_NAMES[first.kind]} '{node.id}' and its"
+                f" {_KIND_NAMES[node.kind]} '{node.id}' have the same id: CWL ids must be"
+                " unique in a workflow (cwltool only warns that the id is 'previously defined',"
+                " and then takes either for the other), so the editor cannot tell them apart;"
+                " rename one of them"
+            )
+    ids = _Ids.of_graph(graph)
+    graph.edges = [ids.edge(ref, target, port) for ref, target, port in links]
     return graph
 
 
@@ -425,15 +562,9 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _edge_from(src: str, scope: str | None, target: str, target_port: str) -> Edge:
-    local = _local(src, scope)
-    if "/" in local:
-        node, _, port = local.rpartition("/")
-        return Edge(node, port, target, target_port)
-    return Edge(local, local, target, target_port)
-
-
-def _read_step(nid: str, step: dict[str, Any], scope: str | None, ctx: _Context, graph: Graph):
+def _read_step(
+    nid: str, step: dict[str, Any], ctx: _Context, links: list[tuple[str, str, str]]
+) -> Node:
     pre = ctx.prefixes
     run = step.get("run")
     process, process_path, process_graph = (
@@ -469,8 +600,7 @@ def _read_step(nid: str, step: dict[str, Any], scope: str | None, ctx: _Context,
             extras=_without(canon, _STEP_IN_KEYS, pre),
         )
         node.inputs.append(port)
-        for src in _as_list(canon.get("source")):
-            graph.edges.append(_edge_from(str(src), scope, nid, port_id))
+        links += [(str(src), nid, port_id) for src in _as_list(canon.get("source"))]
     declared = {p.id for p in node.inputs}
     for port_id, type_ in tool_inputs.items():
         if port_id not in declared:
@@ -589,15 +719,11 @@ def _pos_value(node: Node) -> dict[str, Any]:
 
 
 def _sources(graph: Graph, node_id: str, port_id: str) -> list[str]:
-    out = []
-    for e in graph.edges:
-        if e.target == node_id and e.target_port == port_id:
-            out.append(
-                e.source
-                if e.source == e.source_port and _is_input(graph, e.source)
-                else f"{e.source}/{e.source_port}"
-            )
-    return out
+    return [
+        _Ids.reference(e, _is_input(graph, e.source))
+        for e in graph.edges
+        if e.target == node_id and e.target_port == port_id
+    ]
 
 
 def _is_input(graph: Graph, node_id: str) -> bool:
@@ -661,13 +787,14 @@ def _fresh_step_in(graph: Graph, node: Node, port: Port) -> dict[str, Any]:
     return out
 
 
-def _norm_value(key: str, value: Any, scope: str | None) -> Any:
-    """A field's value with ids made local, so ``#main/a`` and ``a`` compare equal."""
+def _norm_value(key: str, value: Any, ids: _Ids) -> Any:
+    """A field's value with references resolved, so ``#main/a``, ``main/a`` and ``a`` compare
+    equal where they name the same thing in the workflow being written."""
     value = _plain(value)
     if key in ("source", "outputSource"):
         if isinstance(value, list):
-            return [_local(str(v), scope) for v in value]
-        return _local(str(value), scope) if value is not None else None
+            return [ids.target(v) for v in value]
+        return ids.target(value) if value is not None else None
     if key == "scatter":
         if isinstance(value, list):
             return [_last(str(v)) for v in value]
@@ -675,7 +802,19 @@ def _norm_value(key: str, value: Any, scope: str | None) -> Any:
     return value
 
 
-def _merge_map(orig: Any, fresh: dict[str, Any], scope: str | None, keep: Iterable[str] = ()):
+def _merge_refs(orig: Any, fresh: Any, ids: _Ids) -> Any:
+    """A changed list of references where each one that still names a source keeps the text
+    the author wrote: only the references the user edited are written anew."""
+    if not isinstance(orig, list) or not isinstance(fresh, list):
+        return fresh
+    written = {ids.target(v): v for v in orig}
+    merged = CommentedSeq(written.get(v, v) for v in fresh)
+    if isinstance(orig, CommentedSeq) and orig.fa.flow_style():
+        merged.fa.set_flow_style()  # [a, b] stays on its line
+    return merged
+
+
+def _merge_map(orig: Any, fresh: dict[str, Any], ids: _Ids, keep: Iterable[str] = ()):
     """Write ``fresh`` into the original mapping ``orig`` key by key (comments stay); a key whose
     value only differs in form (``#main/a`` vs ``a``) is left as written."""
     if not isinstance(orig, CommentedMap):
@@ -686,7 +825,9 @@ def _merge_map(orig: Any, fresh: dict[str, Any], scope: str | None, keep: Iterab
             del orig[key]
     for key, value in fresh.items():
         if key in orig:
-            if _norm_value(key, orig[key], scope) != _norm_value(key, value, scope):
+            if _norm_value(key, orig[key], ids) != _norm_value(key, value, ids):
+                if key in ("source", "outputSource"):
+                    value = _merge_refs(orig[key], value, ids)
                 orig[key] = value
         elif len(orig):
             # After the first key, not at the end: a blank line or comment that closes the
@@ -698,7 +839,7 @@ def _merge_map(orig: Any, fresh: dict[str, Any], scope: str | None, keep: Iterab
 
 
 def _merge_section(
-    orig: Any, fresh: list[tuple[str, Any]], scope: str | None, shorthand: str | None
+    orig: Any, fresh: list[tuple[str, Any]], ids: _Ids, shorthand: str | None
 ) -> Any:
     """Write a map-or-list section (``inputs``, ``steps``, ``in``) back in its original form."""
 
@@ -722,7 +863,7 @@ def _merge_section(
                 orig.remove(item)
         for key, value in fresh:
             if key in by_id:
-                _merge_map(by_id[key], value, scope, keep=("id",))
+                _merge_map(by_id[key], value, ids, keep=("id",))
             else:
                 orig.append({"id": key, **value})
         return orig
@@ -737,13 +878,13 @@ def _merge_section(
                 k = existing[key]
                 current = orig[k]
                 if isinstance(current, CommentedMap):
-                    _merge_map(current, value, scope)
+                    _merge_map(current, value, ids)
                 else:
                     canon = (
                         _canon_step_in(current) if shorthand == "source" else _canon_param(current)
                     )
-                    same = {k2: _norm_value(k2, v, scope) for k2, v in canon.items()} == {
-                        k2: _norm_value(k2, v, scope) for k2, v in value.items()
+                    same = {k2: _norm_value(k2, v, ids) for k2, v in canon.items()} == {
+                        k2: _norm_value(k2, v, ids) for k2, v in value.items()
                     }
                     if not same:
                         orig[k] = short(value)
@@ -757,7 +898,7 @@ def _merge_section(
 
 
 def _write_workflow(graph: Graph, orig: Any, prefix: str) -> Any:
-    scope = _short_id(str(graph.id)).lstrip("#") if graph.id else None
+    ids = _Ids.of_graph(graph)
     wf = orig if isinstance(orig, CommentedMap) else CommentedMap()
     top = dict(graph.extras)
     if graph.id is not None and "id" not in top:
@@ -766,12 +907,12 @@ def _write_workflow(graph: Graph, orig: Any, prefix: str) -> Any:
     outputs = [(n.id, _fresh_output(graph, n, prefix)) for n in graph.nodes if n.kind == OUTPUT]
     steps = []
     orig_steps = (
-        {_last(k): v for k, v in _entries(wf.get("steps")) if isinstance(v, dict)}
+        {ids.local_id(k): v for k, v in _entries(wf.get("steps")) if isinstance(v, dict)}
         if isinstance(orig, CommentedMap)
         else {}
     )
     for node in (n for n in graph.nodes if n.kind == STEP):
-        steps.append((node.id, _fresh_step(graph, node, orig_steps.get(node.id), prefix, scope)))
+        steps.append((node.id, _fresh_step(graph, node, orig_steps.get(node.id), prefix, ids)))
     for key in list(wf):
         if key not in top and key not in ("inputs", "outputs", "steps"):
             del wf[key]
@@ -783,9 +924,9 @@ def _write_workflow(graph: Graph, orig: Any, prefix: str) -> Any:
                 wf[key] = value
         elif _plain(wf[key]) != value:
             wf[key] = _merge_value(wf[key], value)
-    wf["inputs"] = _merge_section(wf.get("inputs"), inputs, scope, "type")
-    wf["outputs"] = _merge_section(wf.get("outputs"), outputs, scope, None)
-    wf["steps"] = _merge_section(wf.get("steps"), steps, scope, None)
+    wf["inputs"] = _merge_section(wf.get("inputs"), inputs, ids, "type")
+    wf["outputs"] = _merge_section(wf.get("outputs"), outputs, ids, None)
+    wf["steps"] = _merge_section(wf.get("steps"), steps, ids, None)
     return wf
 
 
@@ -813,7 +954,7 @@ def _merge_value(orig: Any, value: Any) -> Any:
     return value
 
 
-def _fresh_step(graph: Graph, node: Node, orig: Any, prefix: str, scope: str | None):
+def _fresh_step(graph: Graph, node: Node, orig: Any, prefix: str, ids: _Ids):
     step: dict[str, Any] = {}
     if node.label is not None:
         step["label"] = node.label
@@ -824,17 +965,15 @@ def _fresh_step(graph: Graph, node: Node, orig: Any, prefix: str, scope: str | N
         step["run"] = node.run
     ins = [(p.id, _fresh_step_in(graph, node, p)) for p in node.inputs if p.declared]
     orig_in = orig.get("in") if isinstance(orig, dict) else None
-    step["in"] = _merge_section(orig_in, ins, scope, "source")
+    step["in"] = _merge_section(orig_in, ins, ids, "source")
     outs = []
     orig_out = {_last(k): v for k, v in _entries(orig.get("out"))} if isinstance(orig, dict) else {}
     for p in node.outputs:
         o = orig_out.get(p.id)
-        if p.extras:
-            outs.append(
-                _merge_map(o, {"id": p.id, **p.extras}, None)
-                if o is not None
-                else {"id": p.id, **p.extras}
-            )
+        if isinstance(o, dict):  # the long form {id: x, ...} stays long, its id as written
+            outs.append(_merge_map(o, dict(p.extras), ids, keep=("id",)))
+        elif p.extras:
+            outs.append({"id": p.id, **p.extras})
         else:
             outs.append(o if isinstance(o, str) and _last(o) == p.id else p.id)
     step["out"] = outs

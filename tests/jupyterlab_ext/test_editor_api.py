@@ -121,6 +121,15 @@ def test_documents_that_cannot_be_opened_say_why(workspace):
     tool = workspace.get("editor/graph", params={"path": "tools/count.cwl"})
     assert tool.status_code == 400 and "not a Workflow" in tool.json()["message"]
 
+    # draft-3 (and no cwlVersion): not edited as if it were v1.x, but the way to upgrade it
+    (workspace.root / "old.cwl").write_text(
+        WORKFLOW.replace("cwlVersion: v1.2", "cwlVersion: draft-3")
+    )
+    old = workspace.get("editor/graph", params={"path": "old.cwl"})
+    assert old.status_code == 400
+    assert old.json()["message"].startswith("old.cwl is CWL draft-3, not CWL v1.x")
+    assert "cwl-upgrader --v1-only --dir upgraded old.cwl" in old.json()["message"]
+
     assert workspace.get("editor/graph").status_code == 400
 
 

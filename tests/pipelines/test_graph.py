@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import multiprocessing
+import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -132,6 +134,243 @@ def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_fac
         print("\n" + summary)
     assert len(validated) >= 130, "the suite should hold about 132 valid workflows"
     assert not failed, "\n".join(f"{Path(r['file']).name}: {r['reason']}" for r in failed)
+
+
+# --- ids and references as CWL resolves them, and the forms the author wrote --------------
+
+COUNT_TOOL = """\
+cwlVersion: v1.0
+class: CommandLineTool
+baseCommand: echo
+inputs:
+  x: {type: string, inputBinding: {position: 1}}
+outputs:
+  out: {type: stdout}
+"""
+
+# The workflow's id is also the id of its step: ``count/out`` is that step's output.
+ID_IS_A_STEP = """\
+class: Workflow
+cwlVersion: v1.0
+id: count
+inputs:
+  x: string
+outputs:
+  result:
+    outputSource: count/out
+    type: File
+steps:
+  count:
+    run: tool.cwl      # any CommandLineTool with an input x and an output out
+    in:
+      x: x
+    out: [out]
+"""
+
+SORT_TOOL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: sort
+inputs:
+  lines: {type: File, inputBinding: {position: 1}}
+  key: {type: File?, inputBinding: {position: 2}}
+outputs:
+  sort: {type: stdout}
+  reads: {type: stderr}
+"""
+
+# Names play several parts: ``sort`` is the document's id, a step and an output of both steps;
+# ``reads`` a step and an output of both steps; ``sorted`` a workflow input and output (cwltool
+# warns that the id is "previously defined", and accepts it). References come relative,
+# relative through the document's id (``sort/sort/reads``, which salad finds after
+# ``sort/sort/sort/reads``), and absolute.
+SHARED_NAMES = """\
+cwlVersion: v1.2
+class: Workflow
+id: sort
+inputs:
+  sorted: File
+  reads_in: File?
+outputs:
+  out:
+    type: File
+    outputSource: reads/sort
+  err:
+    type: File
+    outputSource: sort/reads
+  all:
+    type: File[]
+    outputSource: [sort/sort, sort/reads/reads, "#sort/reads/sort"]
+    linkMerge: merge_flattened
+  sorted:
+    type: File
+    outputSource: sort/sort
+requirements:
+  MultipleInputFeatureRequirement: {}
+steps:
+  sort:
+    run: sort.cwl
+    in:
+      lines: sorted
+      key: reads_in
+    out: [sort, reads]
+  reads:
+    run: sort.cwl
+    in:
+      lines: sort/sort
+      key: sort/sort/reads
+    out: [sort, reads]
+"""
+
+# Step outputs in the long form, with comments between them.
+LONG_OUT = """\
+cwlVersion: v1.2
+class: Workflow
+inputs:
+  a: File
+outputs:
+  o:
+    type: File
+    outputSource: s1/out
+steps:
+  s1:
+    run: tool.cwl
+    in:
+      f: a
+    out:
+      # Final outputs
+      - id: out
+      # Intermediate outputs
+      - id: many   # every listing
+"""
+
+_POSITION_LINE = re.compile(
+    r"^\s*(- )?(dl:position:.*|x: -?[\d.]+|y: -?[\d.]+|\$namespaces:.*"
+    + r"|dl: https://datalabs\.example/cwl#)$"
+)
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    """The lines ``after`` adds to or takes from ``before`` (``+line`` / ``-line``)."""
+    diff = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+    return [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def _assert_round_trip(path: Path, original: str, moved: str, unfolded: list[str] = ()) -> None:
+    """``original`` written to ``path``, opened and saved with no edit: the same bytes; a move
+    of ``moved``: only position lines change (and ``unfolded``: a node written in the short form,
+    ``a: File``, has to become a mapping to hold a position), the move is read back, and cwltool
+    finds the file valid."""
+    path.write_text(original)
+    assert G.to_cwl(G.load_graph(path)) == original
+    assert G.save(G.load_graph(path), check=False).text == original
+    assert path.read_text() == original
+
+    before = G.load_graph(path)
+    saved = G.save(G.set_position(before, moved, 120, -40))
+    changed = _changed_lines(original, saved.text)
+    assert any("dl:position" in line for line in changed)
+    assert [line for line in changed if not _POSITION_LINE.match(line[1:])] == list(unfolded)
+    assert saved.problems == []
+    after = G.load_graph(path)
+    assert after.node(moved).position == (120, -40)
+    assert after.edges == before.edges
+    assert {n.id for n in after.nodes if n.position} == {moved}
+
+
+def test_a_workflow_whose_id_is_also_a_step_survives_open_and_save(tmp_path):
+    (tmp_path / "tool.cwl").write_text(COUNT_TOOL)
+    (tmp_path / "wf.cwl").write_text(ID_IS_A_STEP)
+    graph = G.load_graph(tmp_path / "wf.cwl")
+    assert G.Edge("count", "out", "result", "result") in graph.edges
+    assert G.validate(tmp_path / "wf.cwl") == []
+    _assert_round_trip(tmp_path / "wf.cwl", ID_IS_A_STEP, "count")
+    _assert_round_trip(tmp_path / "wf.cwl", ID_IS_A_STEP, "result")
+
+
+def test_names_shared_by_the_document_inputs_steps_and_ports_keep_their_meaning(tmp_path):
+    (tmp_path / "sort.cwl").write_text(SORT_TOOL)
+    (tmp_path / "wf.cwl").write_text(SHARED_NAMES)
+    original = meaning(tmp_path / "wf.cwl")
+    graph = G.load_graph(tmp_path / "wf.cwl")
+    assert sorted((e.source, e.source_port, e.target, e.target_port) for e in graph.edges) == [
+        ("reads", "reads", "all", "all"),  # "sort/reads/reads", through the document's id
+        ("reads", "sort", "all", "all"),  # "#sort/reads/sort", absolute
+        ("reads", "sort", "out", "out"),
+        ("reads_in", "reads_in", "sort", "key"),
+        ("sort", "reads", "err", "err"),  # the step's output, not the document's "reads"
+        ("sort", "reads", "reads", "key"),  # "sort/sort/reads", through the document's id
+        ("sort", "sort", "all", "all"),
+        ("sort", "sort", "reads", "lines"),
+        ("sort", "sort", "sorted", "sorted"),
+        ("sorted", "sorted", "sort", "lines"),
+    ]
+    for moved, unfolded in [
+        ("sort", []),
+        ("reads", []),
+        ("all", []),
+        ("sorted", ["-  sorted: File", "+  sorted:", "+    type: File"]),
+    ]:
+        _assert_round_trip(tmp_path / "wf.cwl", SHARED_NAMES, moved, unfolded)
+        assert meaning(tmp_path / "wf.cwl") == original
+
+
+def test_an_edit_rewrites_only_the_references_it_changes(tmp_path):
+    (tmp_path / "sort.cwl").write_text(SORT_TOOL)
+    (tmp_path / "wf.cwl").write_text(SHARED_NAMES)
+    graph = G.load_graph(tmp_path / "wf.cwl")
+    graph = G.disconnect(graph, "reads", "sort", "all", "all")
+    saved = G.save(graph)
+    assert saved.problems == []
+    assert _changed_lines(SHARED_NAMES, saved.text) == [
+        '-    outputSource: [sort/sort, sort/reads/reads, "#sort/reads/sort"]',
+        "+    outputSource: [sort/sort, sort/reads/reads]",
+    ]
+
+
+def test_long_form_step_outputs_and_the_comments_between_them_are_kept(folder):
+    (folder / "long.cwl").write_text(LONG_OUT)
+    graph = G.load_graph(folder / "long.cwl")
+    assert [p.id for p in graph.node("s1").outputs] == ["out", "many"]
+    _assert_round_trip(folder / "long.cwl", LONG_OUT, "s1")
+    text = G.save(G.add_step(G.load_graph(folder / "long.cwl"), "tool.cwl", "s2")).text
+    assert "      # Final outputs\n      - id: out\n      # Intermediate outputs\n" in text
+    assert "      - id: many   # every listing\n" in text
+
+
+def test_a_step_with_the_id_of_an_input_is_refused_not_corrupted(tmp_path):
+    (tmp_path / "sort.cwl").write_text(SORT_TOOL)
+    twice = SHARED_NAMES.replace("reads_in", "reads")
+    (tmp_path / "wf.cwl").write_text(twice)
+    with pytest.raises(G.GraphError) as refused:
+        G.load_graph(tmp_path / "wf.cwl")
+    assert str(refused.value).startswith(
+        "the workflow input 'reads' and its step 'reads' have the same id"
+    )
+    assert "rename one of them" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("cwlVersion: draft-3\n", "wf.cwl is CWL draft-3, not CWL v1.x"),
+        ("cwlVersion: cwl:draft-3\n", "wf.cwl is CWL cwl:draft-3, not CWL v1.x"),
+        ("", "wf.cwl has no cwlVersion, so it is not CWL v1.x"),
+    ],
+)
+def test_documents_that_are_not_cwl_v1_are_refused_with_the_upgrade_command(
+    tmp_path, version, says
+):
+    draft3 = (
+        "class: Workflow\ninputs:\n  - id: x\n    type: string\noutputs:\n  - id: r\n"
+        '    type: File\n    source: "#s/out"\nsteps:\n  - id: s\n    run: tool.cwl\n'
+        '    inputs:\n      - {id: x, source: "#x"}\n    outputs:\n      - {id: out}\n'
+    )
+    (tmp_path / "wf.cwl").write_text(version + draft3)
+    with pytest.raises(G.GraphError) as refused:
+        G.load_graph(tmp_path / "wf.cwl")
+    assert str(refused.value).startswith(says)
+    assert "`cwl-upgrader --v1-only --dir upgraded wf.cwl`" in str(refused.value)
 
 
 # --- positions and what the editor does not model ------------------------------------------
@@ -368,7 +607,7 @@ def test_a_broken_document_gives_a_clear_error_not_a_traceback(folder):
     assert problems and all("Traceback" not in p.message for p in problems)
     assert any("missing required field 'inputs'" in p.message for p in problems)
     with pytest.raises(G.GraphError, match="step '3' is not a mapping"):
-        G.load_graph(folder / "odd.cwl", text="class: Workflow\nsteps: [3]\n")
+        G.load_graph(folder / "odd.cwl", text="cwlVersion: v1.2\nclass: Workflow\nsteps: [3]\n")
     assert G.validate(folder / "missing.cwl") == [
         G.Problem("cannot read missing.cwl: No such file or directory")
     ]

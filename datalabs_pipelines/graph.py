@@ -7,11 +7,13 @@ only I/O is reading the workflow and the tool files its steps ``run``.
 
 Which YAML library and why
     Documents are read with ``ruamel.yaml`` in round-trip mode: it keeps comments, key order,
-    block scalars and quoting, so a save changes only what the user changed. The cwl-utils parser
-    is not used for the conversion: it expands every id to an absolute URI and drops comments and
-    the shorthand forms, so what it saves is a different (if equivalent) text. cwltool's own loader
-    is used where its verdict is what matters: :func:`validate`, and the semantic comparison in the
-    tests.
+    block scalars and quoting. It writes one indentation style, though, so :func:`to_cwl`
+    applies the difference between its renderings of the document as read and as edited to
+    the original text: a save with no edit gives back the same bytes, an edit changes only its
+    own lines (:func:`_apply_changes`). The cwl-utils parser is not used for the conversion: it
+    expands every id to an absolute URI and drops comments and the shorthand forms, so what it
+    saves is a different (if equivalent) text. cwltool's own loader is used where its verdict is
+    what matters: :func:`validate`, and the semantic comparison in the tests.
 
 What is modelled and what is kept
     Modelled (editable): the workflow's inputs and outputs (id, type), steps (id, label, ``run``,
@@ -33,7 +35,9 @@ Positions
 from __future__ import annotations
 
 import copy
+import difflib
 import io
+import json
 import os
 import re
 import tempfile
@@ -43,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -142,6 +147,7 @@ class Graph:
     packed: list[Any] | None = None
     main_index: int = 0
     document: Any = field(default=None, repr=False, compare=False)
+    text: str | None = field(default=None, repr=False, compare=False)
 
     def node(self, node_id: str) -> Node | None:
         return next((n for n in self.nodes if n.id == node_id), None)
@@ -474,6 +480,7 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
     graph.packed = packed
     graph.main_index = main_index
     graph.document = doc
+    graph.text = text
     return graph
 
 
@@ -1014,12 +1021,20 @@ def to_cwl(graph: Graph, base: str | None = None) -> str:
     order come from it; without it the same meaning is written from the graph alone.
     """
     y = _yaml()
+    original: str | None = None
     if base is not None:
         doc = y.load(base)
+        original = base
     elif graph.document is not None:
         doc = copy.deepcopy(graph.document)
+        original = graph.text
     else:
         doc = None
+    # How the document read before the edits, in the writer's own style: what changes between
+    # it and the edited document is what gets applied to the author's text.
+    # (A copy: dumping one ruamel document twice can misplace its comments; seen on the
+    # conformance suite's scatter-wf3.cwl, whose second dump read `$graph:   -`.)
+    before = _render(y, copy.deepcopy(doc), original) if original is not None else None
     packed = graph.envelope is not None
     if packed:
         if not isinstance(doc, CommentedMap):
@@ -1065,9 +1080,125 @@ def to_cwl(graph: Graph, base: str | None = None) -> str:
         out_doc = doc
     else:
         out_doc = wf
+    after = _render(y, out_doc, original)
+    if original is None or before is None:
+        return after
+    return _apply_changes(original, before, after)
+
+
+def _render(y: YAML, doc: Any, original: str | None) -> str:
+    """``doc`` as text: JSON for a document the author wrote as JSON, YAML otherwise."""
+    if original is not None and original.lstrip().startswith("{"):
+        indent = _json_indent(original)
+        return json.dumps(_plain(doc), indent=indent, ensure_ascii=False) + "\n"
     buf = io.StringIO()
-    y.dump(out_doc, buf)
+    y.dump(doc, buf)
     return buf.getvalue()
+
+
+def _json_indent(text: str) -> int:
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            return len(line) - len(line.lstrip(" ")) or 4
+    return 4
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _shifted(line: str, by: int) -> str:
+    if by > 0 and line.strip():
+        return " " * by + line
+    if by < 0:
+        return line[min(-by, _indent(line)) :]
+    return line
+
+
+def _apply_changes(original: str, before: str, after: str) -> str:
+    """The author's text ``original`` with the changes from ``before`` to ``after`` (both the
+    writer's renderings: of the document as read, and as edited) applied to it, so a save with
+    no edit gives back the very same bytes and an edit changes only the lines it concerns.
+
+    ruamel re-indents block sequences and mappings to one style, re-spaces flow collections,
+    drops trailing blanks...: the writer's lines are matched to the author's with whitespace
+    ignored; lines the edit keeps are the author's, lines it adds are the writer's, shifted to
+    the author's indentation at that place. Where the result would not read back as the edited
+    document (a match that whitespace alone cannot make), the writer's text is used whole.
+    """
+    if after == before:
+        return original
+    mine = original.splitlines(keepends=True)
+    old = before.splitlines(keepends=True)
+    new = after.splitlines(keepends=True)
+    kept = [False] * len(old)
+    added: dict[int, list[str]] = {}  # lines of ``after`` that go before line j of ``before``
+    edits = difflib.SequenceMatcher(None, old, new)
+    for op, j1, j2, k1, k2 in edits.get_opcodes():
+        if op == "equal":
+            kept[j1:j2] = [True] * (j2 - j1)
+        elif k2 > k1:
+            added.setdefault(j1, []).extend(new[k1:k2])
+    mine_keys, old_keys = ["".join(x.split()) for x in mine], ["".join(x.split()) for x in old]
+    blocks: list[tuple[str, int, int, int, int]]
+    if mine_keys == old_keys:  # the author's style is the writer's, or differs in spaces only
+        blocks = [("equal", 0, len(mine), 0, len(old))]
+    else:
+        matcher = difflib.SequenceMatcher(None, mine_keys, old_keys, autojunk=False)
+        blocks = [(str(tag), i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes()]
+    pairs = {
+        j1 + t: i1 + t for tag, i1, _, j1, j2 in blocks if tag == "equal" for t in range(j2 - j1)
+    }
+
+    def shift(j: int, lines: list[str]) -> int:
+        """How far the author's indentation is from the writer's at the place of ``lines``:
+        read from the nearest line of the same depth and kind that both texts share."""
+        first = next((x for x in lines if x.strip()), "")
+        depth, item = _indent(first), first.lstrip().startswith("- ")
+        for k in [*range(min(j, len(old) - 1), -1, -1), *range(j + 1, len(old))]:
+            if k in pairs and _indent(old[k]) == depth:
+                if old[k].lstrip().startswith("- ") == item:
+                    return _indent(mine[pairs[k]]) - depth
+        return 0
+
+    out: list[str] = []
+
+    def put_added(j: int) -> None:
+        lines = added.pop(j, [])
+        if lines and out and not out[-1].endswith("\n"):
+            out[-1] += "\n"  # the author's last line had no line break
+        by = shift(j, lines) if lines else 0
+        out.extend(_shifted(x, by) for x in lines)
+
+    for tag, i1, i2, j1, j2 in blocks:
+        if tag == "equal":
+            for t in range(j2 - j1):
+                put_added(j1 + t)
+                if kept[j1 + t]:
+                    out.append(mine[i1 + t])
+            continue
+        if j2 == j1:  # the author's lines the writer does not have (blank lines, ``---``)
+            out.extend(mine[i1:i2])
+            continue
+        put_added(j1)
+        if all(kept[j1:j2]) and not any(j in added for j in range(j1 + 1, j2)):
+            out.extend(mine[i1:i2])
+            continue
+        for j in range(j1, j2):
+            if j > j1:
+                put_added(j)
+            if kept[j]:
+                out.append(_shifted(old[j], shift(j, [old[j]])))
+    put_added(len(old))
+    text = "".join(out)
+    # The check parses both texts with PyYAML's C loader: ruamel has no compiled loader here,
+    # and its pure one took ~1.3 s of the 200-step benchmark's write back.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        same = yaml.load(text, Loader=loader) == yaml.load(after, Loader=loader)
+    except yaml.YAMLError:
+        same = False
+    return text if same else after
 
 
 @dataclass(frozen=True)
@@ -1662,6 +1793,32 @@ def layout(graph: Graph) -> Graph:
         if n.subgraph is not None and n.run is None:
             n.subgraph = layout(n.subgraph)
     return new
+
+
+def without_layout_positions(graph: Graph, read: Graph) -> Graph:
+    """``graph`` (as the canvas sends it back) without the positions that :func:`layout` gave
+    the nodes ``read`` (the same workflow as read from its file) has no position for: the
+    editor places such nodes on opening, and writing those places would change every node of
+    a file saved with no edit. A node the user moved keeps its new position."""
+    new = _copy(graph)
+    _drop_layout_positions(new, read, layout(read))
+    return new
+
+
+def _drop_layout_positions(graph: Graph, read: Graph, laid: Graph) -> None:
+    for node in graph.nodes:
+        was, auto = read.node(node.id), laid.node(node.id)
+        if was is None or auto is None or was.kind != node.kind:
+            continue
+        if (
+            was.position is None
+            and node.position is not None
+            and auto.position is not None
+            and all(abs(a - b) < 0.5 for a, b in zip(node.position, auto.position, strict=True))
+        ):
+            node.position = None
+        if node.subgraph is not None and was.subgraph is not None and auto.subgraph is not None:
+            _drop_layout_positions(node.subgraph, was.subgraph, auto.subgraph)
 
 
 def set_subgraph(graph: Graph, step_id: str, subgraph: Graph) -> Graph:

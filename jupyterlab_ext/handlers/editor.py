@@ -124,16 +124,21 @@ def save_graph(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """Write ``data`` (graph JSON) to ``path`` as CWL, validate it, and read it back.
 
     JSON carries no source document, so the text on disk is read again and the graph merged
-    into it: comments, key order and fields the editor does not model stay as they were. A file
-    on disk that is not a readable workflow any more is replaced by the graph alone.
+    into it: comments, key order and fields the editor does not model stay as they were, and
+    only the lines of what changed are written (a save with no edit leaves the file as it was;
+    the places the editor gave to unplaced nodes on opening are not written unless moved). A
+    file on disk that is not a readable workflow any more is replaced by the graph alone.
     """
     graph = g.Graph.from_json(data)
     graph.path = str(path)
     if path.exists():
         try:
-            graph.document = g.load_graph(path).document
+            on_disk = g.load_graph(path)
         except g.GraphError:
-            graph.document = None
+            on_disk = None
+        if on_disk is not None:
+            graph.document, graph.text = on_disk.document, on_disk.text
+            graph = g.without_layout_positions(graph, on_disk)
     text = g.to_cwl(graph)
     path.write_text(text)
     problems = g.validate(path)

@@ -201,6 +201,57 @@ def test_build_save_and_validate_a_workflow(workspace):
     )
 
 
+# Written in a style the YAML writer does not use itself: block sequences not indented under
+# their key, a flow mapping with spaces inside the braces, a blank line.
+PUBLIC_STYLE = """\
+#!/usr/bin/env cwl-runner
+cwlVersion: v1.2
+class: Workflow
+requirements:
+- class: StepInputExpressionRequirement   # not used, kept
+hints: { ResourceRequirement: { coresMin: 1 } }
+
+inputs:
+  src: File  # the text to count
+outputs:
+  result:
+    type: File
+    outputSource: count/counted
+steps:
+  count:
+    run: tools/count.cwl
+    in:
+      file: src
+    out:
+    - counted
+"""
+
+
+def test_open_and_save_without_an_edit_leaves_the_file_as_it_was(workspace):
+    (workspace.root / "public.cwl").write_text(PUBLIC_STYLE)
+    graph = graph_of(workspace, "public.cwl")
+    assert all(n["position"] is not None for n in graph["nodes"])  # placed for the canvas
+    saved = put(workspace, "public.cwl", {"graph": graph})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["valid"] is True
+    assert (workspace.root / "public.cwl").read_text() == PUBLIC_STYLE
+
+    # One node moved on the canvas: its position is the only thing written.
+    node(graph, "count")["position"] = [500, 60]
+    assert put(workspace, "public.cwl", {"graph": graph}).json()["valid"] is True
+    text = (workspace.root / "public.cwl").read_text()
+    added = [line for line in text.splitlines() if line not in PUBLIC_STYLE.splitlines()]
+    assert added == [
+        "$namespaces:",
+        "  dl: https://datalabs.example/cwl#",
+        "    dl:position:",
+        "      x: 500",
+        "      y: 60",
+    ]
+    assert all(line in text.splitlines() for line in PUBLIC_STYLE.splitlines())
+    assert node(graph_of(workspace, "public.cwl"), "count")["position"] == [500, 60]
+
+
 def test_a_new_file_can_be_saved_from_a_graph(workspace):
     graph = graph_of(workspace)
     saved = put(workspace, "copies/new.cwl", {"graph": graph})

@@ -136,6 +136,54 @@ def test_round_trip_keeps_the_meaning_of_every_conformance_workflow(tmp_path_fac
     assert not failed, "\n".join(f"{Path(r['file']).name}: {r['reason']}" for r in failed)
 
 
+def _conformance_workflows() -> list[Path]:
+    assert CONFORMANCE.is_dir(), f"the CWL conformance tests are missing: {CONFORMANCE}"
+    return sorted(p for p in CONFORMANCE.rglob("*.cwl") if is_workflow(p))
+
+
+@pytest.mark.slow
+def test_open_and_save_with_no_edit_gives_back_every_conformance_workflow_byte_for_byte():
+    """Block sequences indented or not, flow collections spaced or not, JSON documents,
+    comments, blank lines: a save with no edit writes the file exactly as it was."""
+    files = _conformance_workflows()
+    assert len(files) >= 130
+    changed = [p.name for p in files if G.to_cwl(G.load_graph(p)) != p.read_text()]
+    assert changed == []
+
+
+@pytest.mark.slow
+def test_a_one_node_move_changes_only_that_nodes_position_lines_in_every_conformance_workflow():
+    position = re.compile(
+        r'^\s*(- )?("?dl:position"?:.*|"?[xy]"?: -?[\d.]+,?|"?\$namespaces"?:.*'
+        r'|"?dl"?: "?https://datalabs\.example/cwl#"?,?|},?)$'
+    )
+    wrong = {}
+    for path in _conformance_workflows():
+        text = path.read_text()
+        graph = G.load_graph(path)
+        node = next((n for n in graph.nodes if n.kind == G.STEP), graph.nodes[0])
+        moved = G.to_cwl(G.set_position(graph, node.id, 321, 45))
+        changed = _changed_lines(text, moved)
+        others = [line for line in changed if not position.match(line[1:])]
+        # the same document plus the one position (and the namespace it needs)
+        data, before = _plain(moved), _plain(text)
+        entry = data
+        if "$graph" in data:
+            entry = next(e for e in data["$graph"] if e.get("id") in ("main", "#main"))
+        entries = G._entries(entry[{G.STEP: "steps", G.INPUT: "inputs"}.get(node.kind, "outputs")])
+        target = next(v for k, v in entries if k.rsplit("/", 1)[-1].lstrip("#") == node.id)
+        if target.pop("dl:position", None) != {"x": 321, "y": 45}:
+            others.append("no position on the node")
+        data.get("$namespaces", {}).pop("dl", None)
+        if data.get("$namespaces") == {} and "$namespaces" not in before:
+            del data["$namespaces"]
+        if json.dumps(data, sort_keys=True) != json.dumps(before, sort_keys=True):
+            others.append("the document changed")
+        if others:
+            wrong[path.name] = others[:4]
+    assert wrong == {}
+
+
 # --- ids and references as CWL resolves them, and the forms the author wrote --------------
 
 COUNT_TOOL = """\

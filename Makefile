@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv labextension sample-data lint clean
+.PHONY: demo test bench system venv labextension sample-data cluster lint clean
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -46,10 +46,17 @@ $(VENV)/.labextension: $(VENV)/.installed $(FRONTEND_SRC)
 sample-data: venv
 	$(PY) config/sample-data/make_sample_data.py .demo/archive
 
+## The test cluster's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+## kwok), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
+## into a cache outside the repository (DATALABS_CLUSTER_BIN, default
+## /var/cache/datalabs-cluster/bin); rebuilt only when a go.mod or go.sum changes.
+cluster:
+	bash config/kubernetes/cluster/build.sh
+
 demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv labextension
+test: system venv labextension cluster
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 

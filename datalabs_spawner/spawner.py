@@ -589,6 +589,30 @@ class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
     def _datalabs_profile_list(self):
         return self._profiles_for
 
+    # User pods meet Pod Security "restricted" (tested on a real API server enforcing it):
+    # the user's code runs as the image's non-root user with no capability and no way to gain
+    # one, and gets no Kubernetes API token. An operator's own config of these traits wins.
+    @default("automount_service_account_token")
+    def _no_api_token(self):
+        return False
+
+    @default("uid")
+    def _non_root_uid(self):
+        return 1000  # jovyan in the Jupyter images
+
+    @default("fs_gid")
+    def _users_group(self):
+        return 100
+
+    @default("container_security_context")
+    def _restricted_container(self):
+        return {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+
     @validate("profile_list")
     def _catalogue_profiles_only(self, proposal):
         # Zero to JupyterHub writes `singleuser.profileList` (default []) into

@@ -97,39 +97,159 @@ class _Bad(Exception):
     pass
 
 
-def _check_path(
-    value: Any, kind: str, workspace: Workspace, formats: tuple[str, ...] = ()
+#: Fields of a CWL File and Directory object in a job (CWL v1.2, "File" and "Directory").
+FILE_FIELDS = frozenset(
+    {
+        "class",
+        "location",
+        "path",
+        "basename",
+        "dirname",
+        "nameroot",
+        "nameext",
+        "checksum",
+        "size",
+        "secondaryFiles",
+        "format",
+        "contents",
+    }
+)
+DIRECTORY_FIELDS = frozenset({"class", "location", "path", "basename", "listing"})
+#: Fields cwltool computes from the path itself; a job's own values could only contradict them.
+_COMPUTED = ("dirname", "nameroot", "nameext")
+#: How deep a job's values may nest (lists, objects, listings, secondaryFiles). Deeper values
+#: are refused before anything recurses into them, so no input can exhaust Python's stack.
+MAX_DEPTH = 64
+
+
+def _field(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _local_path(raw: str, where: str) -> str:
+    """A ``path`` or ``location`` as a local path; only ``file:`` URLs and plain paths."""
+    if "\x00" in raw:
+        raise _Bad(f"{where}: the path contains a NUL character")
+    if "://" in raw or raw.startswith("file:"):
+        url = urlparse(raw)
+        if url.scheme != "file":
+            raise _Bad(
+                f"{where}: {raw!r} is not a local path; pick a file from your workspace or a "
+                "mounted volume"
+            )
+        return unquote(url.path)
+    return raw
+
+
+def _check_basename(value: Any, where: str) -> str:
+    """A file name: cwltool joins it to the run's folders, so it must stay one name."""
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"{where}: must be a file name")
+    if "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
+        raise _Bad(
+            f"{where}: {value!r} is not a plain file name (no '/', no '..'): a basename "
+            "cannot place a file outside the run's folder"
+        )
+    return value
+
+
+def _check_format(value: Any, where: str, workspace: Workspace) -> str:
+    """A format IRI (``edam:format_1915``, ``http://...``); a local file only inside the
+    workspace, since cwltool would read it as an ontology."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise _Bad(f"{where}: must be a format IRI such as edam:format_1915")
+    if value.startswith(("file:", "/", ".", "~")):
+        path = workspace.resolve(_local_path(value, where))
+        if not workspace.contains(path):
+            raise _Bad(f"{where}: {value!r} is outside your workspace and mounted volumes")
+    return value
+
+
+def _check_fs_object(
+    value: Any,
+    kind: str,
+    workspace: Workspace,
+    formats: tuple[str, ...] = (),
+    where: str = "",
+    depth: int = 0,
 ) -> dict[str, Any]:
-    """A File/Directory value as ``{"class", "path"}`` after checking where it points."""
+    """A File/Directory value checked field by field, nested ones included.
+
+    Every ``path`` and ``location`` (both, when both are given: cwltool prefers ``location``)
+    must resolve inside the workspace or a mounted volume; ``basename`` must be one plain name
+    (cwltool creates it in the run's folder); ``secondaryFiles`` and ``listing`` are checked
+    the same way. Answers ``{"class", "path", ...}`` with the resolved path.
+    """
+    if depth > MAX_DEPTH:
+        raise _Bad(f"{where or kind}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         obj: dict[str, Any] = {"class": kind, "path": value}
     elif isinstance(value, dict) and value.get("class", kind) == kind:
         obj = dict(value)
         obj["class"] = kind
     else:
-        raise _Bad(f"expected a {kind} (a path, or an object with class {kind})")
-    if kind == "File" and "contents" in obj and "path" not in obj and "location" not in obj:
-        return obj  # a file literal: nothing on disk to check
-    raw = obj.pop("path", None) or obj.pop("location", None)
-    if not isinstance(raw, str) or not raw:
-        raise _Bad(f"a {kind} needs a path")
-    if "://" in raw:
-        url = urlparse(raw)
-        if url.scheme != "file":
+        raise _Bad(
+            f"{where + ': ' if where else ''}expected a {kind} (a path, or an object with "
+            f"class {kind})"
+        )
+    known = FILE_FIELDS if kind == "File" else DIRECTORY_FIELDS
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        raise _Bad(
+            f"{_field(where, unknown[0])}: not a field of a {kind} "
+            f"(fields: {', '.join(sorted(known - {'class'}))})"
+        )
+    for name in _COMPUTED:
+        obj.pop(name, None)
+    if "basename" in obj:
+        _check_basename(obj["basename"], _field(where, "basename"))
+    if "format" in obj:
+        _check_format(obj["format"], _field(where, "format"), workspace)
+    if "contents" in obj and not isinstance(obj["contents"], str):
+        raise _Bad(f"{_field(where, 'contents')}: must be a text")
+    if "secondaryFiles" in obj:
+        extra = obj["secondaryFiles"]
+        if not isinstance(extra, list):
+            raise _Bad(f"{_field(where, 'secondaryFiles')}: must be a list of Files/Directories")
+        obj["secondaryFiles"] = [
+            _check_nested(item, workspace, f"{_field(where, 'secondaryFiles')}[{i}]", depth)
+            for i, item in enumerate(extra)
+        ]
+    if "listing" in obj:
+        listing = obj["listing"]
+        if not isinstance(listing, list):
+            raise _Bad(f"{_field(where, 'listing')}: must be a list of Files/Directories")
+        obj["listing"] = [
+            _check_nested(item, workspace, f"{_field(where, 'listing')}[{i}]", depth)
+            for i, item in enumerate(listing)
+        ]
+    given = [(k, obj.pop(k)) for k in ("path", "location") if k in obj]
+    if not given:
+        literal = obj.get("contents") if kind == "File" else obj.get("listing")
+        if literal is None:
+            raise _Bad(f"{where + ': ' if where else ''}a {kind} needs a path")
+        return obj  # a literal: cwltool creates it inside the run's folder
+    resolved: Path | None = None
+    for key, raw in given:
+        if not isinstance(raw, str) or not raw:
+            raise _Bad(f"{_field(where, key)}: must be a path")
+        path = workspace.resolve(_local_path(raw, _field(where, key)))
+        if not workspace.contains(path):
             raise _Bad(
-                f"{raw!r} is not a local path; pick a file from your workspace or a mounted volume"
+                f"{_field(where, key)}: {raw!r} is outside your workspace and mounted volumes"
             )
-        raw = unquote(url.path)
-    if "\x00" in raw:
-        raise _Bad("the path contains a NUL character")
-    path = workspace.resolve(raw)
-    if not workspace.contains(path):
-        raise _Bad(f"{raw!r} is outside your workspace and mounted volumes")
-    if kind == "File" and not path.is_file():
-        raise _Bad(f"file not found: {raw!r}")
-    if kind == "Directory" and not path.is_dir():
-        raise _Bad(f"directory not found: {raw!r}")
-    obj["path"] = str(path)
+        if resolved is not None and path != resolved:
+            raise _Bad(f"{_field(where, 'location')}: names another file than path")
+        resolved = path
+    assert resolved is not None
+    raw = given[0][1]
+    if kind == "File" and "contents" in obj:
+        raise _Bad(f"{_field(where, 'contents')}: a File has either contents or a path, not both")
+    if kind == "File" and not resolved.is_file():
+        raise _Bad(f"{where + ': ' if where else ''}file not found: {raw!r}")
+    if kind == "Directory" and not resolved.is_dir():
+        raise _Bad(f"{where + ': ' if where else ''}directory not found: {raw!r}")
+    obj["path"] = str(resolved)
     if kind == "File" and formats and "format" not in obj:
         # cwltool refuses a File without a format where the input declares one; a file picked
         # in the launch form is taken to be what the pipeline asks for.
@@ -137,8 +257,44 @@ def _check_path(
     return obj
 
 
-def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str, ...] = ()) -> Any:
+def _check_nested(item: Any, workspace: Workspace, where: str, depth: int) -> dict[str, Any]:
+    if not isinstance(item, dict) or item.get("class") not in ("File", "Directory"):
+        raise _Bad(f"{where}: expected an object with class File or Directory")
+    return _check_fs_object(item, item["class"], workspace, (), where, depth + 1)
+
+
+def _check_embedded(value: Any, workspace: Workspace, where: str = "", depth: int = 0) -> Any:
+    """Any File/Directory object anywhere inside a value whose type does not say (``Any``, a
+    named schema, a record's extra fields) checked as a declared one would be."""
+    if depth > MAX_DEPTH:
+        raise _Bad(f"{where or 'value'}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, list):
+        return [
+            _check_embedded(v, workspace, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        if value.get("class") in ("File", "Directory"):
+            return _check_fs_object(value, value["class"], workspace, (), where, depth)
+        return {
+            k: _check_embedded(v, workspace, _field(where, str(k)), depth + 1)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _check_path(
+    value: Any, kind: str, workspace: Workspace, formats: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A File/Directory value as ``{"class", "path"}`` after checking where it points."""
+    return _check_fs_object(value, kind, workspace, formats)
+
+
+def check_value(
+    value: Any, type_: Any, workspace: Workspace, formats: tuple[str, ...] = (), depth: int = 0
+) -> Any:
     """``value`` checked against a normalised CWL type; returns it ready for a job file."""
+    if depth > MAX_DEPTH:
+        raise _Bad(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(type_, list):
         if value is None:
             if "null" in type_:
@@ -149,7 +305,7 @@ def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str
             if option == "null":
                 continue
             try:
-                return check_value(value, option, workspace, formats)
+                return check_value(value, option, workspace, formats, depth + 1)
             except _Bad as exc:
                 errors.append(str(exc))
         raise _Bad(" or ".join(errors) if len(errors) < 3 else f"expected {type_label(type_)}")
@@ -161,7 +317,7 @@ def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str
             out = []
             for i, item in enumerate(value):
                 try:
-                    out.append(check_value(item, type_["items"], workspace, formats))
+                    out.append(check_value(item, type_["items"], workspace, formats, depth + 1))
                 except _Bad as exc:
                     raise _Bad(f"item {i}: {exc}") from None
             return out
@@ -172,11 +328,12 @@ def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str
         if kind == "record":
             if not isinstance(value, dict):
                 raise _Bad("expected an object (record)")
-            out_rec = dict(value)
+            # Fields the record does not declare still reach cwltool: check what they hold.
+            out_rec = _check_embedded(value, workspace)
             for fld in type_.get("fields", []):
                 try:
                     out_rec[fld["name"]] = check_value(
-                        value.get(fld["name"]), fld["type"], workspace
+                        value.get(fld["name"]), fld["type"], workspace, (), depth + 1
                     )
                 except _Bad as exc:
                     raise _Bad(f"field {fld['name']}: {exc}") from None
@@ -185,7 +342,7 @@ def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str
     if type_ == "Any":
         if value is None:
             raise _Bad("a value is required")
-        return value
+        return _check_embedded(value, workspace)
     if type_ == "null":
         if value is not None:
             raise _Bad("expected no value (null)")
@@ -208,8 +365,9 @@ def check_value(value: Any, type_: Any, workspace: Workspace, formats: tuple[str
         return value
     if type_ in ("File", "Directory"):
         return _check_path(value, type_, workspace, formats)
-    # A named schema (SchemaDefRequirement) we cannot see from here: cwltool checks it.
-    return value
+    # A named schema (SchemaDefRequirement) we cannot see from here: cwltool checks its
+    # types, we check the files and folders in it.
+    return _check_embedded(value, workspace)
 
 
 def validate_job(

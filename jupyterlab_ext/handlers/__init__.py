@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 from jupyter_server.base.handlers import APIHandler
 
+from datalabs_pipelines.references import ReferenceRefused, check_references
 from datalabs_pipelines.settings import default_user
 
 from ..app import API_BASE, PipelineServices
@@ -52,7 +54,37 @@ class DatalabsHandler(APIHandler):
         self.send_json({"message": message, **extra}, status=status)
 
     def json_body(self) -> Any:
+        """The request's JSON, or None when it is not JSON (the caller answers 400).
+
+        JSON nested deeper than Python's recursion limit (``[[[[...]]]]`` 100,000 deep) makes
+        ``json.loads`` raise RecursionError, not ValueError: it is bad input all the same.
+        """
         try:
             return json.loads(self.request.body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
+
+    def reference_roots(self) -> list[Path]:
+        """Where a user's CWL may point: the workspace, mounted volumes, the catalogue."""
+        workspace = self.services.workspace
+        return [
+            Path(workspace.root),
+            *(v.path for v in workspace.volumes),
+            *self.services.catalogue.roots,
+        ]
+
+    def refused_reference(self, document: Path) -> str | None:
+        """Why the user's CWL file ``document`` may not be loaded, or None when it may.
+
+        Checked before cwltool or the editor reads it, since both follow ``$include``,
+        ``$import``, ``run`` and default ``location`` references wherever they point.
+        """
+        try:
+            check_references(document, self.reference_roots())
+        except ReferenceRefused as exc:
+            return (
+                f"{exc}. References in your CWL ($include, $import, run, default file "
+                "locations) must stay inside your workspace, your mounted volumes or the "
+                "pipeline catalogue."
+            )
+        return None

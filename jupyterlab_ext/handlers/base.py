@@ -35,6 +35,9 @@ class DatalabsHandler(APIHandler):
             return json.loads(raw)
         except ValueError as e:
             raise StorageError(400, f"The request body is not valid JSON ({e}).") from None
+        except RecursionError:
+            # json.loads raises this, not ValueError, for very deeply nested arrays/objects.
+            raise StorageError(400, "The request body is nested too deeply.") from None
 
     def reply(self, value: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,9 @@ def problem_json(problem: g.Problem, graph: g.Graph) -> dict[str, Any]:
     return data
 
 
-def save_graph(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+def save_graph(
+    path: Path, data: dict[str, Any], check: Callable[[Path], None] | None = None
+) -> dict[str, Any]:
     """Write ``data`` (graph JSON) to ``path`` as CWL, validate it, and read it back.
 
     JSON carries no source document, so the text on disk is read again and the graph merged
@@ -141,6 +144,9 @@ def save_graph(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             graph = g.without_layout_positions(graph, on_disk)
     text = g.to_cwl(graph)
     path.write_text(text)
+    if check is not None:
+        # Before cwltool validates it: validation follows every reference in the file.
+        check(path)
     problems = g.validate(path)
     saved = _read_graph(path)
     return {
@@ -248,6 +254,16 @@ class EditorHandler(DatalabsHandler):
             graph.path = str(path)
         return graph
 
+    def check_references_now(self, path: Path) -> None:
+        """Raise PathRefused (400) if the CWL at ``path`` references files outside the
+        workspace, the mounted volumes and the catalogue, or URLs."""
+        reason = self.refused_reference(path)
+        if reason:
+            raise PathRefused(400, reason)
+
+    async def refuse_references(self, path: Path) -> None:
+        await asyncio.to_thread(self.check_references_now, path)
+
     async def answer(self, work, *args: Any, status: int = 200) -> None:
         """Run ``work(*args)`` in a thread and answer with its JSON, or with the refusal (a
         ``PathRefused`` is answered by :func:`refusals` around the handler method)."""
@@ -270,6 +286,7 @@ class GraphHandler(EditorHandler):
     @refusals
     async def get(self) -> None:
         path = workspace_path(self.root, self.get_query_argument("path", ""))
+        await self.refuse_references(path)
 
         def read() -> dict[str, Any]:
             return {"path": relative(self.root, path), "graph": _read_graph(path).to_json()}
@@ -285,7 +302,8 @@ class GraphHandler(EditorHandler):
         self.graph_from(body)  # refuse a malformed graph before touching the file
 
         def write() -> dict[str, Any]:
-            return {"path": relative(self.root, path), **save_graph(path, body["graph"])}
+            saved = save_graph(path, body["graph"], check=self.check_references_now)
+            return {"path": relative(self.root, path), **saved}
 
         await self.answer(write)
 
@@ -333,6 +351,7 @@ class AddStepHandler(EditorHandler):
             tool = Path(pipeline.path)
         elif isinstance(body.get("tool"), str):
             tool = workspace_path(self.root, body["tool"])
+            await self.refuse_references(tool)
         else:
             raise PathRefused(
                 400,
@@ -433,6 +452,7 @@ class PublishHandler(EditorHandler):
         mission = folder.parent.name
         body = self.body_object()
         path = workspace_path(self.root, body.get("path"))
+        await self.refuse_references(path)
         name = body.get("name") or path.stem
         if not isinstance(name, str) or not is_pipeline_id(f"{mission}/{name}"):
             raise PathRefused(
@@ -496,6 +516,7 @@ class RunDraftHandler(PublishHandler):
         folder = own.parent.parent / mission / "pipelines"
         body = self.body_object()
         path = workspace_path(self.root, body.get("path"))
+        await self.refuse_references(path)
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "workflow"
         rel = relative(self.root, path)
 

@@ -41,6 +41,18 @@ class RunBase(DatalabsHandler):
             self.send_error_json(404, f"no run {run_id!r} (it may belong to another user)")
             return None
 
+    def user_cwl_refused(self, document: Path) -> str | None:
+        """Why a pipeline file the user wrote may not run (see ``refused_reference``).
+
+        Only files in the workspace are the user's own (their published pipelines and editor
+        drafts live in it); the mission catalogue's files are the operator's.
+        """
+        root = Path(os.path.realpath(self.services.workspace.root))
+        real = Path(os.path.realpath(document))
+        if real != root and not real.is_relative_to(root):
+            return None
+        return self.refused_reference(real)
+
 
 class RunsHandler(RunBase):
     """``GET runs``: the caller's runs, newest first. ``POST runs``: launch a pipeline."""
@@ -61,6 +73,10 @@ class RunsHandler(RunBase):
         pipeline = await asyncio.to_thread(self.services.catalogue.get, body["pipeline"])
         if pipeline is None:
             self.send_error_json(404, f"no pipeline {body['pipeline']!r} in the catalogue")
+            return
+        reason = await asyncio.to_thread(self.user_cwl_refused, Path(pipeline.path))
+        if reason:
+            self.send_error_json(400, reason)
             return
         try:
             job = validate_job(pipeline, body.get("inputs") or {}, self.services.workspace)
@@ -172,7 +188,13 @@ class RunRerunHandler(RunBase):
 
     @web.authenticated
     async def post(self, run_id: str) -> None:
-        if await self.find_run(run_id, with_steps=False) is None:
+        old = await self.find_run(run_id, with_steps=False)
+        if old is None:
+            return
+        # The file may have changed since the first run: check it again.
+        reason = await asyncio.to_thread(self.user_cwl_refused, Path(old.pipeline_path))
+        if reason:
+            self.send_error_json(400, reason)
             return
         run = await asyncio.to_thread(self.services.executor.rerun, self.user_name, run_id)
         self.send_json(run.to_json(), status=201)

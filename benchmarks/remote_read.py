@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datalabs_volumes.egress import NetworkPolicy  # noqa: E402
 from datalabs_volumes.mount.local import rclone_binary  # noqa: E402
 from datalabs_volumes.mount.rclone import SessionRclone  # noqa: E402
 from datalabs_volumes.remotes import parse_networks, validate  # noqa: E402
@@ -102,7 +103,9 @@ async def main() -> None:
                     f"user = {conn.options['user']}\npass = {obscured}\n"
                 )
             env = dict(os.environ, RCLONE_CONFIG=str(config))
-            engine = SessionRclone(tmp / "rcd")
+            engine = SessionRclone(
+                tmp / "rcd", network_policy=NetworkPolicy.from_strings(["127.0.0.1/32"])
+            )
             target = tmp / "data" / "bench"
             copies, reads, lsfs, lists = [], [], [], []
             try:

@@ -92,6 +92,13 @@ if not os.environ.get("DATALABS_CREDENTIALS_MASTER_KEY"):
             f.write(new_master_key())
     c.DatalabsSpawnerMixin.credentials_master_key = key_file.read_text().strip()
 # Loopback is refused for connections everywhere else; the demo allows it so that a new user
-# can try a connection against `rclone serve webdav` on the same machine.
+# can try a connection against `rclone serve webdav` on the same machine. The hub's own ports
+# stay refused on it: the hub API and the proxy API (the spawner adds these two by itself too)
+# and the public port, whatever a connection's URL or its server's redirects say.
 c.DatalabsSpawnerMixin.connection_allowed_networks = ["127.0.0.1/32"]
+c.DatalabsSpawnerMixin.connection_refused_endpoints = [
+    f"127.0.0.1:{int(os.environ.get('DATALABS_HUB_PORT', '8081'))}",
+    f"127.0.0.1:{int(os.environ.get('DATALABS_PROXY_API_PORT', '8001'))}",
+    f"127.0.0.1:{port}",
+]
 c.Spawner.http_timeout = 60

@@ -146,6 +146,31 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    connection_refused_endpoints = List(
+        Unicode(),
+        config=True,
+        help="""
+        Addresses, networks or ``address:port`` endpoints that users' connections never reach,
+        even inside ``connection_allowed_networks``: e.g. ``["127.0.0.1:9000"]`` to allow
+        loopback for a test server but not another local service. The hub's own API and the
+        proxy's API are added to this list whenever their address is an IP address, so a demo
+        that allows ``127.0.0.1/32`` does not expose them. Checked when a connection is saved
+        and at every connection rclone makes, redirects included.
+        """,
+    )
+
+    def refused_endpoints(self) -> list[str]:
+        """``connection_refused_endpoints`` plus the hub's and the proxy's API endpoints."""
+        found = list(self.connection_refused_endpoints)
+        urls = [getattr(self.hub, "api_url", "") if self.hub is not None else ""]
+        proxy = (getattr(self.user, "settings", None) or {}).get("proxy")
+        urls.append(getattr(proxy, "api_url", "") or "")
+        for url in urls:
+            endpoint = ip_endpoint(url)
+            if endpoint and endpoint not in found:
+                found.append(endpoint)
+        return found
+
     pipeline_runs_dir = Unicode(
         "~/pipeline-runs",
         config=True,
@@ -304,9 +329,28 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             VOLUMES_ENV: json.dumps(described),
             DATALAB_ENV: choice.datalab.slug,
             contract.ALLOWED_NETWORKS: json.dumps(list(self.connection_allowed_networks)),
+            contract.REFUSED_ENDPOINTS: json.dumps(self.refused_endpoints()),
             **({contract.BROKER_URL: self.broker_url} if self.broker_url else {}),
             **({contract.PIPELINES_HOME: self.pipeline_runs_dir} if self.pipeline_runs_dir else {}),
         }
+
+
+def ip_endpoint(url: str) -> str | None:
+    """``"127.0.0.1:8081"`` for ``http://127.0.0.1:8081/hub/api``; None unless the host is an
+    IP address (a name cannot be matched against the addresses rclone connects to). A
+    wildcard bind address (``0.0.0.0``, ``::``) stands for every local address: loopback."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        addr = ipaddress.ip_address(host or "")
+    except ValueError:
+        return None
+    if addr.is_unspecified:
+        addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):

@@ -30,6 +30,9 @@ ARCHIVE_ROOT = "DATALABS_ARCHIVE_ROOT"
 MOUNT_METHOD = "DATALABS_MOUNT_METHOD"
 #: JSON list of CIDR networks the user's connections may reach in private ranges.
 ALLOWED_NETWORKS = "DATALABS_ALLOWED_NETWORKS"
+#: JSON list of endpoints (``host``, ``host:port`` or a network) refused to connections even
+#: inside an allowed network: the hub's and the proxy's own API ports among them.
+REFUSED_ENDPOINTS = "DATALABS_REFUSED_ENDPOINTS"
 #: The user's own connections key (derived from the master key for this user alone).
 CREDENTIALS_KEY = "DATALABS_CREDENTIALS_KEY"
 #: Where the user's encrypted connections file is (optional).

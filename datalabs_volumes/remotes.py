@@ -7,8 +7,10 @@ because rclone has many that read local files (``key_file``, ``service_account_f
 commands (sftp ``ssh``) or reach the hub's own credentials (s3 ``env_auth``), and a user's
 connection must reach nothing but the user's storage.
 
-Hosts in private, loopback and link-local ranges are refused unless the operator allows the
-range, so that a connection cannot be used to probe the platform's own network.
+Hosts that are not public internet addresses (private, loopback, link-local, shared 100.64/10,
+reserved...) are refused unless the operator allows the range, and endpoints the operator
+reserves (the hub's API) always, so that a connection cannot be used to probe the platform's
+own network (:class:`datalabs_volumes.egress.NetworkPolicy`; checked again at connect time).
 
 Pure: no rclone process, no I/O beyond resolving host names.
 """
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
+
+from .egress import NetworkPolicy, as_policy
 
 #: Connection names double as folder names under ``data/`` and as rclone remote names.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -249,28 +253,24 @@ def parse_networks(values: Iterable[str]) -> tuple[ipaddress._BaseNetwork, ...]:
 
 
 def _forbidden_address(addr: ipaddress._BaseAddress) -> bool:
-    return (
-        addr.is_private
-        or addr.is_loopback
-        or addr.is_link_local
-        or addr.is_multicast
-        or addr.is_reserved
-        or addr.is_unspecified
-    )
+    """Not a public internet address (see :meth:`NetworkPolicy.refusal`)."""
+    return NetworkPolicy().refusal(addr) is not None  # type: ignore[arg-type]
 
 
 def check_host(
     host: str,
-    allowed_networks: Iterable[ipaddress._BaseNetwork] = (),
+    allowed_networks: NetworkPolicy | Iterable[ipaddress._BaseNetwork] = (),
     resolve: bool = True,
+    port: int | None = None,
 ) -> None:
-    """Refuse a host in a private, loopback or link-local range unless the operator allows it.
+    """Refuse a host that is not a public internet address unless the operator allows its
+    network, and a host and port the operator reserves (``NetworkPolicy``).
 
-    Names are resolved and every address they resolve to is checked. (A name that resolves
-    differently later could still slip through; the operator's egress policy is the real wall,
-    this check keeps honest mistakes and casual probing out.)
+    Names are resolved and every address they resolve to is checked. This is the early check,
+    when a connection is saved; the egress proxy (:mod:`datalabs_volumes.egress`) checks again
+    at every connection rclone makes, redirects included.
     """
-    allowed = tuple(allowed_networks)
+    policy = as_policy(allowed_networks)
     host = host.strip("[]")
     try:
         addrs = [ipaddress.ip_address(host)]
@@ -285,17 +285,19 @@ def check_host(
             ) from None
         addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for addr in addrs:
-        if _forbidden_address(addr) and not any(addr in net for net in allowed):
-            raise InvalidConnection(
-                "host",
-                f"{host} ({addr}) is in a private, loopback or link-local range, which this "
-                "platform does not connect to; ask the operator if you need it",
-            )
+        reason = policy.refusal(addr, port)  # type: ignore[arg-type]
+        if reason:
+            raise InvalidConnection("host", reason if str(addr) == host else f"{host}: {reason}")
 
 
-def _host_of(option: str, value: str) -> str:
+def _host_of(option: str, value: str) -> tuple[str, int | None]:
+    """The host and port (None: the backend's default) of a host or URL option."""
     if "://" not in value:
-        return value
+        if value.count(":") == 1:  # host:port
+            host, _, port = value.partition(":")
+            if port.isdigit():
+                return host, int(port)
+        return value, None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         raise InvalidConnection(f"options.{option}", "must be an http:// or https:// URL")
@@ -305,7 +307,15 @@ def _host_of(option: str, value: str) -> str:
         )
     if not parts.hostname:
         raise InvalidConnection(f"options.{option}", "has no host name")
-    return parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidConnection(f"options.{option}", "has an invalid port") from None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+#: The port a backend connects to when none is given.
+_DEFAULT_PORTS = {"ftp": 21, "sftp": 22, "s3": 443, "nfs": 2049}
 
 
 # -- Validation -------------------------------------------------------------------------------
@@ -366,10 +376,13 @@ def _check_token(value: str) -> None:
 
 def validate(
     doc: Any,
-    allowed_networks: Iterable[ipaddress._BaseNetwork] = (),
+    allowed_networks: NetworkPolicy | Iterable[ipaddress._BaseNetwork] = (),
     resolve: bool = True,
 ) -> Connection:
-    """A Connection from a user's JSON document; InvalidConnection names the field to fix."""
+    """A Connection from a user's JSON document; InvalidConnection names the field to fix.
+
+    ``allowed_networks``: a :class:`NetworkPolicy`, or the networks it allows.
+    """
     if not isinstance(doc, Mapping):
         raise InvalidConnection(
             "(body)",
@@ -413,13 +426,16 @@ def validate(
         raise InvalidConnection(f"options.{key}", f"is required for {backend}")
     if spec.oauth:
         _check_token(options["token"])
-    allowed = tuple(allowed_networks)
+    policy = as_policy(allowed_networks)
     for key in sorted(spec.hosts & set(options)):
-        host = _host_of(key, options[key])
+        host, port = _host_of(key, options[key])
         if not re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", host):
             raise InvalidConnection(f"options.{key}", f"{host!r} is not a host name or address")
+        if port is None:
+            given = options.get("port")
+            port = int(given) if given else _DEFAULT_PORTS.get(backend)
         try:
-            check_host(host, allowed, resolve=resolve)
+            check_host(host, policy, resolve=resolve, port=port)
         except InvalidConnection as e:
             raise InvalidConnection(f"options.{key}", e.message) from None
     if spec.kernel and "export" in options:

@@ -25,6 +25,7 @@ from .access import AccessError, Who, may_read, refuse_volume
 from .broker_client import BrokerClient
 from .catalogue import VolumeCatalogue
 from .credentials import CredentialError, CredentialStore
+from .egress import NetworkPolicy, as_policy
 from .models import Volume, choose, is_safe_relative_path
 from .mount.local import (
     LocalMounter,
@@ -85,7 +86,8 @@ class StorageSession:
     server its owner runs outside any hub) the session applies the same policy function
     itself, with its own mounter. ``store``: their encrypted connections (None: the operator
     configured no credentials key, and connections are refused with a message saying so).
-    ``allowed_networks``: private ranges the operator lets connections reach.
+    ``allowed_networks``: the :class:`NetworkPolicy` (or the non-public networks it allows)
+    that connections obey, when saved and at every connection rclone makes.
     """
 
     def __init__(
@@ -95,7 +97,7 @@ class StorageSession:
         catalogue_dirs: Sequence[str] = (),
         archive_root: str = "",
         store: CredentialStore | None = None,
-        allowed_networks: Iterable[ipaddress._BaseNetwork] = (),
+        allowed_networks: NetworkPolicy | Iterable[ipaddress._BaseNetwork] = (),
         mount_method: MountMethod = "auto",
         rclone: SessionRclone | None = None,
         catalogue_refresh_seconds: float = 2.0,
@@ -111,9 +113,12 @@ class StorageSession:
         self.catalogue_refresh_seconds = catalogue_refresh_seconds
         self.archive_root = archive_root
         self.store = store
-        self.allowed_networks = tuple(allowed_networks)
+        self.network_policy = as_policy(allowed_networks)
+        self.allowed_networks = self.network_policy.allowed_networks
         self.mounter = LocalMounter(mount_method)
         self.rclone = rclone or SessionRclone()
+        # The same rules when rclone connects as when a connection is saved.
+        self.rclone.network_policy = self.network_policy
         self.rclone.on_token_refresh = self._keep_refreshed_token
         self._sizes: dict[str, _Size] = {}
         self._described: dict[str, tuple[Volume, dict[str, Any]]] = {}
@@ -443,7 +448,7 @@ class StorageSession:
 
     def _validate(self, doc: Any) -> Connection:
         try:
-            return validate(doc, self.allowed_networks)
+            return validate(doc, self.network_policy)
         except InvalidConnection as e:
             raise StorageError(400, f"{e.field}: {e.message}.", reason=e.field) from None
 

@@ -17,6 +17,7 @@ from datalabs_volumes import contract
 from datalabs_volumes.access import Who
 from datalabs_volumes.broker_client import BrokerClient
 from datalabs_volumes.credentials import CredentialError, CredentialStore
+from datalabs_volumes.egress import NetworkPolicy, parse_endpoint
 from datalabs_volumes.mount.rclone import SessionRclone
 from datalabs_volumes.remotes import parse_networks
 from datalabs_volumes.session import StorageSession
@@ -89,15 +90,33 @@ class DatalabsStorage(LoggingConfigurable):
         Unicode(),
         config=True,
         help="""
-        Private, loopback or link-local networks that connections may reach, as CIDR
-        (``["10.1.0.0/16"]``); all others in those ranges are refused. Default: the JSON list
-        in ``DATALABS_ALLOWED_NETWORKS`` (the demo allows ``127.0.0.1/32`` for ``rclone serve``).
+        Networks that are not public internet addresses (private, loopback, link-local,
+        ``100.64.0.0/10``...) that connections may reach, as CIDR (``["10.1.0.0/16"]``); every
+        other non-public address is refused, when a connection is saved and at every connection
+        rclone makes (redirects included). Default: the JSON list in
+        ``DATALABS_ALLOWED_NETWORKS`` (the demo allows ``127.0.0.1/32`` for ``rclone serve``).
         """,
     )
 
     @default("allowed_networks")
     def _default_allowed_networks(self):
         return json_env_list(contract.ALLOWED_NETWORKS)
+
+    refused_endpoints = List(
+        Unicode(),
+        config=True,
+        help="""
+        Addresses, networks and ``address:port`` endpoints that connections never reach, even
+        inside ``allowed_networks`` (``["127.0.0.1:8081", "[::1]:8001", "10.0.0.5"]``): the
+        hub's and the proxy's API ports when loopback is allowed. Checked when a connection is
+        saved and at every connection rclone makes, redirects included. Default: the JSON list
+        in ``DATALABS_REFUSED_ENDPOINTS`` (the spawner puts the hub's and the proxy's API there).
+        """,
+    )
+
+    @default("refused_endpoints")
+    def _default_refused_endpoints(self):
+        return json_env_list(contract.REFUSED_ENDPOINTS)
 
     mount_method = Enum(
         ["auto", "bind", "rclone"],
@@ -176,7 +195,10 @@ class DatalabsStorage(LoggingConfigurable):
             catalogue_dirs=self.catalogue_dirs,
             archive_root=self.archive_root,
             store=store,
-            allowed_networks=parse_networks(self.allowed_networks),
+            allowed_networks=NetworkPolicy(
+                parse_networks(self.allowed_networks),  # type: ignore[arg-type]
+                tuple(parse_endpoint(e) for e in self.refused_endpoints),
+            ),
             mount_method=self.mount_method,
             rclone=SessionRclone(runtime),
             broker=broker,

@@ -54,6 +54,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
 from tornado.web import Application, RequestHandler
 
+from ..egress import as_policy
 from ..remotes import BACKENDS, InvalidConnection, check_path, parse_networks, validate
 from .rclone import TEST_PREFIX, RcloneDaemon, RcloneError
 
@@ -319,7 +320,11 @@ class Guard:
         self.listen = listen
         self.policy = policy
         self._expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        self.daemon = RcloneDaemon(runtime_dir or Path(tempfile.mkdtemp(prefix="rcguard-")))
+        self.daemon = RcloneDaemon(
+            runtime_dir or Path(tempfile.mkdtemp(prefix="rcguard-")),
+            # rclone's own connections obey the networks the guard lets connections name.
+            network_policy=as_policy(policy.allowed_networks),
+        )
         self.config = config
         self._server: HTTPServer | None = None
 

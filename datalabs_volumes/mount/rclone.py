@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..egress import REFUSAL, EgressProxy, NetworkPolicy
 from ..remotes import Connection, scrub
 from .local import is_mount_point, rclone_binary, run_command
 
@@ -69,6 +70,13 @@ class RcloneError(RuntimeError):
 # -- What went wrong, in a user's words ------------------------------------------------------
 
 _CAUSES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        # First: the egress proxy's refusal is a 403, which would read as a bad password.
+        "policy",
+        (REFUSAL.lower(),),
+        "the connection, or a redirect its server answered with, leads to an address this "
+        "platform does not connect to",
+    ),
     (
         "credentials",
         (
@@ -215,9 +223,17 @@ class RcloneDaemon:
     The folder (0700) holds the rc socket, rclone's 0600 config file, its cache and its log.
     """
 
-    def __init__(self, runtime_dir: Path, log_level: str = "NOTICE"):
+    def __init__(
+        self,
+        runtime_dir: Path,
+        log_level: str = "NOTICE",
+        network_policy: NetworkPolicy | None = None,
+    ):
         self.runtime_dir = runtime_dir
         self.log_level = log_level
+        #: Where rclone may connect; None: nowhere but public internet addresses.
+        self.network_policy = network_policy or NetworkPolicy()
+        self.egress: EgressProxy | None = None
         self.process: asyncio.subprocess.Process | None = None
         self._user = "datalabs"
         self._password = ""
@@ -251,6 +267,11 @@ class RcloneDaemon:
             self.socket_path.unlink()
         # A fresh rc password per start: nothing else ever needs to know it.
         self._password = secrets.token_urlsafe(24)
+        if self.egress is None or self.egress.policy != self.network_policy:
+            if self.egress is not None:
+                await asyncio.to_thread(self.egress.stop)
+            self.egress = EgressProxy(self.network_policy)
+        proxy = await asyncio.to_thread(self.egress.start)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.runtime_dir),
@@ -271,6 +292,16 @@ class RcloneDaemon:
             "--log-level",
             self.log_level,
             *DAEMON_FLAGS,
+            # Every connection rclone makes goes through the egress proxy, which checks the
+            # address it connects to (redirects included) against the network policy. The
+            # global flag, not HTTP_PROXY: Go never proxies loopback destinations from the
+            # environment variables.
+            "--http-proxy",
+            proxy,
+            "--sftp-http-proxy",
+            proxy,
+            "--ftp-http-proxy",
+            proxy,
         ]
         self.process = await asyncio.create_subprocess_exec(
             *argv,
@@ -315,6 +346,8 @@ class RcloneDaemon:
         """Stop the daemon (SIGTERM, then SIGKILL after ``grace`` seconds)."""
         proc = self.process
         if proc is None or proc.returncode is not None:
+            if self.egress is not None:
+                await asyncio.to_thread(self.egress.stop)
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -324,6 +357,8 @@ class RcloneDaemon:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        if self.egress is not None:
+            await asyncio.to_thread(self.egress.stop)
 
 
 def _die_with_parent() -> None:
@@ -393,10 +428,11 @@ class SessionRclone:
         runtime_dir: Path | None = None,
         watch_interval: float = 1.0,
         allow_other: bool | None = None,
+        network_policy: NetworkPolicy | None = None,
     ):
         self._own_runtime = runtime_dir is None
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="datalabs-rclone-"))
-        self.daemon = RcloneDaemon(self.runtime_dir)
+        self.daemon = RcloneDaemon(self.runtime_dir, network_policy=network_policy)
         self.watch_interval = watch_interval
         # Other users (a root sidecar serving a jovyan container) need allow_other; root only.
         self.allow_other = os.geteuid() == 0 if allow_other is None else allow_other
@@ -409,6 +445,15 @@ class SessionRclone:
         self._lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def network_policy(self) -> NetworkPolicy:
+        """Where rclone may connect (applies from the daemon's next start)."""
+        return self.daemon.network_policy
+
+    @network_policy.setter
+    def network_policy(self, policy: NetworkPolicy) -> None:
+        self.daemon.network_policy = policy
 
     # -- daemon lifecycle --
 
@@ -500,7 +545,9 @@ class SessionRclone:
     def _user_error(self, connection: Connection, e: RcloneError, doing: str) -> RcloneError:
         kind, sentence = explain(e.message)
         detail = scrub(e.message, connection.secret_values())
-        status = {"credentials": 400, "unreachable": 502, "missing": 404}.get(kind, 502)
+        status = {"credentials": 400, "unreachable": 502, "missing": 404, "policy": 403}.get(
+            kind, 502
+        )
         return RcloneError(
             f"Could not {doing} '{connection.name}': {sentence}. (rclone said: {detail})",
             kind,

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import pytest
 
+from datalabs_volumes.egress import NetworkPolicy
 from datalabs_volumes.mount.local import mounts_under
 from datalabs_volumes.mount.rclone import SessionRclone
 
 
 @pytest.fixture
 async def engine(tmp_path):
-    session = SessionRclone(tmp_path / "rclone-runtime", watch_interval=0.2)
+    session = SessionRclone(
+        tmp_path / "rclone-runtime",
+        watch_interval=0.2,
+        # The test servers listen on 127.0.0.1, which the default policy refuses.
+        network_policy=NetworkPolicy.from_strings(["127.0.0.1/32"]),
+    )
     try:
         yield session
     finally:

@@ -12,11 +12,14 @@ a :class:`CatalogueProblem` and skipped; it never hides the rest of the catalogu
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from .references import ReferenceRefused, check_references
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +339,20 @@ def load_pipeline(path: Path, mission: str) -> Pipeline:
 class Catalogue:
     """Pipelines from one or more catalogue folders, re-read when their files change."""
 
-    def __init__(self, roots: list[Path] | tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        roots: list[Path] | tuple[Path, ...],
+        user_roots: list[Path] | tuple[Path, ...] = (),
+        reference_roots: list[Path] | tuple[Path, ...] = (),
+    ) -> None:
+        """``roots``: catalogue folders. Files under ``user_roots`` (the user's workspace, where
+        their own published pipelines and drafts live) are the user's CWL: cwltool would follow
+        their ``$include``, ``$import`` and ``run`` references anywhere while reading them, so
+        any reference outside ``reference_roots`` (plus ``roots``) makes them a problem instead
+        (:mod:`datalabs_pipelines.references`)."""
         self.roots = [Path(r) for r in roots]
+        self.user_roots = [Path(os.path.realpath(r)) for r in user_roots]
+        self.reference_roots = [Path(r) for r in reference_roots] + self.roots
         self._lock = threading.Lock()
         # path -> (mtime_ns, size, Pipeline | CatalogueProblem)
         self._cache: dict[Path, tuple[int, int, Pipeline | CatalogueProblem]] = {}
@@ -382,8 +397,14 @@ class Catalogue:
                 del self._cache[gone]
             return entries
 
-    @staticmethod
-    def _load(path: Path, mission: str) -> Pipeline | CatalogueProblem:
+    def _load(self, path: Path, mission: str) -> Pipeline | CatalogueProblem:
+        real = Path(os.path.realpath(path))
+        if any(real == r or real.is_relative_to(r) for r in self.user_roots):
+            try:
+                check_references(real, self.reference_roots)
+            except ReferenceRefused as exc:
+                log.warning("skipping pipeline %s: %s", path, exc)
+                return CatalogueProblem(path, str(exc))
         try:
             return load_pipeline(path, mission)
         except Exception as exc:  # noqa: BLE001 - any broken file is reported, never fatal

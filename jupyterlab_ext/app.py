@@ -278,7 +278,10 @@ class DatalabsExtension(ExtensionApp):
         services = PipelineServices(
             catalogue=Catalogue(
                 [Path(d) for d in self.catalogue_dirs]
-                + [Path(self.user_catalogue_dir).parent.parent]
+                + [Path(self.user_catalogue_dir).parent.parent],
+                # The user's own pipelines and drafts are in the workspace: theirs to write.
+                user_roots=[Path(workspace.root), Path(self.user_catalogue_dir).parent.parent],
+                reference_roots=[Path(workspace.root), *(v.path for v in workspace.volumes)],
             ),
             executor=executor,
             workspace=workspace,

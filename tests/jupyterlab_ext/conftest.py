@@ -3,6 +3,7 @@
 - ``start_server``: starts a real ``jupyter server`` process on 127.0.0.1 with the Datalabs
   extension, the demo pipeline catalogue and a run store under ``tmp_path``; two users, ``alice``
   and ``bob``, are told apart by their tokens. Waits until it answers; always stopped.
+- ``server_starter(folder)``: the same as a context manager, for wider-scoped fixtures.
 - ``server``: one started server (``.url``, ``.get/post(path, user=...)``, ``.root``, ``.home``).
 - ``wait_run``: polls ``GET runs/<id>`` until the run ends.
 - ``storage_catalogue``: a catalogue with three volumes (``open-data`` for everyone,
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,8 +76,10 @@ class Server:
                 self.process.wait(timeout=5)
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator:
+@contextlib.contextmanager
+def server_starter(tmp_path: Path) -> Iterator:
+    """``start(**extension_config)`` for servers sharing the folder ``tmp_path``; all are
+    stopped, and their runs cancelled, when the block ends."""
     started: list[Server] = []
     root = tmp_path / "workspace"
     root.mkdir()
@@ -140,15 +144,23 @@ def start_server(tmp_path: Path) -> Iterator:
                 raise AssertionError(f"jupyter server did not answer:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)
 
-    yield start
-    for server in started:
-        server.stop()
-    # Runs outlive their server by design; a test must not leave them behind.
-    if (home / "runs.db").exists():
-        store = RunStore(home / "runs.db")
-        for run in store.list(states=("queued", "running", "cancelling"), limit=10_000):
-            cancel(store, run.id, run.user, grace=2)
-        store.close()
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+        # Runs outlive their server by design; a test must not leave them behind.
+        if (home / "runs.db").exists():
+            store = RunStore(home / "runs.db")
+            for run in store.list(states=("queued", "running", "cancelling"), limit=10_000):
+                cancel(store, run.id, run.user, grace=2)
+            store.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    with server_starter(tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

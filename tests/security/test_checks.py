@@ -334,3 +334,26 @@ def test_resolvers_never_run_for_the_check(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     refused(tmp_path, "steps: {s: {run: 'https://example.org/tool.cwl'}}\n")
+
+
+def test_the_spawner_always_refuses_the_hub_and_proxy_apis():
+    from types import SimpleNamespace
+
+    from jupyterhub.objects import Hub
+
+    from datalabs_spawner.spawner import DatalabsLocalSpawner
+
+    proxy = SimpleNamespace(api_url="http://0.0.0.0:8001")  # a wildcard bind: loopback too
+    user = SimpleNamespace(name="alice", escaped_name="alice", url="/user/alice/")
+    user.settings = {"proxy": proxy}
+    spawner = DatalabsLocalSpawner(
+        hub=Hub(ip="127.0.0.1", port=8081, base_url="/hub/"),
+        user=user,
+        connection_allowed_networks=["127.0.0.1/32"],
+        connection_refused_endpoints=["10.0.0.0/8"],
+    )
+    refused = spawner.refused_endpoints()
+    assert refused == ["10.0.0.0/8", "127.0.0.1:8081", "127.0.0.1:8001"]
+    policy = NetworkPolicy.from_strings(spawner.connection_allowed_networks, refused)
+    assert policy.refusal("127.0.0.1", 8081) and policy.refusal("127.0.0.1", 8001)
+    assert policy.refusal("127.0.0.1", 9000) is None

@@ -30,8 +30,9 @@ proxy's API ports stay out of reach.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import errno
+import fcntl
 import ipaddress
 import logging
 import os
@@ -147,6 +148,10 @@ def as_policy(value: NetworkPolicy | Iterable[Any] | None) -> NetworkPolicy:
 
 #: Largest request or response head relayed; WebDAV and S3 heads are a few hundred bytes.
 MAX_HEAD = 64 * 1024
+#: Bytes moved per splice call.
+CHUNK = 1 << 20
+#: fcntl's F_SETPIPE_SZ (Linux), which Python 3.11's fcntl module does not name everywhere.
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Request and response headers that describe one hop, never forwarded.
 _HOP_HEADERS = {b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization"}
 
@@ -185,13 +190,66 @@ def _without_hop_headers(head_lines: list[bytes]) -> list[bytes]:
     ]
 
 
+def _read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """``(head without its blank line, bytes read past it)``, starting from ``data`` already
+    read; ConnectionError if the peer closes first or the head is larger than MAX_HEAD."""
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return data[:end], data[end + 4 :]
+        if len(data) > MAX_HEAD:
+            raise ConnectionError("head too large")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the end of the head")
+        data += chunk
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends: in the kernel (splice through a pipe) where
+    it can, so the proxy adds no copy through Python to a file read through a mount."""
+    try:
+        pipe_r, pipe_w = os.pipe()
+    except OSError:
+        pipe_r = pipe_w = -1
+    else:
+        with contextlib.suppress(OSError):
+            # A 1 MiB pipe (default 64 KiB): 16x fewer splice calls on a large read.
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, CHUNK)
+    try:
+        if pipe_r >= 0 and hasattr(os, "splice"):
+            try:
+                while True:
+                    n = os.splice(src.fileno(), pipe_w, CHUNK)
+                    if n == 0:
+                        return
+                    while n:
+                        n -= os.splice(pipe_r, dst.fileno(), n)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    return
+                # EINVAL before any byte moved: this socket type cannot splice; copy instead.
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := src.recv_into(buf):
+            dst.sendall(view[:n])
+    except OSError:
+        return
+    finally:
+        for fd in (pipe_r, pipe_w):
+            if fd >= 0:
+                os.close(fd)
+
+
 class EgressProxy:
     """An HTTP proxy (``CONNECT`` and absolute-form ``http://`` requests) on 127.0.0.1 that
-    connects only where ``policy`` allows, on its own event loop in a daemon thread.
+    connects only where ``policy`` allows; a thread per client connection.
 
     ``url`` (after :meth:`start`) is what rclone's ``--http-proxy`` flags get. Each proxied
     ``http://`` request goes upstream with ``Connection: close`` and comes back with it, so a
-    client connection carries one request: the next (a redirect's) is checked anew.
+    client connection carries one request: the next (a redirect's) is checked anew. After the
+    heads, bytes are relayed by the kernel (``splice``): measured on a 256 MiB WebDAV read
+    through a mount, an asyncio relay halved the throughput.
     """
 
     def __init__(self, policy: NetworkPolicy, connect_timeout: float = 5.0):
@@ -199,93 +257,94 @@ class EgressProxy:
         self.connect_timeout = connect_timeout
         self.url = ""
         self.refusals: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
 
     def start(self) -> str:
         """Start listening (idempotent); the proxy URL."""
         if self._thread is not None and self._thread.is_alive():
             return self.url
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, "127.0.0.1", 0, limit=MAX_HEAD)
-                )
-            except BaseException as e:  # noqa: BLE001 - reported to start()
-                failure.append(e)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name="datalabs-egress", daemon=True)
+        listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._listener = listener
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, name="datalabs-egress", daemon=True)
         self._thread.start()
-        ready.wait(10)
-        if failure or self._server is None:
-            raise RuntimeError(f"the egress proxy did not start: {failure[0] if failure else ''}")
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
         return self.url
 
     def stop(self) -> None:
-        """Stop listening and end the thread; connections under way are cut."""
-        loop, server, thread = self._loop, self._server, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            return
+        """Stop listening and cut the connections under way."""
+        listener, thread = self._listener, self._thread
+        self._listener = self._thread = None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        if thread is not None:
+            thread.join(10)
 
-        async def shutdown() -> None:
-            if server is not None:
-                server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = None
-
-    # -- one client connection --
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream: asyncio.StreamWriter | None = None
-        try:
+    def _accept(self) -> None:
+        listener = self._listener
+        while listener is not None and self._listener is listener:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                client, _ = listener.accept()
+            except OSError:
                 return
-            lines = head[:-4].split(b"\r\n")
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _track(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._open.add(sock)
+        return sock
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        self._track(client)
+        try:
+            client.settimeout(30)
+            try:
+                head, rest = _read_head(client)
+            except (ConnectionError, OSError):
+                return
+            lines = head.split(b"\r\n")
             try:
                 method, target, version = lines[0].decode("latin-1").split(" ", 2)
-            except ValueError:
-                writer.write(_answer(400, "Bad Request"))
-                return
-            try:
                 if method.upper() == "CONNECT":
                     host, port = _split_host_port(target, 443)
-                    up_reader, upstream = await self._connect(host, port)
-                    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    await writer.drain()
-                    await self._pipe_both(reader, writer, up_reader, upstream)
-                    return
-                url = urlsplit(target)
-                if url.scheme != "http" or not url.hostname:
-                    raise Refused(f"only http:// requests and CONNECT are proxied: {target}", 400)
-                up_reader, upstream = await self._connect(url.hostname, url.port or 80)
+                    url = None
+                else:
+                    url = urlsplit(target)
+                    if url.scheme != "http" or not url.hostname:
+                        raise Refused(
+                            f"only http:// requests and CONNECT are proxied: {target}", 400
+                        )
+                    host, port = url.hostname, url.port or 80
+            except ValueError:
+                client.sendall(_answer(400, "Bad Request"))
+                return
+            except Refused as e:
+                client.sendall(_answer(e.status, e.message))
+                return
+            try:
+                upstream = self._track(self._connect(host, port))
             except Refused as e:
                 if e.status == 403:
                     self.refusals.append(e.message)
                     log.warning("Egress refused: %s", e.message)
-                writer.write(_answer(e.status, e.message))
+                client.sendall(_answer(e.status, e.message))
+                return
+            client.settimeout(None)
+            upstream.settimeout(None)
+            if url is None:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if rest:
+                    upstream.sendall(rest)
+                self._both_ways(client, upstream)
                 return
             path = url.path or "/"
             if url.query:
@@ -293,29 +352,56 @@ class EgressProxy:
             request = [f"{method} {path} {version}".encode("latin-1")]
             request += _without_hop_headers(lines[1:])
             request.append(b"Connection: close")
-            upstream.write(b"\r\n".join(request) + b"\r\n\r\n")
-            await upstream.drain()
-            await self._relay_response(reader, writer, up_reader, upstream)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            upstream.sendall(b"\r\n".join(request) + b"\r\n\r\n" + rest)
+            up = threading.Thread(target=self._then_close, args=(client, upstream), daemon=True)
+            up.start()
+            self._response(upstream, client)
+        except OSError:
             return
         finally:
-            for w in (upstream, writer):
-                if w is not None:
-                    with contextlib.suppress(Exception):
-                        await w.drain()
-                    w.close()
+            for sock in (client, upstream):
+                if sock is not None:
+                    with self._lock:
+                        self._open.discard(sock)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
 
-    async def _connect(
-        self, host: str, port: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    def _then_close(self, src: socket.socket, dst: socket.socket) -> None:
+        """Relay ``src`` to ``dst``; when either side ends, end both (unblocks the other way)."""
+        _relay(src, dst)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _both_ways(self, a: socket.socket, b: socket.socket) -> None:
+        other = threading.Thread(target=self._then_close, args=(b, a), daemon=True)
+        other.start()
+        self._then_close(a, b)
+        other.join()
+
+    def _response(self, upstream: socket.socket, client: socket.socket) -> None:
+        """The response, its head with ``Connection: close``, until upstream ends."""
+        rest = b""
+        while True:
+            head, rest = _read_head(upstream, rest)
+            lines = head.split(b"\r\n")
+            lines = [lines[0], *_without_hop_headers(lines[1:]), b"Connection: close"]
+            client.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+            status = lines[0].split(b" ", 2)
+            # "100 Continue" and other interim answers come before the real one.
+            if len(status) < 2 or not status[1].startswith(b"1") or status[1] == b"101":
+                break
+        if rest:
+            client.sendall(rest)
+        _relay(upstream, client)
+
+    def _connect(self, host: str, port: int) -> socket.socket:
         """A connection to ``host:port`` through an address the policy allows, or Refused."""
-        loop = asyncio.get_running_loop()
         name = host.strip("[]")
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(name, port, type=socket.SOCK_STREAM), self.connect_timeout
-            )
-        except (OSError, TimeoutError, UnicodeError):
+            infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
             raise Refused(f"{REFUSAL}: the host name {name!r} does not resolve", 502) from None
         addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         # Every address the name has must pass, as when the connection was saved: a name
@@ -327,41 +413,10 @@ class EgressProxy:
         last = "no address"
         for addr in addrs:
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(str(addr), port, limit=MAX_HEAD), self.connect_timeout
-                )
+                return socket.create_connection((str(addr), port), timeout=self.connect_timeout)
             except TimeoutError:
                 last = "connection timeout"
             except OSError as e:
                 last = (os.strerror(e.errno) if e.errno else str(e)).lower()
         # Not a refusal: the words rclone would have used, so the error reads the same.
         raise Refused(f"cannot connect to {name} port {port}: {last}", 502)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while chunk := await src.read(1 << 18):
-                dst.write(chunk)
-                await dst.drain()
-        with contextlib.suppress(Exception):
-            if dst.can_write_eof():
-                dst.write_eof()
-
-    async def _pipe_both(self, r1, w1, r2, w2) -> None:
-        await asyncio.gather(self._pipe(r1, w2), self._pipe(r2, w1))
-
-    async def _relay_response(self, reader, writer, up_reader, upstream) -> None:
-        """Request body up, response down with ``Connection: close``, until upstream ends."""
-        body_up = asyncio.ensure_future(self._pipe(reader, upstream))
-        try:
-            while True:
-                head = await up_reader.readuntil(b"\r\n\r\n")
-                lines = head[:-4].split(b"\r\n")
-                lines = [lines[0], *_without_hop_headers(lines[1:]), b"Connection: close"]
-                writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
-                status = lines[0].split(b" ", 2)
-                # "100 Continue" and other interim answers come before the real one.
-                if len(status) < 2 or not status[1].startswith(b"1") or status[1] == b"101":
-                    break
-            await self._pipe(up_reader, writer)
-        finally:
-            body_up.cancel()

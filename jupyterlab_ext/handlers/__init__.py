@@ -8,11 +8,29 @@ from typing import Any
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 from jupyter_server.base.handlers import APIHandler
+from tornado import web
 
 from datalabs_pipelines.references import ReferenceRefused, check_references
 from datalabs_pipelines.settings import default_user
 
 from ..app import API_BASE, PipelineServices
+
+#: How deep a request body may nest (a workflow graph needs about 15 levels).
+MAX_JSON_DEPTH = 128
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest deeper than ``limit`` (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def route(path: str) -> str:
@@ -57,12 +75,24 @@ class DatalabsHandler(APIHandler):
         """The request's JSON, or None when it is not JSON (the caller answers 400).
 
         JSON nested deeper than Python's recursion limit (``[[[[...]]]]`` 100,000 deep) makes
-        ``json.loads`` raise RecursionError, not ValueError: it is bad input all the same.
+        ``json.loads`` raise RecursionError, not ValueError; JSON nested less deeply than that
+        but deeper than :data:`MAX_JSON_DEPTH` would make the code that walks it (the CWL
+        writer, the launcher) raise it later. Both are a 400 saying so.
         """
         try:
-            return json.loads(self.request.body or b"{}")
-        except (ValueError, RecursionError):
+            value = json.loads(self.request.body or b"{}")
+        except ValueError:
             return None
+        except RecursionError:
+            value = None
+            too_deep = True
+        else:
+            too_deep = nesting_exceeds(value, MAX_JSON_DEPTH)
+        if too_deep:
+            raise web.HTTPError(
+                400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
+            )
+        return value
 
     def reference_roots(self) -> list[Path]:
         """Where a user's CWL may point: the workspace, mounted volumes, the catalogue."""

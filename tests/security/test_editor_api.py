@@ -137,3 +137,21 @@ def test_references_inside_the_workspace_still_work(server):
     (server.root / "fine.cwl").write_text(workflow())
     r = server.post("editor/publish", {"path": "fine.cwl", "label": "Fine", "name": "fine"})
     assert r.status_code == 201, r.text
+
+
+def test_a_graph_nested_too_deeply_is_a_400_not_a_500(server):
+    # 900 levels parse, but writing them back as CWL would exhaust Python's stack.
+    (server.root / "tool.cwl").write_text(TOOL)
+    (server.root / "deep.cwl").write_text(workflow())
+    graph = server.get("editor/graph", params={"path": "deep.cwl"}).json()["graph"]
+    graph["extras"]["doc"] = json.loads("[" * 900 + "]" * 900)
+    r = requests.put(
+        server.api("editor/graph"),
+        params={"path": "deep.cwl"},
+        data=json.dumps({"graph": graph}),
+        headers={"Authorization": f"token {TOKENS['alice']}"},
+        timeout=60,
+    )
+    assert r.status_code == 400, r.text[:500]
+    assert "nested deeper" in r.json()["message"]
+    assert (server.root / "deep.cwl").read_text() == workflow()

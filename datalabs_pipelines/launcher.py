@@ -282,13 +282,6 @@ def _check_embedded(value: Any, workspace: Workspace, where: str = "", depth: in
     return value
 
 
-def _check_path(
-    value: Any, kind: str, workspace: Workspace, formats: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A File/Directory value as ``{"class", "path"}`` after checking where it points."""
-    return _check_fs_object(value, kind, workspace, formats)
-
-
 def check_value(
     value: Any, type_: Any, workspace: Workspace, formats: tuple[str, ...] = (), depth: int = 0
 ) -> Any:
@@ -364,7 +357,7 @@ def check_value(
             raise _Bad(f"expected true or false, got {value!r}")
         return value
     if type_ in ("File", "Directory"):
-        return _check_path(value, type_, workspace, formats)
+        return _check_fs_object(value, type_, workspace, formats, depth=depth)
     # A named schema (SchemaDefRequirement) we cannot see from here: cwltool checks its
     # types, we check the files and folders in it.
     return _check_embedded(value, workspace)

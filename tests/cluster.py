@@ -41,7 +41,7 @@ from tests.helpers import free_port
 
 #: Where ``make cluster`` puts the binaries (``config/kubernetes/cluster/build.sh``).
 BIN_DIR = Path(os.environ.get("DATALABS_CLUSTER_BIN", "/var/cache/datalabs-cluster/bin"))
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
 NODE_NAME = "datalabs-node"
 #: What the fake node does with nodes and pods (kwok's "stages").
 STAGES = Path(__file__).resolve().parents[1] / "config/kubernetes/cluster/kwok-stages.yaml"
@@ -141,8 +141,11 @@ class Cluster:
     tokens: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def kubeconfig(self, user: str = "admin", namespace: str = "default") -> Path:
-        """A kubeconfig file for ``user`` (a key of :data:`USERS`, or any token's name)."""
+    def kubeconfig(
+        self, user: str = "admin", namespace: str = "default", token: str = ""
+    ) -> Path:
+        """A kubeconfig file for ``user`` (a key of :data:`USERS`), or for a bare ``token``
+        (e.g. a service account's) under the name ``user``."""
         path = self.root / f"kubeconfig-{user}-{namespace}"
         config = {
             "apiVersion": "v1",
@@ -153,7 +156,7 @@ class Cluster:
                     "cluster": {"server": self.api_url, "certificate-authority": str(self.ca)},
                 }
             ],
-            "users": [{"name": user, "user": {"token": self.tokens[user]}}],
+            "users": [{"name": user, "user": {"token": token or self.tokens[user]}}],
             "contexts": [
                 {
                     "name": "test",
@@ -192,9 +195,17 @@ class Cluster:
             raise RuntimeError(f"{obj['kind']} {obj['metadata']['name']}: {status} {answer}")
         return answer
 
-    def read_only_claim(self, namespace: str, claim: str, path: str = "/srv/archive") -> None:
-        """A ReadOnlyMany claim ``claim`` bound to a volume of its own (a host folder), as an
-        operator's archive claim is; no provisioner runs here, so the pair is made by hand."""
+    def bound_volume(
+        self,
+        namespace: str,
+        claim: str,
+        mode: str = "ReadOnlyMany",
+        path: str = "/srv/archive",
+        make_claim: bool = True,
+    ) -> None:
+        """A PersistentVolume (a host folder) reserved for claim ``claim`` of ``namespace``,
+        and the claim itself unless ``make_claim`` is false (a chart makes its own). No
+        provisioner runs here, so this is how a claim gets bound."""
         volume = f"{namespace}-{claim}"
         self.apply(
             {
@@ -202,27 +213,39 @@ class Cluster:
                 "kind": "PersistentVolume",
                 "metadata": {"name": volume},
                 "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadOnlyMany"],
+                    "capacity": {"storage": "1Ti"},
+                    "accessModes": [mode],
                     "storageClassName": "",
                     "hostPath": {"path": path},
                     "claimRef": {"namespace": namespace, "name": claim},
                 },
             }
         )
-        self.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": namespace},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
+        if make_claim:
+            self.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "namespace": namespace},
+                    "spec": {
+                        "accessModes": [mode],
+                        "storageClassName": "",
+                        "volumeName": volume,
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                }
+            )
+
+    def service_account_token(self, namespace: str, account: str) -> str:
+        """A short-lived token of a service account, as a pod of that account would get."""
+        status, answer = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
         )
+        if status != 201:
+            raise RuntimeError(f"token of {namespace}/{account}: {status} {answer}")
+        return answer["status"]["token"]
 
     def wait_for(self, what: str, check, timeout: float = 60) -> Any:
         """Poll ``check()`` until it returns something truthy; fail naming ``what``."""

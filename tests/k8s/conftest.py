@@ -6,6 +6,9 @@
   (``datalabs-hub``) allowed to manage pods in it as z2jh's hub role allows, and
   KubeSpawner/kubernetes_asyncio pointed at the cluster as that identity.
 - ``make_kube_spawner(cls, user, groups, **traits)``: a spawner aimed at that namespace.
+- ``kube_identity``: ``await use(kubeconfig)`` points KubeSpawner at another identity.
+- ``restricted_namespace(cluster)`` and ``kube_spawner(cls, namespace, ...)``: the same, as
+  plain functions, for tests that make their own namespace (the chart's).
 
 Every test here is marked ``k8s``. When the binaries are missing the fixture fails with the
 command that builds them (`make cluster`): a missing cluster is never a pass or a skip.
@@ -54,8 +57,8 @@ def cluster(tmp_path_factory) -> Cluster:
         yield running
 
 
-@pytest_asyncio.fixture
-async def hub_namespace(cluster: Cluster, monkeypatch) -> AsyncIterator[str]:
+def restricted_namespace(cluster: Cluster) -> str:
+    """A fresh namespace that enforces Pod Security "restricted"."""
     name = f"datalabs-test-{next(_namespaces)}"
     cluster.apply(
         {
@@ -67,6 +70,31 @@ async def hub_namespace(cluster: Cluster, monkeypatch) -> AsyncIterator[str]:
             },
         }
     )
+    return name
+
+
+@pytest.fixture
+def kube_identity(monkeypatch):
+    """``use(kubeconfig)``: KubeSpawner and kubernetes_asyncio act with that kubeconfig's
+    identity for the rest of the test (their process-wide caches reset on the way out)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    saved = Configuration.get_default_copy()
+
+    async def use(kubeconfig: Path) -> None:
+        await _forget_kubespawner_clients()
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        # kubernetes_asyncio reads KUBECONFIG once, at import
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+
+    yield use
+    # the reflectors and clients belong to this test's event loop, which is closed by now;
+    # the next test's fixture forgets them before it starts
+    Configuration.set_default(saved)
+
+
+@pytest_asyncio.fixture
+async def hub_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
+    name = restricted_namespace(cluster)
     cluster.apply(
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -84,12 +112,7 @@ async def hub_namespace(cluster: Cluster, monkeypatch) -> AsyncIterator[str]:
             "subjects": [{"kind": "User", "name": "datalabs-hub"}],
         }
     )
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    saved = Configuration.get_default_copy()
-    await _forget_kubespawner_clients()
-    kubeconfig = cluster.kubeconfig("datalabs-hub", name)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    await kube_identity(cluster.kubeconfig("datalabs-hub", name))
     try:
         yield name
     finally:
@@ -97,23 +120,26 @@ async def hub_namespace(cluster: Cluster, monkeypatch) -> AsyncIterator[str]:
             await KubeSpawner._stop_all_reflectors()
         finally:
             await _forget_kubespawner_clients()
-            Configuration.set_default(saved)
             cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def kube_spawner(cls, namespace: str, user: str = "alice", groups=(), **traits):
+    """A spawner of ``cls`` for ``user`` aimed at ``namespace`` of the test cluster."""
+    return cls(
+        user=MockUser(user, groups=groups),
+        hub=Hub(),
+        api_token="not-a-real-token",
+        oauth_client_id=f"jupyterhub-user-{user}",
+        namespace=namespace,
+        start_timeout=60,
+        http_timeout=5,
+        **traits,
+    )
 
 
 @pytest.fixture
 def make_kube_spawner(hub_namespace):
     def make(cls, user: str = "alice", groups=(), **traits):
-        u = MockUser(user, groups=groups)
-        return cls(
-            user=u,
-            hub=Hub(),
-            api_token="not-a-real-token",
-            oauth_client_id=f"jupyterhub-user-{user}",
-            namespace=hub_namespace,
-            start_timeout=60,
-            http_timeout=5,
-            **traits,
-        )
+        return kube_spawner(cls, hub_namespace, user, groups, **traits)
 
     return make

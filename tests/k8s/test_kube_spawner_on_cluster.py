@@ -63,7 +63,7 @@ async def test_alice_spawns_with_two_volumes_on_a_real_api_server(
     cluster: Cluster, hub_namespace, make_kube_spawner, catalogue_dir
 ):
     for claim in ("archive", "datalabs-archive"):
-        cluster.read_only_claim(hub_namespace, claim)
+        cluster.bound_volume(hub_namespace, claim)
     spawner = spawner_for(make_kube_spawner, catalogue_dir)
     spawner.user_options = {"profile": "planetary", "volumes": ["psa", "spice"]}
     for round_ in range(2):
@@ -118,13 +118,7 @@ def test_the_namespaces_default_service_account_may_not_touch_pods_jobs_or_secre
 ):
     # A user pod gets no token (above); even a token of the namespace's own service account,
     # were one handed out, is refused everything a session could abuse.
-    status, answer = cluster.request(
-        "POST",
-        f"/api/v1/namespaces/{hub_namespace}/serviceaccounts/default/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
-    assert status == 201, answer
-    token = answer["status"]["token"]
+    token = cluster.service_account_token(hub_namespace, "default")
     for method, path in [
         ("GET", f"/api/v1/namespaces/{hub_namespace}/pods"),
         ("GET", f"/api/v1/namespaces/{hub_namespace}/secrets"),

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from their Go modules (`make cluster`): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and kwok, at the versions pinned in the go.mod
+# kube-controller-manager, kube-scheduler, kwok and helm, at the versions pinned in the go.mod
 # files beside this script. Output goes to a cache outside the repository
 # ($DATALABS_CLUSTER_BIN, default /var/cache/datalabs-cluster/bin); a binary is rebuilt only when
 # its go.mod or go.sum changed. Needs `go` on the PATH and the Go module proxy.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# Go may be installed without being on a non-login PATH
+PATH=$PATH:/usr/local/go/bin
 bin=${DATALABS_CLUSTER_BIN:-/var/cache/datalabs-cluster/bin}
 if ! command -v go >/dev/null; then
   echo "make cluster: 'go' is not on the PATH; the test cluster is built from Go modules" >&2
@@ -34,4 +36,5 @@ build k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+build helm helm helm.sh/helm/v4/cmd/helm
 echo "make cluster: binaries in $bin"

@@ -1,0 +1,181 @@
+"""The Helm chart (config/kubernetes/chart): `helm lint`, then `helm install` on the real test
+cluster, in a namespace enforcing Pod Security "restricted", with the demo catalogue.
+
+The node is kwok's: the chart's pods are scheduled and reported running, no container runs. So
+these tests prove what the API server decides (every object accepted, Pod Security admits each
+pod, RBAC gives each identity what it needs and no more), not that the hub answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from kubespawner import KubeSpawner
+
+from datalabs_spawner.spawner import DatalabsKubeSpawner
+from tests.cluster import BIN_DIR, NODE_NAME, Cluster
+from tests.k8s.conftest import kube_spawner, restricted_namespace
+from tests.k8s_fixtures import _forget_kubespawner_clients
+
+pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "config/kubernetes/chart"
+CATALOGUE = REPO / "config/catalogue"
+
+
+def helm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN_DIR / "helm"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig("admin")),
+            "HOME": str(cluster.root),
+        },
+    )
+
+
+def demo_values(path: Path) -> Path:
+    """Values with the demo catalogue's datalabs and volumes and a host-folder archive."""
+    files = {
+        str(f.relative_to(CATALOGUE)): f.read_text()
+        for f in sorted(CATALOGUE.rglob("*.yaml"))
+        if f.parent.name in ("datalabs", "volumes")
+    }
+    values = {
+        "catalogue": {"files": files},
+        "archive": {"volume": {"hostPath": {"path": "/srv/archive"}}},
+        "hub": {"image": {"pullPolicy": "Never"}},
+        "proxy": {"image": {"pullPolicy": "Never"}},
+    }
+    path.write_text(json.dumps(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster, tmp_path_factory):
+    namespace = restricted_namespace(cluster)
+    # no provisioner here: a volume waits for the hub's database claim
+    cluster.bound_volume(namespace, "datalabs-hub-db", "ReadWriteOnce", make_claim=False)
+    values = demo_values(tmp_path_factory.mktemp("chart") / "values.json")
+    done = helm(cluster, "install", "datalabs", str(CHART), "-n", namespace, "-f", str(values))
+    assert done.returncode == 0, done.stderr
+    yield namespace
+    helm(cluster, "uninstall", "datalabs", "-n", namespace)
+    cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_helm_lint_is_clean(cluster: Cluster):
+    done = helm(cluster, "lint", "--strict", str(CHART))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_the_hub_and_proxy_run_under_pod_security_restricted(cluster: Cluster, release):
+    def pods_running():
+        _, answer = cluster.request("GET", f"/api/v1/namespaces/{release}/pods")
+        running = {
+            p["metadata"]["labels"].get("app.kubernetes.io/component"): p
+            for p in answer["items"]
+            if p["status"].get("phase") == "Running"
+        }
+        return running if {"hub", "proxy"} <= set(running) else None
+
+    running = cluster.wait_for("the hub and the proxy running", pods_running, timeout=90)
+    for component, pod in running.items():
+        assert pod["spec"]["nodeName"] == NODE_NAME, component
+    # the proxy has no identity to present to the API server
+    assert running["proxy"]["spec"]["automountServiceAccountToken"] is False
+    _, events = cluster.request("GET", f"/api/v1/namespaces/{release}/events")
+    refused = [e["message"] for e in events["items"] if "PodSecurity" in e.get("message", "")]
+    assert refused == []
+
+
+def test_every_object_of_the_chart_is_in_the_cluster(cluster: Cluster, release):
+    expect = {
+        f"/api/v1/namespaces/{release}/configmaps/datalabs-catalogue",
+        f"/api/v1/namespaces/{release}/configmaps/datalabs-hub-config",
+        f"/api/v1/namespaces/{release}/secrets/datalabs-hub",
+        f"/api/v1/namespaces/{release}/persistentvolumeclaims/datalabs-archive",
+        f"/api/v1/namespaces/{release}/services/datalabs-hub",
+        f"/api/v1/namespaces/{release}/services/datalabs-proxy-public",
+        f"/api/v1/namespaces/{release}/services/datalabs-proxy-api",
+        f"/apis/networking.k8s.io/v1/namespaces/{release}/networkpolicies/datalabs-singleuser",
+        f"/apis/networking.k8s.io/v1/namespaces/{release}/networkpolicies/datalabs-hub",
+        f"/apis/networking.k8s.io/v1/namespaces/{release}/networkpolicies/datalabs-proxy",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{release}/roles/datalabs-hub",
+    }
+    missing = {path for path in expect if cluster.request("GET", path)[0] != 200}
+    assert missing == set()
+    _, catalogue = cluster.request(
+        "GET", f"/api/v1/namespaces/{release}/configmaps/datalabs-catalogue"
+    )
+    assert "rosetta__volumes__psa-rosetta.yaml" in catalogue["data"]
+    _, claim = cluster.request(
+        "GET", f"/api/v1/namespaces/{release}/persistentvolumeclaims/datalabs-archive"
+    )
+    assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
+
+
+def test_the_hubs_identity_may_run_sessions_and_nothing_more(cluster: Cluster, release):
+    token = cluster.service_account_token(release, "datalabs-hub")
+    allowed = [("GET", f"/api/v1/namespaces/{release}/pods")]
+    refused = [
+        ("GET", f"/api/v1/namespaces/{release}/secrets"),
+        ("GET", f"/api/v1/namespaces/{release}/configmaps"),
+        ("POST", f"/apis/batch/v1/namespaces/{release}/jobs"),
+        ("GET", "/api/v1/namespaces/default/pods"),
+        ("GET", "/api/v1/nodes"),
+        ("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{release}/rolebindings"),
+    ]
+    for method, path in allowed:
+        assert cluster.request(method, path, token=token)[0] == 200, path
+    for method, path in refused:
+        status, answer = cluster.request(
+            method, path, {} if method == "POST" else None, token=token
+        )
+        assert status == 403, (method, path, answer)
+
+
+async def test_the_hubs_identity_spawns_alice_with_the_demo_catalogue(
+    cluster: Cluster, release, kube_identity, tmp_path
+):
+    token = cluster.service_account_token(release, "datalabs-hub")
+    await kube_identity(cluster.kubeconfig("chart-hub", release, token=token))
+    # the catalogue the chart delivered to the hub, as the hub's pod would see it
+    _, catalogue = cluster.request(
+        "GET", f"/api/v1/namespaces/{release}/configmaps/datalabs-catalogue"
+    )
+    for key, text in catalogue["data"].items():
+        path = tmp_path / "catalogue" / key.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    spawner = kube_spawner(
+        DatalabsKubeSpawner,
+        release,
+        catalogue_dirs=[str(tmp_path / "catalogue")],
+        catalogue_refresh_seconds=0,
+        archive_claim="datalabs-archive",
+    )
+    spawner.user_options = {"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]}
+    try:
+        async with asyncio.timeout(90):
+            await spawner.start()
+        _, pod = cluster.request("GET", f"/api/v1/namespaces/{release}/pods/{spawner.pod_name}")
+        assert pod["status"]["phase"] == "Running"
+        mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["dlv-psa-rosetta"]["readOnly"] is True
+        assert mounts["dlv-psa-rosetta"]["subPath"] == "psa-rosetta"
+        async with asyncio.timeout(60):
+            await spawner.stop(now=True)
+    finally:
+        await KubeSpawner._stop_all_reflectors()
+        await _forget_kubespawner_clients()

@@ -141,9 +141,7 @@ class Cluster:
     tokens: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def kubeconfig(
-        self, user: str = "admin", namespace: str = "default", token: str = ""
-    ) -> Path:
+    def kubeconfig(self, user: str = "admin", namespace: str = "default", token: str = "") -> Path:
         """A kubeconfig file for ``user`` (a key of :data:`USERS`), or for a bare ``token``
         (e.g. a service account's) under the name ``user``."""
         path = self.root / f"kubeconfig-{user}-{namespace}"

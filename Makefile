@@ -6,8 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # tigervnc-standalone-server, openbox and topcat (with Java) make the TOPCAT desktop datalab;
-# x11-utils gives the desktop test xwininfo.
-APT_PACKAGES := fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
+# x11-utils gives the desktop test xwininfo; bubblewrap is DatalabsLocalSpawner.sandbox.
+APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench system venv labextension sample-data cluster lint clean
@@ -66,7 +66,7 @@ bench: system venv sample-data
 MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py datalabs_volumes/access.py \
 	datalabs_volumes/contract.py \
 	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
-	datalabs_pipelines/graph.py
+	datalabs_spawner/sandbox.py datalabs_pipelines/graph.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

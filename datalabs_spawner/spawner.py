@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict, Enum, Float, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from datalabs_volumes import contract
@@ -34,6 +36,7 @@ from datalabs_volumes.mount.local import (
     MountError,
     is_mount_point,
     resolve_source,
+    run_command,
 )
 
 from .catalogue import Catalogue, shared_catalogue
@@ -49,6 +52,17 @@ from .options import (
     readable_volumes,
     resolve_choice,
     usable_datalabs,
+)
+from .sandbox import (
+    Account,
+    AccountError,
+    SandboxSpec,
+    bwrap_argv,
+    ensure_account,
+    host_links,
+    prepare_workspace,
+    share_data_dir,
+    validate_prefix,
 )
 
 #: Environment variable through which the single-user server learns its volumes (JSON list).
@@ -356,9 +370,10 @@ def ip_endpoint(url: str) -> str | None:
 class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
     """The embedded default: a local single-user server per user, volumes bind-mounted read-only.
 
-    Each user gets a workspace folder (no system accounts needed); volume ``<id>`` appears at
-    ``<workspace>/data/<id>``. Everything runs as the hub's own system user, so this spawner
-    offers no isolation between users: it is for one trusted machine, demos and development.
+    Each user gets a workspace folder; volume ``<id>`` appears at ``<workspace>/data/<id>``.
+    By default everything runs as the hub's own system user, so there is no isolation between
+    users: for one trusted machine, demos and development. With ``sandbox = True`` each user's
+    server runs as their own system account inside a bubblewrap sandbox (docs/security.md).
     """
 
     workspace_root = Unicode(
@@ -401,7 +416,69 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         """,
     )
 
+    sandbox = Bool(
+        False,
+        config=True,
+        help="""
+        Run each user's server unprivileged, in its own sandbox (needs the hub to run as root,
+        and Debian's ``bubblewrap``): as the user's own system account (``account_prefix``,
+        created on first start), never root; in its own PID namespace (no other process and no
+        other ``/proc/<pid>/environ`` visible) with a private ``/tmp``; seeing the host system
+        read-only (``/usr``, ``/etc``, ``/lib*``, ``/bin``, the Python environment, the
+        catalogue: ``sandbox_read_only``), its workspace (mode 0700, owned by the account)
+        writable, and of the archive only the volumes attached read-only under ``data/``. The
+        archive root, the hub's state folder, other workspaces, ``/root``, ``/home``, ``/var``
+        and ``/run`` are not visible. The connection key reaches the server through a pipe,
+        never its environment. Kernels, terminals and pipeline runs are its children, inside.
+
+        Default False in this release: attaching a volume to a running session (the Data
+        panel's hot attach) still mounts from inside the user's server, which needs root; in a
+        sandbox it is refused until the hub-side broker that attaches into running sandboxes
+        lands. Volumes chosen at start are attached in the sandbox as usual. FUSE mounts
+        (rclone connections) do not work inside the sandbox yet (docs/security.md).
+        """,
+    )
+
+    account_prefix = Unicode(
+        "dl-",
+        config=True,
+        help="""
+        Prefix of the system accounts made for hub users when ``sandbox`` is on: hub user
+        ``alice`` runs as ``dl-alice``. A hub name that is not a valid account name (upper
+        case, ``@``, ``.``, too long) becomes ``<prefix><slug>--<hash>``, so distinct hub
+        users never share an account; an account of that name not made by Datalabs for this
+        hub user (its comment says whose it is) is refused, never reused. Accounts are made
+        with ``useradd`` (uid from ``UID_MIN``-``UID_MAX`` of ``/etc/login.defs``, own group,
+        locked password, home at the workspace) and are never removed by the hub.
+        """,
+    )
+
+    @validate("account_prefix")
+    def _validate_account_prefix(self, proposal):
+        try:
+            return validate_prefix(proposal["value"])
+        except ValueError as e:
+            raise ValueError(f"DatalabsLocalSpawner.{e}") from None
+
+    sandbox_read_only = List(
+        Unicode(),
+        config=True,
+        help="""
+        Host folders shown read-only (at the same path) inside every sandbox, besides the
+        system folders (``/usr``, ``/etc``, ``/bin``, ``/sbin``, ``/lib*``, ``/opt``) and the
+        catalogue directories. Default: the Python environment the hub runs from
+        (``sys.prefix`` and its base) and, for an editable install, the Datalabs package
+        folders (never the checkout itself, which may hold the demo's state). Never list the
+        archive root, the hub's state folder or anything holding secrets.
+        """,
+    )
+
+    @default("sandbox_read_only")
+    def _default_sandbox_read_only(self):
+        return python_env_paths()
+
     _mounted: list[Mounted]
+    account: Account | None = None
 
     @default("cmd")
     def _default_cmd(self):
@@ -426,6 +503,8 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
 
     def get_args(self) -> list[str]:
         args = list(super().get_args())
+        if self.sandbox:
+            return [a for a in args if a != "--allow-root"]
         if os.geteuid() == 0 and "--allow-root" not in args:
             # jupyter-server refuses to run as root otherwise, and the hub then only sees a
             # time-out (FACTS.md).
@@ -441,6 +520,8 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         env[XSTARTUP_ENV] = str(SESSION_SCRIPT)
         if self.choice is not None:
             env.update(desktop_env(self.choice.datalab))
+        if self.sandbox and self.account is not None:
+            env["USER"] = env["LOGNAME"] = self.account.name
         return env
 
     async def progress(self):
@@ -454,16 +535,23 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             choice = self.resolve_user_options()
             self.choice = choice
             workspace = self.workspace
-            workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.sandbox:
+                await self._prepare_account(workspace)
+            else:
+                workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Before any mount, so that a failure here leaves nothing attached.
             if self.examples_dir:
                 slug = choice.datalab.slug
                 copied = install_examples(
-                    Path(self.examples_dir) / slug, workspace / "examples" / slug
+                    Path(self.examples_dir) / slug, workspace / "examples" / slug, workspace
                 )
+                if copied and self.account is not None:
+                    give_to(self.account, workspace, copied)
                 if copied:
                     self._emit(f"Copied {len(copied)} example file(s) to examples/{slug}")
             mounter = LocalMounter(self.mount_method)
+            if self.sandbox:
+                await self._share_data_dir()
             stale = await mounter.clean(self.data_dir)
             if stale:
                 self._emit(f"Cleaned {len(stale)} stale mount(s) left by an earlier session")
@@ -480,6 +568,8 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             }
             self._emit(f"Starting {choice.datalab.title}", 80)
             try:
+                if self.sandbox:
+                    return await self._start_sandboxed()
                 return await super().start()
             except Exception:
                 await self._detach_all()
@@ -498,7 +588,7 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             contract.ARCHIVE_ROOT: self.volume_root,
             contract.MOUNT_METHOD: self.mount_method,
         }
-        if self.credentials_master_key:
+        if self.credentials_master_key and not self.sandbox:
             env[contract.CREDENTIALS_KEY] = user_key(self.credentials_master_key, self.user.name)
         return env
 
@@ -554,6 +644,78 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             self._mounted = [m for m in getattr(self, "_mounted", []) if m.target != target]
         return volume
 
+    # -- the sandbox -------------------------------------------------------------------------
+
+    async def _prepare_account(self, workspace: Path) -> None:
+        if os.geteuid() != 0:
+            raise _http_error(
+                500,
+                "DatalabsLocalSpawner.sandbox needs the hub to run as root (to create accounts "
+                "and mounts); tell the operator.",
+            )
+        try:
+            self.account = await ensure_account(self.user.name, self.account_prefix, str(workspace))
+            prepare_workspace(str(workspace), self.account)
+        except AccountError as e:
+            self.log.error("Sandbox account for %s: %s", self.user.name, e)
+            raise _http_error(500, f"Your session account could not be prepared: {e}") from None
+        self._emit(f"Running as system account {self.account.name}")
+
+    async def _share_data_dir(self) -> None:
+        try:
+            await share_data_dir(str(self.data_dir))
+        except AccountError as e:
+            raise _http_error(500, f"Your session could not be prepared: {e}") from None
+
+    def sandbox_spec(self) -> SandboxSpec:
+        """What this user's sandbox shows (see ``sandbox``)."""
+        assert self.account is not None
+        read_only = [*self.sandbox_read_only, *self.catalogue_dirs]
+        return SandboxSpec(
+            account=self.account,
+            workspace=str(self.workspace),
+            read_only=tuple(os.path.realpath(p) for p in read_only if os.path.isdir(p)),
+            links=host_links(),
+        )
+
+    async def _start_sandboxed(self) -> tuple[str, int]:
+        """LocalProcessSpawner.start, with the command wrapped in the sandbox and the
+        connection key written to an inherited pipe instead of the environment."""
+        from jupyterhub.utils import random_port
+
+        if self.port == 0:
+            self.port = random_port()
+        env = self.get_env()
+        argv = bwrap_argv(self.sandbox_spec(), [*self.cmd, *self.get_args()])
+        key = (
+            user_key(self.credentials_master_key, self.user.name)
+            if self.credentials_master_key
+            else ""
+        )
+        read_end, write_end = os.pipe() if key else (-1, -1)
+        if key:
+            env[contract.CREDENTIALS_KEY_FD] = str(read_end)
+        self.log.info("Spawning %s in a sandbox as %s", self.user.name, self.account)
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                start_new_session=True,
+                pass_fds=(read_end,) if key else (),
+                **self.popen_kwargs,
+            )
+        finally:
+            if key:
+                os.close(read_end)
+        if key:
+            # Far below a pipe's buffer (64 KiB): the write never waits for the reader.
+            try:
+                os.write(write_end, key.encode() + b"\n")
+            finally:
+                os.close(write_end)
+        self.pid = self.proc.pid
+        return (self.ip or "127.0.0.1", self.port)
+
     async def _attach_all(self, mounter: LocalMounter, choice: SessionChoice) -> dict[str, str]:
         paths: dict[str, str] = {}
         total = len(choice.volumes)
@@ -600,6 +762,42 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             await super().stop(now=now)
         finally:
             await self._detach_all()
+            if self.sandbox and is_mount_point(self.data_dir):
+                code, out = await run_command("umount", "-l", str(self.data_dir))
+                if code:
+                    self.log.error("Unmounting %s: %s", self.data_dir, out)
+
+
+def python_env_paths() -> list[str]:
+    """The folders the hub's Python environment lives in, for ``sandbox_read_only``: its
+    prefixes and, for an editable install, the Datalabs package folders."""
+    import datalabs_pipelines
+    import datalabs_volumes
+    import jupyterlab_ext
+
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths = sorted({os.path.realpath(p) for p in prefixes})
+    for module_file in (
+        __file__,
+        datalabs_volumes.__file__,
+        datalabs_pipelines.__file__,
+        jupyterlab_ext.__file__,
+    ):
+        folder = os.path.dirname(os.path.realpath(module_file or ""))
+        if not any(folder == p or folder.startswith(p + os.sep) for p in paths):
+            paths.append(folder)
+    return paths
+
+
+def give_to(account: Account, root: Path, paths: list[Path]) -> None:
+    """Hand files the hub made under ``root`` (the workspace) to the account, with their
+    folders; never following a symbolic link."""
+    done: set[Path] = set()
+    for path in paths:
+        while path != root and root in path.parents and path not in done:
+            done.add(path)
+            os.chown(path, account.uid, account.gid, follow_symlinks=False)
+            path = path.parent
 
 
 class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):

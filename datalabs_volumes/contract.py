@@ -5,7 +5,8 @@ Both sides import these names (``datalabs_spawner`` writes them, ``jupyterlab_ex
 kernels' client read them), so that a rename is one change and a typo is an ImportError rather
 than a silently empty setting. It lives in ``datalabs_volumes`` because that is the one package
 both sides may import. Nothing here is a secret except ``CREDENTIALS_KEY``, which the session
-removes from its environment before any kernel starts.
+removes from its environment before any kernel starts (a sandboxed session gets the key through
+the pipe ``CREDENTIALS_KEY_FD`` names instead).
 
 Nothing the session reads here is trusted by the hub: who may read which volume is decided by
 the broker from the hub's own users and groups, never from these values.
@@ -35,6 +36,10 @@ ALLOWED_NETWORKS = "DATALABS_ALLOWED_NETWORKS"
 REFUSED_ENDPOINTS = "DATALABS_REFUSED_ENDPOINTS"
 #: The user's own connections key (derived from the master key for this user alone).
 CREDENTIALS_KEY = "DATALABS_CREDENTIALS_KEY"
+#: A sandboxed session gets its key through an inherited pipe instead; this holds the pipe's
+#: file descriptor number (the session reads it once and closes it; unlike ``os.environ.pop``,
+#: reading a pipe leaves nothing in ``/proc/<pid>/environ``).
+CREDENTIALS_KEY_FD = "DATALABS_CREDENTIALS_KEY_FD"
 #: Where the user's encrypted connections file is (optional).
 CONNECTIONS_FILE = "DATALABS_CONNECTIONS_FILE"
 #: The session's pipeline run store; the same name as ``datalabs_pipelines.settings.ENV_HOME``.

@@ -25,6 +25,22 @@ from datalabs_volumes.session import StorageSession
 #: The per-user credentials key; removed from the environment once read, so kernels and
 #: terminals started by this server do not inherit it.
 KEY_ENV = contract.CREDENTIALS_KEY
+#: A sandboxed session gets the key through an inherited pipe instead, whose number this holds.
+KEY_FD_ENV = contract.CREDENTIALS_KEY_FD
+
+
+def read_key() -> str:
+    """The per-user credentials key: from the pipe named by ``DATALABS_CREDENTIALS_KEY_FD``
+    (read once, then closed), else from ``DATALABS_CREDENTIALS_KEY``; empty when neither."""
+    key = os.environ.pop(KEY_ENV, "")
+    fd_text = os.environ.pop(KEY_FD_ENV, "")
+    if fd_text.isdigit():
+        try:
+            with os.fdopen(int(fd_text), "rb") as pipe:
+                key = pipe.read(4096).decode("ascii", "replace").strip() or key
+        except OSError:
+            pass
+    return key
 
 
 def json_env_list(name: str) -> list[str]:
@@ -168,7 +184,7 @@ class DatalabsStorage(LoggingConfigurable):
     def build(self, root_dir: str) -> StorageSession:
         """The StorageSession for a server whose file browser starts at ``root_dir``."""
         data_dir = Path(root_dir, self.data_dir)
-        key = os.environ.pop(KEY_ENV, "")
+        key = read_key()
         store = None
         if key:
             path = self.connections_file or str(Path(root_dir, ".datalabs", "connections.json"))

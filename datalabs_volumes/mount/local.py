@@ -9,10 +9,12 @@ itself: volume ids and folders are validated by the catalogue, never taken from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,14 +139,32 @@ class LocalMounter:
         return await self._rclone(source, target)
 
     async def _bind(self, source: Path, target: Path) -> Mounted:
-        code, out = await run_command("mount", "--bind", str(source), str(target))
-        if code:
-            raise MountError(f"bind mount failed: {out}")
-        # A bind mount inherits the source's flags; read-only needs a second, remount step.
-        code, out = await run_command("mount", "-o", "remount,bind,ro", str(target))
-        if code:
-            await run_command("umount", str(target))
-            raise MountError(f"could not make the bind mount read-only: {out}")
+        # A bind mount inherits the source's flags, so read-only takes a second, remount step;
+        # but where the target lies in a shared mount (a sandboxed session's data/), the copy
+        # propagated into the running sandbox is made by the first step and keeps it writable
+        # (measured: the remount does not propagate). So the read-only mount is made in a
+        # private staging folder first and only then bound at the target, in one step.
+        stage = Path(tempfile.mkdtemp(prefix="datalabs-stage-"))
+        try:
+            code, out = await run_command("mount", "--bind", str(source), str(stage))
+            if code:
+                raise MountError(f"bind mount failed: {out}")
+            try:
+                for argv in (
+                    ("mount", "--make-private", str(stage)),
+                    ("mount", "-o", "remount,bind,ro,nosuid,nodev", str(stage)),
+                ):
+                    code, out = await run_command(*argv)
+                    if code:
+                        raise MountError(f"could not make the bind mount read-only: {out}")
+                code, out = await run_command("mount", "--bind", str(stage), str(target))
+                if code:
+                    raise MountError(f"bind mount failed: {out}")
+            finally:
+                await run_command("umount", str(stage))
+        finally:
+            with contextlib.suppress(OSError):
+                stage.rmdir()
         return Mounted(source, target, "bind")
 
     async def _rclone(self, source: Path, target: Path) -> Mounted:

@@ -5,11 +5,16 @@
 - ``serve(kind, password=CANARY)``: a real ``rclone serve <kind>`` (webdav, ftp, sftp, s3) on
   127.0.0.1 serving a ``hello.txt`` and a ``sub/data.csv``; stopped at the end of the test.
   Its password is the canary secret of ``tests/servers.py`` unless told otherwise.
+- ``accounts``: the account prefix for sandboxed sessions (``dltest-``); every system account
+  with that prefix made during the test (by ``useradd``, with the Datalabs comment) is removed
+  after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import pwd
+import subprocess
 
 import pytest
 from jupyterhub import orm
@@ -59,3 +64,16 @@ def serve(tmp_path):
             )
 
         yield start
+
+
+@pytest.fixture
+def accounts():
+    before = {p.pw_name for p in pwd.getpwall()}
+    yield "dltest-"
+    for p in pwd.getpwall():
+        if (
+            p.pw_name not in before
+            and p.pw_name.startswith("dltest-")
+            and p.pw_gecos.startswith("Datalabs ")
+        ):
+            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)

@@ -37,9 +37,6 @@ from datalabs_volumes.mount.local import LocalMounter, mounts_under
 from jupyterlab_ext.storage import read_key
 from tests.helpers import datalab_yaml, volume_yaml, write
 
-#: Accounts made by these tests carry this prefix, and are removed after each test.
-TEST_PREFIX = "dltest-"
-
 # -- account names (pure) --------------------------------------------------------------------
 
 
@@ -269,20 +266,6 @@ time.sleep(600)
 def require_root():
     # Accounts, bind mounts and the sandbox need root; CI runs as root. Fail, never skip.
     assert os.geteuid() == 0, "these tests need root (accounts, mounts); run them as CI does"
-
-
-@pytest.fixture
-def accounts():
-    """Removes, after the test, every account the test made (TEST_PREFIX, our comment)."""
-    before = {p.pw_name for p in pwd.getpwall()}
-    yield TEST_PREFIX
-    for p in pwd.getpwall():
-        if (
-            p.pw_name not in before
-            and p.pw_name.startswith(TEST_PREFIX)
-            and p.pw_gecos.startswith("Datalabs ")
-        ):
-            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
 
 
 @pytest.fixture

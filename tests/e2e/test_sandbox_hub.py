@@ -1,0 +1,156 @@
+"""The embedded hub with ``DatalabsLocalSpawner.sandbox = True``: alice's server starts as her own
+system account in bubblewrap, JupyterLab answers through the proxy, and a real kernel (Jupyter's
+kernel protocol) finds no root, no hub secret, no other workspace, and her volume read-only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import time
+from pathlib import Path
+
+import pytest
+from jupyter_client import BlockingKernelClient
+
+from datalabs_volumes.credentials import user_key
+from datalabs_volumes.mount.local import mounts_under
+from tests.e2e.hubprocess import running_hub
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
+
+PROBE = """
+import errno, json, os
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+secrets = json.loads(SECRETS)
+out = {"uid": os.getuid(), "euid": os.geteuid()}
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+out["commands"] = []
+out["key_in_an_environ"] = False
+for p in pids:
+    try:
+        cmdline = open(f"/proc/{p}/cmdline", "rb").read()
+        out["commands"].append(cmdline.replace(b"\\0", b" ").decode())
+        if secrets["key"].encode() in open(f"/proc/{p}/environ", "rb").read():
+            out["key_in_an_environ"] = True
+    except OSError:
+        pass
+out["key_in_env"] = any(secrets["key"] in v for v in os.environ.values())
+out["read"] = {p: attempt(lambda p=p: open(p, "rb").read()) for p in secrets["files"]}
+def listing(p):
+    try:
+        return sorted(os.listdir(p))
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out["list"] = {p: listing(p) for p in secrets["folders"]}
+out["volume"] = sorted(os.listdir("data/psa-rosetta"))
+out["write_volume"] = attempt(lambda: open("data/psa-rosetta/x.txt", "w").write("x"))
+out["write_home"] = attempt(lambda: open("mine.txt", "w").write("x"))
+print("RESULT" + json.dumps(out))
+"""
+
+
+def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
+    r = hub.server("alice", "POST", "api/kernels", json={"name": "python3"})
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    client = BlockingKernelClient()
+    client.load_connection_file(
+        str(workspace / ".local" / "share" / "jupyter" / "runtime" / f"kernel-{kid}.json")
+    )
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        msg_id = client.execute(code)
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+        raise AssertionError("the kernel did not finish")
+    finally:
+        client.stop_channels()
+        hub.server("alice", "DELETE", f"api/kernels/{kid}")
+
+
+def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
+    tmp_path_factory, demo_archive, accounts
+):
+    assert os.geteuid() == 0, "this test needs root (accounts, mounts); run it as CI does"
+    state = tmp_path_factory.mktemp("sandbox-hub-state")
+    bob = state / "workspaces" / "bob"
+    bob.mkdir(parents=True, mode=0o700)
+    (bob / "notes.txt").write_text("bob's notes\n")
+    canary = Path("/root") / f"datalabs-canary-{os.getpid()}"
+    args = [
+        "--DatalabsLocalSpawner.sandbox=True",
+        f"--DatalabsLocalSpawner.account_prefix={accounts}",
+    ]
+    canary.write_text("root's own\n")
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(canary.unlink, missing_ok=True)
+        hub = cleanup.enter_context(running_hub(state, demo_archive, args))
+        r = hub.api(
+            "POST",
+            "users/alice/server",
+            json={"profile": "planetary-lab", "volumes": ["psa-rosetta"]},
+        )
+        assert r.status_code in (201, 202), r.text
+        try:
+            hub.wait_ready("alice")
+            workspace = state / "workspaces" / "alice"
+            account = pwd.getpwnam(accounts + "alice")
+            # JupyterLab answers through the proxy.
+            r = hub.server("alice", "GET", "lab")
+            assert r.status_code == 200 and "JupyterLab" in r.text
+            key = user_key((state / "credentials.key").read_text().strip(), "alice")
+            secrets = {
+                "key": key,
+                "files": [
+                    str(state / "jupyterhub.sqlite"),
+                    str(state / "jupyterhub_cookie_secret"),
+                    str(state / "credentials.key"),
+                    str(bob / "notes.txt"),
+                    str(next((demo_archive / "rosetta-restricted").iterdir())),
+                    str(canary),
+                ],
+                "folders": [str(state), str(bob), str(demo_archive), "/root"],
+            }
+            out = run_in_kernel(
+                hub, workspace, f"SECRETS = {json.dumps(json.dumps(secrets))}\n" + PROBE
+            )
+            found = json.loads(out.split("RESULT", 1)[1])
+            assert found["uid"] == found["euid"] == account.pw_uid != 0
+            # Only the session's own processes: bubblewrap, the server, the kernel.
+            assert not [c for c in found["commands"] if "jupyterhub -f" in c]
+            assert not [c for c in found["commands"] if "configurable-http-proxy" in c]
+            assert len(found["commands"]) <= 4, found["commands"]
+            assert found["key_in_env"] is False and found["key_in_an_environ"] is False
+            assert set(found["read"].values()) <= {"ENOENT", "EACCES"}, found["read"]
+            # The state folder exists inside only as the path to her workspace; /root at most
+            # as the path to the Python environment the server runs from.
+            assert found["list"][str(state)] == ["workspaces"]
+            assert found["list"][str(bob)] == found["list"][str(demo_archive)] == "ENOENT"
+            assert canary.name not in found["list"]["/root"]
+            expected = sorted(p.name for p in (demo_archive / "psa-rosetta").iterdir())
+            assert found["volume"] == expected
+            assert found["write_volume"] == "EROFS"
+            assert found["write_home"] == "ok"
+            assert (workspace / "mine.txt").stat().st_uid == account.pw_uid
+        finally:
+            hub.stop_server("alice")
+    assert mounts_under(state) == []

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import pwd
+import subprocess
 import time
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
             # JupyterLab answers through the proxy.
             r = hub.server("alice", "GET", "lab")
             assert r.status_code == 200 and "JupyterLab" in r.text
+            # The connection key reached the server (through its pipe): connections work.
+            r = hub.server("alice", "GET", "datalabs/api/connections")
+            assert r.status_code == 200, r.text
             key = user_key((state / "credentials.key").read_text().strip(), "alice")
             secrets = {
                 "key": key,
@@ -153,4 +157,13 @@ def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
             assert (workspace / "mine.txt").stat().st_uid == account.pw_uid
         finally:
             hub.stop_server("alice")
+        # Nothing of the session outlives it: no process of her account (the kernel included).
+        deadline = time.monotonic() + 10
+        left = ["?"]
+        while left and time.monotonic() < deadline:
+            left = subprocess.run(
+                ["pgrep", "-u", str(account.pw_uid)], capture_output=True, text=True
+            ).stdout.split()
+            time.sleep(0.05)
+        assert left == []
     assert mounts_under(state) == []

@@ -252,6 +252,25 @@ def bwrap_argv(
     return argv
 
 
+def sandboxed_pid(bwrap_pid: int) -> int | None:
+    """The host pid of the command bubblewrap ``bwrap_pid`` runs (bubblewrap's child is the
+    PID namespace's init, whose first child is the command), or None when it is gone.
+
+    bubblewrap forwards no signal: a signal to it kills it, and ``--die-with-parent`` then
+    SIGKILLs the sandbox, so a graceful stop signals the command itself."""
+    pid = bwrap_pid
+    for _ in range(2):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        if not children:
+            return None
+        pid = int(children[0])
+    return pid
+
+
 def host_links(paths: Iterable[str] = SYSTEM_PATHS) -> tuple[tuple[str, str], ...]:
     """The system folders that are symbolic links on this host (``/bin -> usr/bin`` on a
     merged-/usr Debian), to be made as the same links in the sandbox."""

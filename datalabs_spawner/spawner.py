@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ from .sandbox import (
     ensure_account,
     host_links,
     prepare_workspace,
+    sandboxed_pid,
     share_data_dir,
     validate_prefix,
 )
@@ -756,6 +758,18 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             problems.append(str(e))
         for p in problems:
             self.log.error("Detaching volumes of %s: %s", self.user.name, p)
+
+    async def _signal(self, sig: int) -> bool:
+        if self.sandbox and sig not in (0, signal.SIGKILL):
+            server = sandboxed_pid(self.pid)
+            if server is not None:
+                # To the server itself, so that it shuts its kernels down as it would unboxed.
+                try:
+                    os.kill(server, sig)
+                except ProcessLookupError:
+                    pass
+                return await super()._signal(0)
+        return await super()._signal(sig)
 
     async def stop(self, now: bool = False):
         try:

@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -392,6 +393,49 @@ async def test_a_sandboxed_session_sees_only_its_workspace_and_volumes(hub_user,
         await spawner.stop()
     # Nothing of the session outlives it: no process of the account, no mount.
     assert processes_of(account.pw_uid) == []
+    assert mounts_under(state) == []
+
+
+async def test_stopping_a_sandboxed_session_interrupts_its_server_first(hub_user, layout, accounts):
+    # bubblewrap forwards no signal: without care, its server would be SIGKILLed and never
+    # shut its kernels down.
+    require_root()
+    state = layout["state"]
+    spawner = hub_user("alice")._new_spawner(
+        "",
+        spawner_class=DatalabsLocalSpawner,
+        cmd=[
+            sys.executable,
+            "-c",
+            "import os, signal, sys, time\n"
+            "def stop(n, f):\n"
+            "    open('stopped-by.txt', 'w').write(str(n))\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGINT, stop)\n"
+            "open('ready.txt', 'w').close()\n"
+            "time.sleep(600)",
+        ],
+        sandbox=True,
+        account_prefix=accounts,
+        catalogue_dirs=[str(layout["catalogue"])],
+        workspace_root=str(state / "workspaces"),
+        volume_root=str(layout["archive"]),
+        interrupt_timeout=20,
+        term_timeout=1,
+        kill_timeout=1,
+    )
+    spawner.user_options = {"profile": "lab", "volumes": ["psa"]}
+    ws = state / "workspaces" / "alice"
+    await spawner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (ws / "ready.txt").exists():
+            assert time.monotonic() < deadline, "the sandboxed command never started"
+            time.sleep(0.05)
+    finally:
+        await spawner.stop()
+    assert (ws / "stopped-by.txt").read_text() == str(int(signal.SIGINT))
+    assert await spawner.poll() is not None
     assert mounts_under(state) == []
 
 

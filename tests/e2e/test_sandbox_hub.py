@@ -21,6 +21,8 @@ from tests.e2e.hubprocess import running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
 
+CSV = "ra,dec,magnitude,name\n10.68,41.27,3.4,M31\n148.97,69.68,12.1,faint\n"
+
 PROBE = """
 import errno, json, os
 def attempt(fn):
@@ -65,7 +67,9 @@ def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
     client.load_connection_file(
         str(workspace / ".local" / "share" / "jupyter" / "runtime" / f"kernel-{kid}.json")
     )
-    client.start_channels()
+    # No heartbeat: jupyter_client takes a first ping unanswered within 1 s for a dead kernel,
+    # and on a loaded machine a kernel takes longer to start; wait_for_ready's own deadline holds.
+    client.start_channels(hb=False)
     try:
         client.wait_for_ready(timeout=60)
         msg_id = client.execute(code)
@@ -155,6 +159,37 @@ def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
             assert found["write_volume"] == "EROFS"
             assert found["write_home"] == "ok"
             assert (workspace / "mine.txt").stat().st_uid == account.pw_uid
+
+            # A pipeline run (real cwltool) runs inside the sandbox too, as her account.
+            r = hub.server(
+                "alice",
+                "PUT",
+                "api/contents/sources.csv",
+                json={"type": "file", "format": "text", "content": CSV},
+            )
+            assert r.status_code in (200, 201), r.text
+            r = hub.server(
+                "alice",
+                "POST",
+                "datalabs/api/runs",
+                json={
+                    "pipeline": "esasky/bright-sources",
+                    "inputs": {"catalogue": "sources.csv", "magnitude_limit": 5.0},
+                },
+            )
+            assert r.status_code == 201, r.text
+            run_id = r.json()["id"]
+            deadline = time.monotonic() + 180
+            while True:
+                run = hub.server("alice", "GET", f"datalabs/api/runs/{run_id}").json()
+                if run["state"] not in ("queued", "running"):
+                    break
+                assert time.monotonic() < deadline, f"run still {run['state']} after 180 s"
+                time.sleep(0.2)
+            assert run["state"] == "success", run
+            output = Path(run["outputs"]["sources"]["path"])
+            assert output.is_relative_to(workspace)
+            assert output.stat().st_uid == account.pw_uid
         finally:
             hub.stop_server("alice")
         # Nothing of the session outlives it: no process of her account (the kernel included).

@@ -552,28 +552,29 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
                 if copied:
                     self._emit(f"Copied {len(copied)} example file(s) to examples/{slug}")
             mounter = LocalMounter(self.mount_method)
-            if self.sandbox:
-                await self._share_data_dir()
-            stale = await mounter.clean(self.data_dir)
-            if stale:
-                self._emit(f"Cleaned {len(stale)} stale mount(s) left by an earlier session")
-            self._mounted = []
-            paths = await self._attach_all(mounter, choice)
-            self.home_dir = str(workspace)
-            self.notebook_dir = str(workspace)
-            if choice.datalab.default_url:
-                self.default_url = choice.datalab.default_url
-            self.environment = {
-                **self.environment,
-                **self.volume_env(choice, paths),
-                **self.storage_env(),
-            }
-            self._emit(f"Starting {choice.datalab.title}", 80)
             try:
+                if self.sandbox:
+                    await self._share_data_dir()
+                stale = await mounter.clean(self.data_dir)
+                if stale:
+                    self._emit(f"Cleaned {len(stale)} stale mount(s) left by an earlier session")
+                self._mounted = []
+                paths = await self._attach_all(mounter, choice)
+                self.home_dir = str(workspace)
+                self.notebook_dir = str(workspace)
+                if choice.datalab.default_url:
+                    self.default_url = choice.datalab.default_url
+                self.environment = {
+                    **self.environment,
+                    **self.volume_env(choice, paths),
+                    **self.storage_env(),
+                }
+                self._emit(f"Starting {choice.datalab.title}", 80)
                 if self.sandbox:
                     return await self._start_sandboxed()
                 return await super().start()
             except Exception:
+                # Nothing attached is left behind, the sandbox's shared data/ mount included.
                 await self._detach_all()
                 raise
         finally:
@@ -756,6 +757,11 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             await mounter.clean(self.data_dir)
         except (MountError, OSError) as e:
             problems.append(str(e))
+        # The shared self-bind of data/ that a sandboxed start made (also on a failed start).
+        if is_mount_point(self.data_dir):
+            code, out = await run_command("umount", "-l", str(self.data_dir))
+            if code:
+                problems.append(out)
         for p in problems:
             self.log.error("Detaching volumes of %s: %s", self.user.name, p)
 
@@ -776,10 +782,6 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             await super().stop(now=now)
         finally:
             await self._detach_all()
-            if self.sandbox and is_mount_point(self.data_dir):
-                code, out = await run_command("umount", "-l", str(self.data_dir))
-                if code:
-                    self.log.error("Unmounting %s: %s", self.data_dir, out)
 
 
 def python_env_paths() -> list[str]:

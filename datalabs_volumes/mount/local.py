@@ -119,6 +119,13 @@ class LocalMounter:
             raise MountError(f"its source folder {source} does not exist or is not a folder")
         if is_mount_point(target):
             raise MountError(f"{target} is already a mount point")
+        for folder in (target, target.parent):
+            # The user owns the workspace: ``mount`` would follow a link they put there and
+            # mount the volume over whatever it points to, on the host.
+            if folder.is_symlink():
+                raise MountError(
+                    f"{folder.name} in the session's folder is a symbolic link; remove it"
+                )
         target.mkdir(parents=True, exist_ok=True)
         method = self.method
         if method == "auto":

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tornado import web
 
 from datalabs_spawner.examples import install_examples
 from datalabs_spawner.sandbox import (
@@ -291,6 +292,9 @@ def layout(tmp_path):
     root_canary.write_text("root's\n")
     yield {"archive": archive, "state": state, "catalogue": cat, "root_canary": root_canary}
     root_canary.unlink()
+    # Never leave a mount behind, whatever a failing test (or a broken spawner) made.
+    for point in mounts_under(tmp_path):
+        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def wait_for(path: Path, timeout: float = 60) -> dict:
@@ -437,6 +441,37 @@ async def test_stopping_a_sandboxed_session_interrupts_its_server_first(hub_user
     assert (ws / "stopped-by.txt").read_text() == str(int(signal.SIGINT))
     assert await spawner.poll() is not None
     assert mounts_under(state) == []
+
+
+async def test_a_link_the_user_left_in_data_is_never_mounted_over(hub_user, layout, accounts):
+    require_root()
+    state = layout["state"]
+    elsewhere = state.parent / "elsewhere"
+    elsewhere.mkdir()
+    ws = state / "workspaces" / "alice"
+    (ws / "data").mkdir(parents=True)
+    (ws / "data" / "psa").symlink_to(elsewhere)
+    spawner = hub_user("alice")._new_spawner(
+        "",
+        spawner_class=DatalabsLocalSpawner,
+        cmd=[sys.executable, "-c", "import time; time.sleep(600)"],
+        sandbox=True,
+        account_prefix=accounts,
+        catalogue_dirs=[str(layout["catalogue"])],
+        workspace_root=str(state / "workspaces"),
+        volume_root=str(layout["archive"]),
+    )
+    spawner.user_options = {"profile": "lab", "volumes": ["psa"]}
+    try:
+        with pytest.raises(web.HTTPError) as refused:
+            await spawner.start()
+    finally:
+        await spawner.stop()  # if it did start after all
+    assert "Volume 'psa' could not be attached: psa in the session's folder is a symbolic link" in (
+        refused.value.jupyterhub_message
+    )
+    assert mounts_under(elsewhere) == [] and mounts_under(state) == []
+    assert list(elsewhere.iterdir()) == []
 
 
 async def test_two_users_get_two_accounts_and_cannot_read_each_other(hub_user, layout, accounts):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -27,6 +29,11 @@ MountMethod = Literal["auto", "bind", "rclone"]
 
 class MountError(RuntimeError):
     """A volume could not be attached; the message says which and why."""
+
+
+class UnsafeTarget(MountError):
+    """The mount point is a symbolic link, not a folder, or was moved while being mounted
+    onto: never retried with another method (rclone would follow the link)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,62 @@ async def run_command(*argv: str, timeout: float = 30.0) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
+#: mount(2) flag for a bind mount (linux/mount.h).
+_MS_BIND = 4096
+#: Opens a folder the user owns without following a link in its last component: with
+#: O_DIRECTORY, O_PATH|O_NOFOLLOW fails (ENOTDIR) on a symbolic link instead of opening it.
+_NOFOLLOW_DIR = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_mount_point(target: Path) -> int:
+    """An ``O_PATH`` descriptor of ``target`` (made if missing, mode 0755), opened without
+    following a symbolic link at ``target`` or at its parent (the session's ``data/``).
+
+    The user owns ``data/`` and may swap a folder for a link at any moment; a mount made
+    through the descriptor (``/proc/self/fd/N``) lands on the folder that was opened, never
+    where a link put in its place later points. The folder above ``data/`` (the workspace)
+    sits in the hub's own folder, which the user cannot change. UnsafeTarget when either is a
+    link or not a folder."""
+    base = os.open(target.parent.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            data = os.open(target.parent.name, _NOFOLLOW_DIR, dir_fd=base)
+        except (NotADirectoryError, FileNotFoundError):
+            raise UnsafeTarget(
+                f"{target.parent.name} in the session's folder is a symbolic link or not a "
+                "folder; remove it"
+            ) from None
+    finally:
+        os.close(base)
+    try:
+        with contextlib.suppress(FileExistsError):
+            # mkdirat never follows a link at the name: a link there is EEXIST, refused below.
+            os.mkdir(target.name, 0o755, dir_fd=data)
+        try:
+            fd = os.open(target.name, _NOFOLLOW_DIR, dir_fd=data)
+        except (NotADirectoryError, FileNotFoundError):
+            raise UnsafeTarget(
+                f"{target.name} in the session's folder is a symbolic link or not a folder; "
+                "remove it"
+            ) from None
+    finally:
+        os.close(data)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):  # O_DIRECTORY says so already; be explicit
+        os.close(fd)
+        raise UnsafeTarget(f"{target.name} in the session's folder is not a folder")
+    return fd
+
+
+def bind_onto_descriptor(source: Path, fd: int) -> None:
+    """Bind-mount ``source`` onto the folder open as ``fd`` (mount(2) on ``/proc/self/fd/N``,
+    which the kernel resolves to the opened folder itself, not to its path again). Called
+    directly rather than through mount(8), which would canonicalise the path first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(os.fsencode(source), f"/proc/self/fd/{fd}".encode(), None, _MS_BIND, None):
+        err = ctypes.get_errno()
+        raise MountError(f"bind mount failed: {os.strerror(err)}")
+
+
 class LocalMounter:
     """Attach hosted volumes read-only inside a user's workspace, and detach them."""
 
@@ -123,10 +186,10 @@ class LocalMounter:
             # The user owns the workspace: ``mount`` would follow a link they put there and
             # mount the volume over whatever it points to, on the host.
             if folder.is_symlink():
-                raise MountError(
+                raise UnsafeTarget(
                     f"{folder.name} in the session's folder is a symbolic link; remove it"
                 )
-        target.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         method = self.method
         if method == "auto":
             method = "bind" if self.can_bind() else "rclone"
@@ -140,7 +203,7 @@ class LocalMounter:
             try:
                 return await self._bind(source, target)
             except MountError as e:
-                if self.method == "bind":
+                if self.method == "bind" or isinstance(e, UnsafeTarget):
                     raise
                 log.warning("Bind mount of %s failed (%s); falling back to rclone", source, e)
         return await self._rclone(source, target)
@@ -164,9 +227,21 @@ class LocalMounter:
                     code, out = await run_command(*argv)
                     if code:
                         raise MountError(f"could not make the bind mount read-only: {out}")
-                code, out = await run_command("mount", "--bind", str(stage), str(target))
-                if code:
-                    raise MountError(f"bind mount failed: {out}")
+                # The user may swap data/<folder> for a link between the checks above and
+                # this mount (they own data/, and their session may be running): mount onto
+                # the folder opened without following links, never onto a path.
+                expected = Path(os.path.realpath(target.parent.parent), *target.parts[-2:])
+                fd = open_mount_point(target)
+                try:
+                    if os.readlink(f"/proc/self/fd/{fd}") != str(expected):
+                        raise UnsafeTarget(f"{target.name} in the session's folder was moved")
+                    bind_onto_descriptor(stage, fd)
+                finally:
+                    os.close(fd)
+                if not is_mount_point(expected):
+                    # Renamed inside data/ between the check and the mount: the volume is
+                    # mounted there (still the user's own folder); stop unmounts it.
+                    raise UnsafeTarget(f"{target.name} in the session's folder was moved")
             finally:
                 await run_command("umount", str(stage))
         finally:
@@ -175,6 +250,7 @@ class LocalMounter:
         return Mounted(source, target, "bind")
 
     async def _rclone(self, source: Path, target: Path) -> Mounted:
+        target.mkdir(exist_ok=True)
         env = dict(os.environ, RCLONE_CONFIG=os.devnull)
         argv = [
             rclone_binary(),

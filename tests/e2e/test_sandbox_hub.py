@@ -59,8 +59,11 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
-    r = hub.server("alice", "POST", "api/kernels", json={"name": "python3"})
+@contextlib.contextmanager
+def kernel(hub, workspace: Path, user: str = "alice", timeout: float = 120):
+    """A real kernel in ``user``'s session, through the Jupyter kernel protocol; yields a
+    function that runs code in it and returns what it printed. Shut down at the end."""
+    r = hub.server(user, "POST", "api/kernels", json={"name": "python3"})
     assert r.status_code == 201, r.text
     kid = r.json()["id"]
     client = BlockingKernelClient()
@@ -70,8 +73,8 @@ def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
     # No heartbeat: jupyter_client takes a first ping unanswered within 1 s for a dead kernel,
     # and on a loaded machine a kernel takes longer to start; wait_for_ready's own deadline holds.
     client.start_channels(hb=False)
-    try:
-        client.wait_for_ready(timeout=60)
+
+    def execute(code: str) -> str:
         msg_id = client.execute(code)
         out = []
         deadline = time.monotonic() + timeout
@@ -87,9 +90,18 @@ def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
             elif kind == "status" and content["execution_state"] == "idle":
                 return "".join(out)
         raise AssertionError("the kernel did not finish")
+
+    try:
+        client.wait_for_ready(timeout=60)
+        yield execute
     finally:
         client.stop_channels()
-        hub.server("alice", "DELETE", f"api/kernels/{kid}")
+        hub.server(user, "DELETE", f"api/kernels/{kid}")
+
+
+def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
+    with kernel(hub, workspace, "alice", timeout) as execute:
+        return execute(code)
 
 
 def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
@@ -201,4 +213,87 @@ def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
             ).stdout.split()
             time.sleep(0.05)
         assert left == []
+    assert mounts_under(state) == []
+
+
+VOLUME_PROBE = """
+import errno, json, os
+def attempt(fn):
+    try:
+        return fn()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def write():
+    open("data/psa-rosetta/written-in-the-kernel.txt", "w").write("x")
+    return "ok"
+print("RESULT" + json.dumps({
+    "data": sorted(os.listdir("data")),
+    "volume": attempt(lambda: sorted(os.listdir("data/psa-rosetta"))),
+    "write": attempt(write),
+}))
+"""
+
+
+def probe(execute) -> dict:
+    return json.loads(execute(VOLUME_PROBE).split("RESULT", 1)[1])
+
+
+def test_the_broker_attaches_into_running_sandboxes_read_only_and_only_what_is_allowed(
+    tmp_path_factory, demo_archive, accounts
+):
+    """alice hot-attaches psa-rosetta through her sandboxed session's API (the session asks
+    the broker, which mounts on the host): her running kernel then reads it and cannot write
+    it, and detach makes it disappear inside. bob's sandboxed session is refused
+    rosetta-restricted, and nothing appears in his data/."""
+    assert os.geteuid() == 0, "this test needs root (accounts, mounts); run it as CI does"
+    state = tmp_path_factory.mktemp("sandbox-broker-state")
+    args = [
+        "--DatalabsLocalSpawner.sandbox=True",
+        f"--DatalabsLocalSpawner.account_prefix={accounts}",
+    ]
+    expected = sorted(p.name for p in (demo_archive / "psa-rosetta").iterdir())
+    with contextlib.ExitStack() as cleanup:
+        hub = cleanup.enter_context(running_hub(state, demo_archive, args))
+        for user in ("alice", "bob"):
+            r = hub.api(
+                "POST", f"users/{user}/server", json={"profile": "planetary-lab", "volumes": []}
+            )
+            assert r.status_code in (201, 202), r.text
+            cleanup.callback(hub.stop_server, user)
+        for user in ("alice", "bob"):
+            hub.wait_ready(user)
+        alice = state / "workspaces" / "alice"
+        bob = state / "workspaces" / "bob"
+
+        with kernel(hub, alice, "alice") as execute:
+            before = probe(execute)
+            assert "psa-rosetta" not in before["data"]
+            log_before = hub.log.stat().st_size
+            r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/attach", json={})
+            assert r.status_code == 200, r.text
+            # The session reads its own (the sandbox's) mount table: the mount is there.
+            assert r.json()["mounted"] is True, r.text
+            with open(hub.log, "rb") as f:
+                f.seek(log_before)
+                assert b"Broker: attached psa-rosetta for alice" in f.read()
+            # The kernel, started before the attach, reads the volume and cannot write it.
+            attached = probe(execute)
+            assert attached["volume"] == expected
+            assert attached["write"] == "EROFS"
+            assert not (demo_archive / "psa-rosetta" / "written-in-the-kernel.txt").exists()
+
+            r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/detach", json={})
+            assert r.status_code == 200 and r.json()["mounted"] is False, r.text
+            detached = probe(execute)
+            assert "psa-rosetta" not in detached["data"]
+            assert detached["volume"] == "ENOENT"
+        assert mounts_under(alice / "data") == [alice / "data"]  # only data/'s own self-bind
+
+        r = hub.server("bob", "POST", "datalabs/api/volumes/rosetta-restricted/attach", json={})
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == (
+            "Volume 'rosetta-restricted' does not exist or you may not read it."
+        )
+        assert mounts_under(bob / "data") == [bob / "data"]
+        assert not (bob / "data" / "rosetta-restricted").exists()
     assert mounts_under(state) == []

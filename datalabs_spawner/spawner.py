@@ -606,7 +606,12 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def hot_attach(self, chosen: ChosenVolume) -> Mounted:
         """Bind-mount an authorized volume read-only into the running session's ``data/``,
-        exactly as at spawn (the broker calls this, as root, after ``authorize_volume``)."""
+        exactly as at spawn (the broker calls this, as root, after ``authorize_volume``).
+
+        In a sandboxed session the mount is made on the host and propagates into the running
+        sandbox through the shared ``data/`` (``share_data_dir``); ``LocalMounter`` mounts onto
+        the folder opened without following links, since the user can change ``data/`` while
+        their session runs."""
         if not self.ready:
             raise AccessError(
                 409, f"Start your session before attaching volume '{chosen.id}' to it."

@@ -42,6 +42,7 @@ from .options import (
     resolve_choice,
     usable_datalabs,
 )
+from .queue import QueuedStartMixin
 
 #: Environment variable through which the single-user server learns its volumes (JSON list).
 VOLUMES_ENV = "DATALABS_VOLUMES"
@@ -266,7 +267,7 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         }
 
 
-class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
+class DatalabsLocalSpawner(QueuedStartMixin, DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
     """The embedded default: a local single-user server per user, volumes bind-mounted read-only.
 
     Each user gets a workspace folder (no system accounts needed); volume ``<id>`` appears at
@@ -357,8 +358,16 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         return env
 
     async def progress(self):
+        async for event in self._queue_progress():  # the place in the start queue (queue.py)
+            yield event
         async for event in self._datalabs_progress():
             yield event
+
+    async def run_pre_spawn_hook(self):
+        await super().run_pre_spawn_hook()  # waits for a start slot (queue.py), untimed
+        # Admitted: progress follows the start from here on, with no gap until start() runs.
+        self._progress_events = []
+        self._datalabs_starting = True
 
     async def start(self):
         self._progress_events = []

@@ -63,8 +63,9 @@ c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
 c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
 # Example notebooks per datalab, copied into workspaces/<user>/examples/<datalab>/ at start.
 c.DatalabsLocalSpawner.examples_dir = str(here / "notebooks")
-# The single-user server from this very environment, whatever PATH the hub was started with.
-c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+# The single-user server from this very environment, whatever PATH the hub was started with:
+# jupyterhub-singleuser minus an import that was 60% of its CPU (datalabs_spawner/singleuser.py).
+c.Spawner.cmd = [sys.executable, "-m", "datalabs_spawner.singleuser"]
 c.Spawner.default_url = "/lab"
 # Tests point JupyterLab at settings that turn off its news prompt; pass that through.
 c.Spawner.env_keep = ["JUPYTERHUB_SINGLEUSER_APP", "PATH", "LANG", "JUPYTERLAB_SETTINGS_DIR"]

@@ -94,7 +94,7 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
         "sh",
         sys.executable,
         "-m",
-        "jupyterhub.singleuser",
+        "datalabs_spawner.singleuser",
     ]
     args = ["--DatalabsLocalSpawner.concurrent_starts=1", f"--Spawner.cmd={cmd!r}"]
     readers: list[ProgressReader] = []

@@ -32,6 +32,7 @@ from .catalogue import Catalogue, shared_catalogue
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
+from .limits import RunLimitsMixin
 from .options import (
     ChoiceError,
     SessionChoice,
@@ -267,7 +268,9 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         }
 
 
-class DatalabsLocalSpawner(QueuedStartMixin, DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
+class DatalabsLocalSpawner(
+    QueuedStartMixin, RunLimitsMixin, DatalabsSpawnerMixin, SimpleLocalProcessSpawner
+):
     """The embedded default: a local single-user server per user, volumes bind-mounted read-only.
 
     Each user gets a workspace folder (no system accounts needed); volume ``<id>`` appears at
@@ -353,6 +356,7 @@ class DatalabsLocalSpawner(QueuedStartMixin, DatalabsSpawnerMixin, SimpleLocalPr
         # running after the session. A desktop datalab's application is set per start, never
         # stored in self.environment, so that it cannot outlive the desktop session.
         env[XSTARTUP_ENV] = str(SESSION_SCRIPT)
+        env.update(self.run_limits_env())  # pipeline run limits (limits.py)
         if self.choice is not None:
             env.update(desktop_env(self.choice.datalab))
         return env

@@ -50,6 +50,7 @@ def make_spawner(hub_user, tmp_path, archive, catalogue_dir):
     def make(name="alice", groups=(), **kw):
         user = hub_user(name, groups)
         kw.setdefault("cmd", SLEEP)
+        kw.setdefault("pipeline_run_slots_dir", str(tmp_path / "run-slots"))
         spawner = user._new_spawner(
             "",
             spawner_class=DatalabsLocalSpawner,
@@ -281,3 +282,23 @@ async def test_the_session_learns_what_hot_attach_and_connections_need(make_spaw
     assert venv["DATALABS_PIPELINES_HOME"] == "~/pipeline-runs"
     # Without a master key, connections are off and no key is handed out.
     assert "DATALABS_CREDENTIALS_KEY" not in make_spawner("carol").storage_env()
+
+
+async def test_the_session_is_told_the_pipeline_run_limits(make_spawner, tmp_path):
+    from traitlets import TraitError
+
+    env = make_spawner("alice", pipeline_runs_per_user=1, pipeline_runs_machine=3).get_env()
+    assert env["DATALABS_PIPELINES_MAX_RUNS"] == "1"
+    assert env["DATALABS_PIPELINES_MACHINE_RUNS"] == "3"
+    slots = Path(env["DATALABS_PIPELINES_SLOTS_DIR"])
+    assert slots == tmp_path / "run-slots"
+    assert sorted(p.name for p in slots.iterdir()) == ["slot-0", "slot-1", "slot-2"]
+    # By default: two runs per user, and as many on the machine as it has cores.
+    env = make_spawner("bob").get_env()
+    assert env["DATALABS_PIPELINES_MAX_RUNS"] == "2"
+    assert env["DATALABS_PIPELINES_MACHINE_RUNS"] == str(len(os.sched_getaffinity(0)))
+    assert "DATALABS_PIPELINES_MACHINE_RUNS" not in (
+        make_spawner("carol", pipeline_runs_machine=0).get_env()
+    )
+    with pytest.raises(TraitError, match="pipeline_runs_per_user must be at least 1"):
+        make_spawner("dave", pipeline_runs_per_user=0)

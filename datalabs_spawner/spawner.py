@@ -475,6 +475,19 @@ class DatalabsLocalSpawner(
         finally:
             await self._detach_all()
 
+    async def poll(self):
+        status = await super().poll()
+        if (
+            status is not None
+            and getattr(self, "_mounted", None)
+            and not getattr(self, "_datalabs_starting", False)
+        ):
+            # The server died (at start, or later), or its start was cancelled: JupyterHub
+            # calls stop() only for a live process, so the volumes would stay mounted until
+            # the user's next start.
+            await self._detach_all()
+        return status
+
 
 class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
     """KubeSpawner driven by the Datalabs catalogue.

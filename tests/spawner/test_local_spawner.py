@@ -302,3 +302,20 @@ async def test_the_session_is_told_the_pipeline_run_limits(make_spawner, tmp_pat
     )
     with pytest.raises(TraitError, match="pipeline_runs_per_user must be at least 1"):
         make_spawner("dave", pipeline_runs_per_user=0)
+
+
+async def test_a_server_that_dies_while_starting_leaves_no_mount(make_spawner):
+    """The hub checks poll() and calls stop() only for a live process: poll() must clean up."""
+    require_root()
+    crash = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    spawner = make_spawner(cmd=crash)
+    spawner.user_options = {"profile": "lab", "volumes": ["psa", "spice"]}
+    await spawner.start()
+    workspace = Path(spawner.workspace)
+    deadline = asyncio.get_running_loop().time() + 30
+    while (status := await spawner.poll()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the crashing server never exited"
+        await asyncio.sleep(0.05)
+    assert status == 3
+    assert mounts_under(workspace) == []
+    assert not (workspace / "data" / "psa").exists()

@@ -217,6 +217,43 @@ class QueuedStartMixin(LoggingConfigurable):
         if hook is not None and hasattr(hook, "__await__"):
             await hook
 
+    async def start(self):
+        """Launch the server (the next class's start); free the slot as soon as it answers.
+
+        The hub's own wait for the server backs off exponentially (0.2 s doubling up to 5 s),
+        so a server that is up could hold its slot for seconds more while others queue:
+        polling it here every 0.1 s hands the slot on at once. The spawn future's end stays
+        the release of last resort.
+        """
+        url = await super().start()  # type: ignore[misc]
+        ticket, queue = self._start_ticket, self._start_queue
+        if ticket is not None and queue is not None and ticket in queue.running:
+            task = asyncio.ensure_future(self._release_when_answering(url, ticket, queue))
+            self._answer_watch = task  # keep a reference until it ends
+        return url
+
+    async def _release_when_answering(self, url: Any, ticket: Ticket, queue: StartQueue) -> None:
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        if not isinstance(url, str):
+            ip, port = url
+            url = f"http://{ip}:{port}"
+        probe = url.rstrip("/") + self.server.base_url.rstrip("/") + "/api"  # type: ignore[attr-defined]
+        client = AsyncHTTPClient()
+        while ticket in queue.running:
+            try:
+                await client.fetch(probe, request_timeout=2, connect_timeout=1)
+                break
+            except HTTPClientError as e:
+                if e.code != 599:  # 599: no answer (time-out); anything else is an answer
+                    break
+            except OSError:  # not listening yet
+                pass
+            if getattr(self, "proc", None) is not None and self.proc.poll() is not None:
+                break  # it died; the hub will notice and fail the spawn
+            await asyncio.sleep(0.1)
+        queue.done(ticket)
+
     def _spawn_ended(self, ticket: Ticket) -> None:
         if self._start_queue is not None:
             self._start_queue.done(ticket)

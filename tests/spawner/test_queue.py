@@ -144,3 +144,58 @@ async def test_the_hub_spawn_future_frees_the_slot_whatever_ends_it():
     await asyncio.wait_for(futures[2], 10)
     await asyncio.wait_for(until(lambda: not queue.running and not queue.waiting), 10)
     assert FakeHubSpawner.hook_calls == 2  # the operator's own hook ran for each admitted start
+
+
+async def test_the_slot_is_handed_on_as_soon_as_the_server_answers():
+    """Not when the hub's backing-off wait notices: the next start begins at once."""
+    from types import SimpleNamespace
+
+    from tornado.httpserver import HTTPServer
+    from tornado.web import Application, RequestHandler
+
+    from tests.helpers import free_port
+
+    port = free_port()
+
+    class Launching(FakeHubSpawner):
+        async def start(self):  # as LocalProcessSpawner: the process is launched, not yet up
+            return ("127.0.0.1", port)
+
+    class Booting(QueuedStartMixin, Launching):
+        server = SimpleNamespace(base_url="/user/a/")
+
+    loop = asyncio.get_running_loop()
+    first, second = Booting(concurrent_starts=1), Booting(concurrent_starts=1)
+    hub_done = [loop.create_future(), loop.create_future()]  # the hub's spawns, still pending
+
+    async def spawn(spawner, done):
+        await spawner.run_pre_spawn_hook()
+        await spawner.start()
+        await done
+
+    for spawner, done in zip((first, second), hub_done, strict=True):
+        spawner._spawn_future = asyncio.ensure_future(spawn(spawner, done))
+    queue = shared_queue(1)
+
+    async def until(condition):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(until(lambda: second._start_ticket is not None), 10)
+    assert not second._start_ticket.admitted.done()
+
+    class Api(RequestHandler):
+        def get(self):
+            self.write("{}")
+
+    http = HTTPServer(Application([(r"/user/a/api", Api)]))
+    http.listen(port, "127.0.0.1")  # the first server is up
+    try:
+        await asyncio.wait_for(until(lambda: second._start_ticket.admitted.done()), 30)
+        assert not hub_done[0].done()  # before the hub finished the first spawn
+    finally:
+        http.stop()
+        for done in hub_done:
+            done.set_result(None)
+        await asyncio.gather(first._spawn_future, second._spawn_future)
+    await asyncio.wait_for(until(lambda: not queue.running and not queue.waiting), 10)

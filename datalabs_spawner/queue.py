@@ -249,7 +249,8 @@ class QueuedStartMixin(LoggingConfigurable):
                     break
             except OSError:  # not listening yet
                 pass
-            if getattr(self, "proc", None) is not None and self.proc.poll() is not None:
+            proc = getattr(self, "proc", None)  # LocalProcessSpawner's Popen
+            if proc is not None and proc.poll() is not None:
                 break  # it died; the hub will notice and fail the spawn
             await asyncio.sleep(0.1)
         queue.done(ticket)

@@ -21,6 +21,7 @@ from tests.e2e.hubprocess import Hub, running_hub
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 USERS = ["carol", "dave", "erin"]
+QUITTER = "frank"
 BODY = {"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]}
 
 
@@ -118,6 +119,13 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
                 "Waiting for a free start slot: yours is next (1 under way, at most 1 at once)"
             )
             assert "1 start ahead of yours" in third.wait_for("Waiting")["message"]
+            # A fourth user starts too, then changes their mind while queued: they leave.
+            assert hub.api("POST", f"users/{QUITTER}").status_code == 201
+            posts.append(post_start(hub, QUITTER, answers))
+            wait_pending(hub, QUITTER)
+            readers.append(ProgressReader(hub, QUITTER))
+            assert "2 starts ahead of yours" in readers[-1].wait_for("Waiting")["message"]
+            hub.stop_server(QUITTER)
             gate.touch()
             for user in USERS:
                 hub.wait_ready(user, timeout=120)
@@ -131,9 +139,12 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
             for user in USERS:
                 listing = hub.server(user, "GET", "api/contents/data").json()
                 assert sorted(c["name"] for c in listing["content"]) == BODY["volumes"]
+            model = hub.api("GET", f"users/{QUITTER}").json()
+            assert not model["servers"] and not model["pending"], model
+            assert not (state / "workspaces" / QUITTER).exists()  # nothing was made for them
         finally:
             gate.touch()
             for reader in readers:
                 reader.close()
-            for user in USERS:
+            for user in [*USERS, QUITTER]:
                 hub.stop_server(user)

@@ -14,7 +14,7 @@ from traitlets import Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from datalabs_pipelines.executors.slots import ENV_MACHINE_RUNS, ENV_SLOTS_DIR, MachineSlots
-from datalabs_pipelines.settings import ENV_MAX_RUNS
+from datalabs_pipelines.settings import ENV_MAX_RUNS, ENV_WORKSPACE_QUOTA
 
 
 def _cores() -> int:
@@ -64,6 +64,27 @@ class RunLimitsMixin(LoggingConfigurable):
         """,
     )
 
+    workspace_quota_bytes = Integer(
+        0,
+        config=True,
+        help="""
+        Size quota of each user's workspace, in bytes (0, the default: none). Once the
+        workspace holds that much, saving or uploading in JupyterLab and launching pipeline
+        runs are refused with a message telling the user their workspace is full and what to
+        delete. Files a kernel, a terminal or a running pipeline writes directly are not
+        stopped (that needs filesystem quotas) but are counted at the next check. Attached
+        volumes under ``data/`` are not counted. Example: ``10 * 1024**3`` for 10 GiB.
+        """,
+    )
+
+    @validate("workspace_quota_bytes")
+    def _check_quota(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(
+                f"workspace_quota_bytes must be 0 (no quota) or more, not {proposal['value']}"
+            )
+        return proposal["value"]
+
     @default("pipeline_runs_machine")
     def _default_pipeline_runs_machine(self) -> int:
         return _cores()
@@ -85,6 +106,8 @@ class RunLimitsMixin(LoggingConfigurable):
     def run_limits_env(self) -> dict[str, str]:
         """The session's environment for the run limits (slot files created on the way)."""
         env = {ENV_MAX_RUNS: str(self.pipeline_runs_per_user)}
+        if self.workspace_quota_bytes:
+            env[ENV_WORKSPACE_QUOTA] = str(self.workspace_quota_bytes)
         if self.pipeline_runs_machine:
             MachineSlots(Path(self.pipeline_run_slots_dir), self.pipeline_runs_machine).prepare()
             env[ENV_MACHINE_RUNS] = str(self.pipeline_runs_machine)

@@ -30,6 +30,7 @@ from datalabs_pipelines.launcher import Workspace
 from datalabs_pipelines.runs import ACTIVE_STATES, QUEUED
 from datalabs_pipelines.settings import ENV_MAX_RUNS, Settings, default_home, default_user
 
+from .quota import WorkspaceQuota
 from .storage import json_env_list
 
 API_BASE = "datalabs/api"
@@ -48,6 +49,8 @@ class PipelineServices:
     executor: LocalExecutor | KubernetesExecutor
     workspace: Workspace
     executor_name: str = "local"
+    #: The workspace size quota the hub set, if any (see quota.py).
+    quota: WorkspaceQuota | None = None
 
 
 class DatalabsExtension(ExtensionApp):
@@ -288,7 +291,11 @@ class DatalabsExtension(ExtensionApp):
             executor=executor,
             workspace=workspace,
             executor_name=self.executor,
+            quota=WorkspaceQuota.from_env(workspace.root),
         )
+        if services.quota is not None:
+            # Saves and uploads through JupyterLab are refused once the workspace is full.
+            self.serverapp.contents_manager.register_pre_save_hook(services.quota.pre_save_hook)
         self.settings.update(
             {"datalabs": services, "datalabs_user_catalogue_dir": self.user_catalogue_dir}
         )

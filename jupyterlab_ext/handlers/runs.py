@@ -41,6 +41,15 @@ class RunBase(DatalabsHandler):
             self.send_error_json(404, f"no run {run_id!r} (it may belong to another user)")
             return None
 
+    async def workspace_full(self) -> bool:
+        """Whether the workspace is over its quota (then answered 507 with what to do)."""
+        quota = self.services.quota
+        message = quota and await asyncio.to_thread(quota.refusal)
+        if message:
+            self.send_error_json(507, message)
+            return True
+        return False
+
 
 class RunsHandler(RunBase):
     """``GET runs``: the caller's runs, newest first. ``POST runs``: launch a pipeline."""
@@ -52,6 +61,8 @@ class RunsHandler(RunBase):
 
     @web.authenticated
     async def post(self) -> None:
+        if await self.workspace_full():
+            return
         body = self.json_body()
         if not isinstance(body, dict) or not isinstance(body.get("pipeline"), str):
             self.send_error_json(
@@ -172,7 +183,7 @@ class RunRerunHandler(RunBase):
 
     @web.authenticated
     async def post(self, run_id: str) -> None:
-        if await self.find_run(run_id, with_steps=False) is None:
+        if await self.find_run(run_id, with_steps=False) is None or await self.workspace_full():
             return
         run = await asyncio.to_thread(self.services.executor.rerun, self.user_name, run_id)
         self.send_json(run.to_json(), status=201)

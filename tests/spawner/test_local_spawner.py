@@ -302,6 +302,12 @@ async def test_the_session_is_told_the_pipeline_run_limits(make_spawner, tmp_pat
     )
     with pytest.raises(TraitError, match="pipeline_runs_per_user must be at least 1"):
         make_spawner("dave", pipeline_runs_per_user=0)
+    # The workspace quota travels the same way (none by default).
+    assert "DATALABS_WORKSPACE_QUOTA_BYTES" not in env
+    quota = make_spawner("erin", workspace_quota_bytes=5 * 2**30).get_env()
+    assert quota["DATALABS_WORKSPACE_QUOTA_BYTES"] == str(5 * 2**30)
+    with pytest.raises(TraitError, match="workspace_quota_bytes must be 0"):
+        make_spawner("fay", workspace_quota_bytes=-1)
 
 
 async def test_a_server_that_dies_while_starting_leaves_no_mount(make_spawner):

@@ -13,6 +13,10 @@
 #                           (default: $DATALABS_STATE_DIR/archive, filled by `make sample-data`)
 #   DATALABS_CREDENTIALS_MASTER_KEY  key protecting users' connections to their own storage
 #                           (default: generated once into $DATALABS_STATE_DIR/credentials.key)
+#   DATALABS_IDLE_TIMEOUT   seconds without activity after which jupyterhub-idle-culler stops a
+#                           session (default 3600; 0 turns culling off). A session with a
+#                           pipeline run under way is never idle. Checked every timeout/4 s
+#                           (at most 300 s), the same interval sessions report activity at.
 import os
 import secrets
 import sys
@@ -51,10 +55,42 @@ c.Authenticator.allowed_users = {"alice", "bob"}
 # alice is in the group that may read the restricted Rosetta volume; bob is not.
 c.JupyterHub.load_groups = {"rosetta-team": {"users": ["alice"]}}
 
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
 admin_token = os.environ.get("DATALABS_ADMIN_TOKEN")
 if admin_token:
-    c.JupyterHub.services = [{"name": "datalabs-admin", "api_token": admin_token}]
-    c.JupyterHub.load_roles = [{"name": "admin", "services": ["datalabs-admin"]}]
+    c.JupyterHub.services.append({"name": "datalabs-admin", "api_token": admin_token})
+    c.JupyterHub.load_roles.append({"name": "admin", "services": ["datalabs-admin"]})
+
+# -- Idle sessions are stopped (jupyterhub-idle-culler, a hub service) --------------------------
+idle_timeout = int(os.environ.get("DATALABS_IDLE_TIMEOUT", "3600"))
+if idle_timeout < 0:
+    raise SystemExit(f"DATALABS_IDLE_TIMEOUT must be 0 (off) or more seconds, not {idle_timeout}")
+if idle_timeout:
+    # Activity must reach the hub well within the timeout: sessions report theirs (pipeline
+    # runs under way included) and the hub reads the proxy's every `check` seconds.
+    check = max(1, min(300, idle_timeout // 4))
+    c.JupyterHub.last_activity_interval = check
+    c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(check)}
+    c.JupyterHub.services.append(
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={idle_timeout}",
+                f"--cull-every={check}",
+            ],
+        }
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    )
 
 # -- The broker: the hub-side authority for volumes --------------------------------------------
 # Sessions ask it (with the user's own hub token) which volumes the user may read, and ask it to
@@ -74,8 +110,12 @@ c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
 c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
 # Example notebooks per datalab, copied into workspaces/<user>/examples/<datalab>/ at start.
 c.DatalabsLocalSpawner.examples_dir = str(here / "notebooks")
-# The single-user server from this very environment, whatever PATH the hub was started with.
-c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+# Pipeline runs: per user and on the whole machine (default: its number of cores).
+c.DatalabsLocalSpawner.pipeline_runs_per_user = 2
+c.DatalabsLocalSpawner.pipeline_run_slots_dir = str(state / "run-slots")
+# The single-user server from this very environment, whatever PATH the hub was started with:
+# jupyterhub-singleuser minus an import that was 60% of its CPU (datalabs_spawner/singleuser.py).
+c.Spawner.cmd = [sys.executable, "-m", "datalabs_spawner.singleuser"]
 c.Spawner.default_url = "/lab"
 # Tests point JupyterLab at settings that turn off its news prompt; pass that through.
 c.Spawner.env_keep = ["JUPYTERHUB_SINGLEUSER_APP", "PATH", "LANG", "JUPYTERLAB_SETTINGS_DIR"]

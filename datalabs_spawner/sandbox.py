@@ -163,6 +163,11 @@ async def share_data_dir(data_dir: str) -> None:
         raise AccountError(f"could not make {data_dir} a shared mount: {out}")
 
 
+#: Where a sandboxed session sees the machine-wide pipeline run slots, whatever their host
+#: folder (binding them at their own path would show that path's parents, e.g. ``/var``).
+RUN_SLOTS_INSIDE = "/run/datalabs-run-slots"
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     """What one session's sandbox shows, as host paths (each appears at the same path inside).
@@ -170,7 +175,9 @@ class SandboxSpec:
     ``system``: host folders bound read-only when they exist (``--ro-bind-try``);
     ``links``: ``(path, target)`` symbolic links to make instead (``/bin -> usr/bin``);
     ``read_only``: further folders bound read-only (the Python environment, the catalogue);
-    ``workspace``: bound writable, with the volumes already mounted under its ``data/``.
+    ``workspace``: bound writable, with the volumes already mounted under its ``data/``;
+    ``run_slots``: the host folder of the machine-wide run slots, shown read-only at
+    :data:`RUN_SLOTS_INSIDE` (runs take a slot by ``flock``, which needs no write access).
     """
 
     account: Account
@@ -178,6 +185,7 @@ class SandboxSpec:
     read_only: tuple[str, ...] = ()
     system: tuple[str, ...] = SYSTEM_PATHS
     links: tuple[tuple[str, str], ...] = ()
+    run_slots: str = ""
 
 
 def _ancestors(path: str) -> list[str]:
@@ -235,6 +243,8 @@ def bwrap_argv(
             continue  # already visible, read-only, through a system folder
         argv += parents_of(path) + ["--ro-bind", path, path]
         mounted.append(path)
+    if spec.run_slots:
+        argv += parents_of(RUN_SLOTS_INSIDE) + ["--ro-bind", spec.run_slots, RUN_SLOTS_INSIDE]
     argv += parents_of(spec.workspace) + ["--bind", spec.workspace, spec.workspace]
     argv += ["--chdir", spec.workspace]
     argv += [

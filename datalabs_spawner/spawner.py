@@ -26,6 +26,7 @@ from tornado import web
 from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from datalabs_pipelines.executors.slots import ENV_SLOTS_DIR
 from datalabs_volumes import contract
 from datalabs_volumes.access import AccessError, authorize_volume, may_read, refuse_volume
 from datalabs_volumes.credentials import user_key
@@ -44,6 +45,7 @@ from .catalogue import Catalogue, shared_catalogue
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
+from .limits import RunLimitsMixin
 from .options import (
     ChoiceError,
     SessionChoice,
@@ -54,7 +56,9 @@ from .options import (
     resolve_choice,
     usable_datalabs,
 )
+from .queue import QueuedStartMixin
 from .sandbox import (
+    RUN_SLOTS_INSIDE,
     Account,
     AccountError,
     SandboxSpec,
@@ -369,7 +373,9 @@ def ip_endpoint(url: str) -> str | None:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
-class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
+class DatalabsLocalSpawner(
+    QueuedStartMixin, RunLimitsMixin, DatalabsSpawnerMixin, SimpleLocalProcessSpawner
+):
     """The embedded default: a local single-user server per user, volumes bind-mounted read-only.
 
     Each user gets a workspace folder; volume ``<id>`` appears at ``<workspace>/data/<id>``.
@@ -520,15 +526,26 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         # running after the session. A desktop datalab's application is set per start, never
         # stored in self.environment, so that it cannot outlive the desktop session.
         env[XSTARTUP_ENV] = str(SESSION_SCRIPT)
+        env.update(self.run_limits_env())  # pipeline run limits (limits.py)
         if self.choice is not None:
             env.update(desktop_env(self.choice.datalab))
         if self.sandbox and self.account is not None:
             env["USER"] = env["LOGNAME"] = self.account.name
+            if ENV_SLOTS_DIR in env:
+                env[ENV_SLOTS_DIR] = RUN_SLOTS_INSIDE  # where sandbox_spec() shows them
         return env
 
     async def progress(self):
+        async for event in self._queue_progress():  # the place in the start queue (queue.py)
+            yield event
         async for event in self._datalabs_progress():
             yield event
+
+    async def run_pre_spawn_hook(self):
+        await super().run_pre_spawn_hook()  # waits for a start slot (queue.py), untimed
+        # Admitted: progress follows the start from here on, with no gap until start() runs.
+        self._progress_events = []
+        self._datalabs_starting = True
 
     async def start(self):
         self._progress_events = []
@@ -679,11 +696,13 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
         """What this user's sandbox shows (see ``sandbox``)."""
         assert self.account is not None
         read_only = [*self.sandbox_read_only, *self.catalogue_dirs]
+        slots = self.pipeline_run_slots_dir if self.pipeline_runs_machine else ""
         return SandboxSpec(
             account=self.account,
             workspace=str(self.workspace),
             read_only=tuple(os.path.realpath(p) for p in read_only if os.path.isdir(p)),
             links=host_links(),
+            run_slots=os.path.realpath(slots) if slots else "",
         )
 
     async def _start_sandboxed(self) -> tuple[str, int]:
@@ -787,6 +806,19 @@ class DatalabsLocalSpawner(DatalabsSpawnerMixin, SimpleLocalProcessSpawner):
             await super().stop(now=now)
         finally:
             await self._detach_all()
+
+    async def poll(self):
+        status = await super().poll()
+        if (
+            status is not None
+            and getattr(self, "_mounted", None)
+            and not getattr(self, "_datalabs_starting", False)
+        ):
+            # The server died (at start, or later), or its start was cancelled: JupyterHub
+            # calls stop() only for a live process, so the volumes would stay mounted until
+            # the user's next start.
+            await self._detach_all()
+        return status
 
 
 def python_env_paths() -> list[str]:

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from datalabs_pipelines.executors.kubernetes import CALRISSIAN_IMAGE, ArchiveVol
 from datalabs_pipelines.executors.kubernetes_executor import KubernetesExecutor, KubernetesSettings
 from datalabs_pipelines.executors.local import LocalExecutor
 from datalabs_pipelines.launcher import Workspace
-from datalabs_pipelines.settings import Settings, default_home, default_user
+from datalabs_pipelines.runs import ACTIVE_STATES, QUEUED
+from datalabs_pipelines.settings import ENV_MAX_RUNS, Settings, default_home, default_user
 from datalabs_volumes import contract
 
+from .quota import WorkspaceQuota
 from .storage import json_env_list
 
 API_BASE = "datalabs/api"
@@ -47,6 +50,8 @@ class PipelineServices:
     executor: LocalExecutor | KubernetesExecutor
     workspace: Workspace
     executor_name: str = "local"
+    #: The workspace size quota the hub set, if any (see quota.py).
+    quota: WorkspaceQuota | None = None
 
 
 class DatalabsExtension(ExtensionApp):
@@ -88,12 +93,16 @@ class DatalabsExtension(ExtensionApp):
         return str(default_home())
 
     max_concurrent_runs = Int(
-        4,
         config=True,
         help="""How many pipeline runs may execute at the same time; further runs wait in the
         queue (state ``queued``) and start in order as others end. Each run is a cwltool
-        process plus its steps, so keep this near the session's CPU count.""",
+        process plus its steps, so keep this near the session's CPU count. Default:
+        ``$DATALABS_PIPELINES_MAX_RUNS`` (the hub's ``pipeline_runs_per_user``), else 4.""",
     )
+
+    @default("max_concurrent_runs")
+    def _default_max_concurrent_runs(self) -> int:
+        return Settings.from_env().max_concurrent if os.environ.get(ENV_MAX_RUNS) else 4
 
     no_container = Bool(
         True,
@@ -286,7 +295,11 @@ class DatalabsExtension(ExtensionApp):
             executor=executor,
             workspace=workspace,
             executor_name=self.executor,
+            quota=WorkspaceQuota.from_env(workspace.root),
         )
+        if services.quota is not None:
+            # Saves and uploads through JupyterLab are refused once the workspace is full.
+            self.serverapp.contents_manager.register_pre_save_hook(services.quota.pre_save_hook)
         self.settings.update(
             {"datalabs": services, "datalabs_user_catalogue_dir": self.user_catalogue_dir}
         )
@@ -351,8 +364,19 @@ class DatalabsExtension(ExtensionApp):
         try:
             # Process checks and SQLite writes stay off the event loop.
             await asyncio.to_thread(self._services.executor.tick)
+            if await asyncio.to_thread(self._runs_under_way):
+                # A run under way is activity, so the hub's idle culler leaves the session
+                # alone: jupyter-server counts every `*_last_activity` setting, and
+                # jupyterhub-singleuser reports it to the hub.
+                self.serverapp.web_app.settings["datalabs_pipelines_last_activity"] = datetime.now(
+                    UTC
+                )
         except Exception:  # noqa: BLE001 - a failed check is retried at the next tick
             self.log.exception("datalabs: checking pipeline runs failed")
+
+    def _runs_under_way(self) -> bool:
+        store = self._services.executor.store
+        return bool(store.list(states=(QUEUED, *ACTIVE_STATES), limit=1))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # Once the event loop runs: find runs lost while the server was down, then keep watching.

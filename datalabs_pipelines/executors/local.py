@@ -47,6 +47,7 @@ from ..runs import (
     new_run_id,
 )
 from ..settings import Settings
+from .slots import MachineSlots
 
 #: cwltool's exit code for "this implementation does not support a requirement".
 UNSUPPORTED_EXIT = 33
@@ -373,8 +374,44 @@ def execute(
 ) -> Run:
     """Run cwltool for a claimed run, following its log until it ends; returns the final run.
 
-    ``echo`` receives cwltool's log as it comes (the CLI's stderr when not ``--quiet``).
+    ``echo`` receives cwltool's log as it comes (the CLI's stderr when not ``--quiet``). When
+    the hub set a machine-wide limit (:mod:`.slots`), the run first waits for a free slot.
     """
+    slots = MachineSlots.from_env()
+    if slots is None:
+        return _execute(store, run, echo, on_started)
+    fd = slots.try_acquire()
+    if fd is None:
+        _append_run_event(
+            run.rundir,
+            RUNNING,
+            f"waiting for a free run slot ({slots.count} runs at once on this machine, "
+            "all users together)",
+        )
+
+        def cancelled() -> bool:  # cancelling, or already closed by someone else
+            return store.get(run.id, with_steps=False).state != RUNNING
+
+        fd = slots.acquire(give_up=cancelled)
+    if fd is None:  # cancelled while it waited: it never started
+        reason = store.get(run.id, with_steps=False).exit_reason or "cancelled"
+        if store.set_state_if(
+            run.id, ACTIVE_STATES, state=CANCELLED, finished=time.time(), exit_reason=reason
+        ):
+            _append_run_event(run.rundir, CANCELLED, reason)
+        return store.get(run.id)
+    try:
+        return _execute(store, run, echo, on_started)
+    finally:
+        os.close(fd)  # frees the slot (the kernel would also free it when this process ends)
+
+
+def _execute(
+    store: RunStore,
+    run: Run,
+    echo: IO[str] | None,
+    on_started: Callable[[subprocess.Popen[bytes]], None] | None,
+) -> Run:
     rundir = Path(run.rundir)
     log = RunLog(rundir)
     log.emit("run", state=RUNNING)

@@ -53,6 +53,15 @@ class RunBase(DatalabsHandler):
             return None
         return self.refused_reference(real)
 
+    async def workspace_full(self) -> bool:
+        """Whether the workspace is over its quota (then answered 507 with what to do)."""
+        quota = self.services.quota
+        message = quota and await asyncio.to_thread(quota.refusal)
+        if message:
+            self.send_error_json(507, message)
+            return True
+        return False
+
 
 class RunsHandler(RunBase):
     """``GET runs``: the caller's runs, newest first. ``POST runs``: launch a pipeline."""
@@ -64,6 +73,8 @@ class RunsHandler(RunBase):
 
     @web.authenticated
     async def post(self) -> None:
+        if await self.workspace_full():
+            return
         body = self.json_body()
         if not isinstance(body, dict) or not isinstance(body.get("pipeline"), str):
             self.send_error_json(
@@ -189,7 +200,7 @@ class RunRerunHandler(RunBase):
     @web.authenticated
     async def post(self, run_id: str) -> None:
         old = await self.find_run(run_id, with_steps=False)
-        if old is None:
+        if old is None or await self.workspace_full():
             return
         # The file may have changed since the first run: check it again.
         reason = await asyncio.to_thread(self.user_cwl_refused, Path(old.pipeline_path))

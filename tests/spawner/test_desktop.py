@@ -114,10 +114,13 @@ async def test_kubernetes_notebook_after_a_desktop_has_no_application_left(k8s_a
     assert pod.spec.containers[0].image == "datalabs/astronomy-lab:1.0"
 
 
-def test_local_desktop_environment_does_not_outlive_the_desktop_session(hub_user):
+def test_local_desktop_environment_does_not_outlive_the_desktop_session(hub_user, tmp_path):
     user = hub_user("alice")
     spawner = user._new_spawner(
-        "", spawner_class=DatalabsLocalSpawner, catalogue_dirs=[str(DEMO_CATALOGUE)]
+        "",
+        spawner_class=DatalabsLocalSpawner,
+        catalogue_dirs=[str(DEMO_CATALOGUE)],
+        pipeline_run_slots_dir=str(tmp_path / "run-slots"),
     )
     catalogue = Catalogue([DEMO_CATALOGUE])
     catalogue.refresh()

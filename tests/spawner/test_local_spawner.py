@@ -50,6 +50,7 @@ def make_spawner(hub_user, tmp_path, archive, catalogue_dir):
     def make(name="alice", groups=(), **kw):
         user = hub_user(name, groups)
         kw.setdefault("cmd", SLEEP)
+        kw.setdefault("pipeline_run_slots_dir", str(tmp_path / "run-slots"))
         spawner = user._new_spawner(
             "",
             spawner_class=DatalabsLocalSpawner,
@@ -316,3 +317,46 @@ async def test_the_broker_attaches_only_into_a_running_session(make_spawner):
         await alice.hot_attach(alice.authorize_volume("secret"))
     assert err.value.status == 409 and "Start your session" in err.value.message
     assert not (alice.data_dir / "secret").exists()
+
+
+async def test_the_session_is_told_the_pipeline_run_limits(make_spawner, tmp_path):
+    from traitlets import TraitError
+
+    env = make_spawner("alice", pipeline_runs_per_user=1, pipeline_runs_machine=3).get_env()
+    assert env["DATALABS_PIPELINES_MAX_RUNS"] == "1"
+    assert env["DATALABS_PIPELINES_MACHINE_RUNS"] == "3"
+    slots = Path(env["DATALABS_PIPELINES_SLOTS_DIR"])
+    assert slots == tmp_path / "run-slots"
+    assert sorted(p.name for p in slots.iterdir()) == ["slot-0", "slot-1", "slot-2"]
+    # By default: two runs per user, and as many on the machine as it has cores.
+    env = make_spawner("bob").get_env()
+    assert env["DATALABS_PIPELINES_MAX_RUNS"] == "2"
+    assert env["DATALABS_PIPELINES_MACHINE_RUNS"] == str(len(os.sched_getaffinity(0)))
+    assert "DATALABS_PIPELINES_MACHINE_RUNS" not in (
+        make_spawner("carol", pipeline_runs_machine=0).get_env()
+    )
+    with pytest.raises(TraitError, match="pipeline_runs_per_user must be at least 1"):
+        make_spawner("dave", pipeline_runs_per_user=0)
+    # The workspace quota travels the same way (none by default).
+    assert "DATALABS_WORKSPACE_QUOTA_BYTES" not in env
+    quota = make_spawner("erin", workspace_quota_bytes=5 * 2**30).get_env()
+    assert quota["DATALABS_WORKSPACE_QUOTA_BYTES"] == str(5 * 2**30)
+    with pytest.raises(TraitError, match="workspace_quota_bytes must be 0"):
+        make_spawner("fay", workspace_quota_bytes=-1)
+
+
+async def test_a_server_that_dies_while_starting_leaves_no_mount(make_spawner):
+    """The hub checks poll() and calls stop() only for a live process: poll() must clean up."""
+    require_root()
+    crash = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    spawner = make_spawner(cmd=crash)
+    spawner.user_options = {"profile": "lab", "volumes": ["psa", "spice"]}
+    await spawner.start()
+    workspace = Path(spawner.workspace)
+    deadline = asyncio.get_running_loop().time() + 30
+    while (status := await spawner.poll()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the crashing server never exited"
+        await asyncio.sleep(0.05)
+    assert status == 3
+    assert mounts_under(workspace) == []
+    assert not (workspace / "data" / "psa").exists()

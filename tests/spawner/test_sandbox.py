@@ -515,3 +515,16 @@ async def test_two_users_get_two_accounts_and_cannot_read_each_other(hub_user, l
         for spawner in started:
             await spawner.stop()
     assert mounts_under(state) == []
+
+
+def test_the_run_slots_are_shown_read_only_at_a_fixed_path_not_their_own():
+    # Bound at its host path (/var/lib/datalabs/run-slots by default), the folder would make
+    # /var appear in the sandbox; at a fixed path under /run only the slots themselves show.
+    from datalabs_spawner.sandbox import RUN_SLOTS_INSIDE, Account, SandboxSpec, bwrap_argv
+
+    account = Account("dl-alice", 1234, 1234)
+    spec = SandboxSpec(account, "/srv/ws/alice", run_slots="/var/lib/datalabs/run-slots")
+    argv = bwrap_argv(spec, ["true"])
+    i = argv.index("/var/lib/datalabs/run-slots")
+    assert argv[i - 1 : i + 2] == ["--ro-bind", "/var/lib/datalabs/run-slots", RUN_SLOTS_INSIDE]
+    assert not any(a.startswith("/var") for a in argv if a != "/var/lib/datalabs/run-slots")

@@ -37,6 +37,10 @@ def test_alice_picks_a_datalab_and_volumes_and_sees_them_in_jupyterlab(page, dem
     # Cards for each datalab; alice sees the restricted volume (she is in rosetta-team)
     expect(form.locator(".dl-card")).to_have_count(4)
     expect(form.locator("input[value=rosetta-restricted]")).to_have_count(1)
+    # The form comes back with alice's last choice (another test of the session may have
+    # started her planetary-lab with other volumes): pick another datalab first, so that
+    # picking planetary-lab is a change, as it is for someone choosing it anew.
+    form.locator(".dl-card[data-slug=astronomy-lab]").click()
     form.locator(".dl-card[data-slug=planetary-lab]").click()
     # Picking the planetary datalab pre-selects its default volumes
     expect(form.locator("input[value=psa-rosetta]")).to_be_checked()

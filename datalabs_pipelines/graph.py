@@ -65,6 +65,15 @@ class GraphError(ValueError):
     """A document that cannot be shown as a graph; the message says why, for a person."""
 
 
+class ProcessChoice(GraphError):
+    """A packed document with several workflows and none named: ``choices`` are their ids,
+    one of which the caller names (``process=``) to open it."""
+
+    def __init__(self, message: str, choices: list[str]) -> None:
+        super().__init__(message)
+        self.choices = choices
+
+
 class EditRefused(ValueError):
     """An edit that would break the workflow; ``reason`` says why, for a person."""
 
@@ -136,7 +145,8 @@ class Edge:
 class Graph:
     """One workflow. ``extras`` holds its unmodelled fields; for a packed document ``envelope``
     holds the top-level fields besides ``$graph`` and ``packed`` the other processes, with
-    ``main_index`` the workflow's place among them."""
+    ``main_index`` the workflow's place among them and ``process`` its id there (``main``, or
+    the application's name in an EO application package: ``file.cwl#<process>``)."""
 
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
@@ -146,6 +156,7 @@ class Graph:
     envelope: dict[str, Any] | None = None
     packed: list[Any] | None = None
     main_index: int = 0
+    process: str | None = None
     document: Any = field(default=None, repr=False, compare=False)
     text: str | None = field(default=None, repr=False, compare=False)
 
@@ -369,7 +380,8 @@ class _Context:
         doc = self.cache[key]
         if isinstance(doc, dict) and "$graph" in doc:
             entries = doc["$graph"]
-            return packed_entry(entries, fragment or "main"), target, entries
+            name = fragment or default_process(entries)
+            return packed_entry(entries, name), target, entries
         return doc, target, None
 
 
@@ -385,6 +397,54 @@ def packed_entry(entries: list[Any], name: str = "main") -> Any:
     """The process ``#name`` of a packed ``$graph`` list (``#main``: the document's own)."""
     i = _graph_index(entries, name)
     return entries[i] if i >= 0 else None
+
+
+def _process_ids(entries: list[Any], cwl_class: str | None = None) -> list[str]:
+    return [
+        _short_id(str(e["id"])).lstrip("#")
+        for e in entries
+        if isinstance(e, dict)
+        and e.get("id")
+        and (cwl_class is None or e.get("class") == cwl_class)
+    ]
+
+
+def choose_process(entries: list[Any], process: str | None = None, name: str = "") -> str:
+    """The id of the process of a packed ``$graph`` list to open or run: ``process`` when
+    given; else ``main`` (cwltool's default); else its one Workflow, as in an EO application
+    package (OGC 20-089), whose workflow is named after the application. Raises
+    :class:`ProcessChoice` when there are several Workflows and none is named, and
+    :class:`GraphError` when the one named, or any Workflow, is not there."""
+    where = f"{name}: " if name else ""
+    if process is not None:
+        process = process.lstrip("#")
+        if _graph_index(entries, process) < 0:
+            have = ", ".join(_process_ids(entries)) or "none"
+            raise GraphError(f"{where}its $graph has no process '{process}' (it has: {have})")
+        return process
+    if _graph_index(entries, "main") >= 0:
+        return "main"
+    workflows = _process_ids(entries, "Workflow")
+    if len(workflows) == 1:
+        return workflows[0]
+    if not workflows:
+        have = ", ".join(_process_ids(entries)) or "none"
+        raise GraphError(
+            f"{where}its $graph has no process 'main' and no Workflow (it has: {have})"
+        )
+    raise ProcessChoice(
+        f"{where}its $graph holds {len(workflows)} workflows ({', '.join(workflows)}) and"
+        f" none is 'main': say which one to open (process=<id>)",
+        workflows,
+    )
+
+
+def default_process(entries: list[Any]) -> str:
+    """:func:`choose_process` without a choice: ``main`` where it cannot tell."""
+    try:
+        return choose_process(entries)
+    except GraphError:
+        return "main"
 
 
 _V1 = re.compile(r"^v1\.\d+(\.\d+)?(-dev\d+)?$")
@@ -419,10 +479,16 @@ def _check_version(doc: dict[str, Any], name: str) -> None:
         )
 
 
-def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Graph:
+def load_graph(
+    source: str | os.PathLike[str], *, text: str | None = None, process: str | None = None
+) -> Graph:
     """Read a CWL workflow (a path; or ``text`` with ``source`` naming where it lives, for
     resolving ``run:`` references) as a :class:`Graph`. Raises :class:`GraphError` with a
-    readable reason for a document that is not a CWL v1.x workflow."""
+    readable reason for a document that is not a CWL v1.x workflow.
+
+    In a packed document (``$graph``) the workflow is ``process`` (an id, e.g. the name of an
+    EO application package), by default the one :func:`choose_process` picks; a document with
+    several workflows and none named raises :class:`ProcessChoice` with their ids."""
     path = Path(source)
     name = path.name
     if text is None:
@@ -443,14 +509,14 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
     envelope = None
     packed = None
     main_index = 0
+    chosen: str | None = None
     wf = doc
     if "$graph" in doc:
         entries = doc["$graph"]
         if not isinstance(entries, list):
             raise GraphError(f"{name}: $graph must be a list of processes")
-        main_index = _graph_index(entries)
-        if main_index < 0:
-            raise GraphError(f"{name}: a $graph document needs a process with id 'main'")
+        chosen = choose_process(entries, process, name)
+        main_index = _graph_index(entries, chosen)
         wf = entries[main_index]
         envelope = {k: _plain(v) for k, v in doc.items() if k != "$graph"}
         packed = [_plain(e) for i, e in enumerate(entries) if i != main_index]
@@ -479,6 +545,7 @@ def load_graph(source: str | os.PathLike[str], *, text: str | None = None) -> Gr
     graph.envelope = envelope
     graph.packed = packed
     graph.main_index = main_index
+    graph.process = chosen
     graph.document = doc
     graph.text = text
     return graph
@@ -640,6 +707,7 @@ def _graph_json(graph: Graph) -> dict[str, Any]:
         "envelope": graph.envelope,
         "packed": graph.packed,
         "main_index": graph.main_index,
+        "process": graph.process,
         "nodes": [_node_json(n) for n in graph.nodes],
         "edges": [asdict(e) for e in graph.edges],
     }
@@ -683,6 +751,7 @@ def _graph_from_json(data: dict[str, Any]) -> Graph:
         envelope=data.get("envelope"),
         packed=data.get("packed"),
         main_index=int(data.get("main_index") or 0),
+        process=str(data["process"]) if data.get("process") else None,
         nodes=[_node_from_json(n) for n in data.get("nodes", [])],
         edges=[Edge(**e) for e in data.get("edges", [])],
     )
@@ -1043,7 +1112,7 @@ def to_cwl(graph: Graph, base: str | None = None) -> str:
             entries.insert(graph.main_index, CommentedMap())
             doc["$graph"] = entries
         entries = doc["$graph"]
-        idx = _graph_index(entries)
+        idx = _graph_index(entries, graph.process or "main")
         if idx < 0:
             idx = graph.main_index
         namespaces_owner = doc
@@ -1492,8 +1561,12 @@ def add_step(graph: Graph, tool: str | os.PathLike[str], step_id: str | None = N
         raise EditRefused(f"cannot read the tool {tool_path.name}: {exc.strerror}") from None
     except YAMLError as exc:
         raise EditRefused(f"the tool {tool_path.name} is not valid YAML: {exc}") from None
+    fragment = ""
     if isinstance(process, dict) and isinstance(process.get("$graph"), list):
-        process = packed_entry(process["$graph"])
+        # An application package runs as file.cwl#<its workflow>; #main is cwltool's default.
+        name = default_process(process["$graph"])
+        fragment = "" if name == "main" else f"#{name}"
+        process = packed_entry(process["$graph"], name)
     if not isinstance(process, dict) or process.get("class") not in (
         "CommandLineTool",
         "ExpressionTool",
@@ -1512,7 +1585,9 @@ def add_step(graph: Graph, tool: str | os.PathLike[str], step_id: str | None = N
         run = os.path.relpath(tool_path.resolve(), Path(graph.path).resolve().parent)
     else:
         run = str(tool_path.resolve())
-    node = Node(id=sid, kind=STEP, run=Path(run).as_posix(), run_class=process.get("class"))
+    node = Node(
+        id=sid, kind=STEP, run=Path(run).as_posix() + fragment, run_class=process.get("class")
+    )
     for pid, type_ in process_ports(process, "inputs"):
         node.inputs.append(Port(id=pid, type=type_, declared=False))
     for pid, type_ in process_ports(process, "outputs"):
@@ -1854,14 +1929,14 @@ class Problem:
 _LINE_RE = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+):\s*(?P<msg>.*)$")
 
 
-def _line_index(doc: Any) -> list[tuple[int, float, str, str | None]]:
+def _line_index(doc: Any, process: str | None = None) -> list[tuple[int, float, str, str | None]]:
     """``(first line, last line, node id, port id)`` of every node and step input (1-based)."""
     out: list[tuple[int, float, str, str | None]] = []
     if not isinstance(doc, CommentedMap):
         return out
     wf: Any = doc
     if "$graph" in doc and isinstance(doc["$graph"], list):
-        wf = packed_entry(doc["$graph"])
+        wf = packed_entry(doc["$graph"], process or default_process(doc["$graph"]))
     if not isinstance(wf, CommentedMap):
         return out
     top_lines = sorted(wf.lc.key(k)[0] + 1 for k in wf)
@@ -1887,11 +1962,11 @@ def _line_index(doc: Any) -> list[tuple[int, float, str, str | None]]:
     return out
 
 
-def _step_runs(doc: Any) -> dict[str, str]:
+def _step_runs(doc: Any, process: str | None = None) -> dict[str, str]:
     """File name of each ``run:`` reference -> the step, for problems found in tool files."""
     wf: Any = doc
     if isinstance(doc, dict) and isinstance(doc.get("$graph"), list):
-        wf = packed_entry(doc["$graph"])
+        wf = packed_entry(doc["$graph"], process or default_process(doc["$graph"]))
     if not isinstance(wf, dict):
         return {}
     runs = {}
@@ -1924,10 +1999,14 @@ def _located(section: Any) -> list[tuple[int, str, Any]]:
     return found
 
 
-def validate(document: str | os.PathLike[str], *, base_dir: str | None = None) -> list[Problem]:
+def validate(
+    document: str | os.PathLike[str], *, base_dir: str | None = None, process: str | None = None
+) -> list[Problem]:
     """Validate a workflow with cwltool's own loader (strict, in this process), the check the
     run will face. ``document`` is a path or CWL text (then ``base_dir`` is where its ``run:``
     references are resolved from). An empty list means valid; never raises for a bad document.
+    A packed document is validated as ``file.cwl#<process>`` (default: the process
+    :func:`choose_process` picks), as cwltool runs it.
 
     In-process because it is about 10x faster than a ``cwltool --validate`` subprocess
     (measured here on conformance workflows: 0.6 s against 6.6 s a file on a busy 2-core
@@ -1945,7 +2024,7 @@ def validate(document: str | os.PathLike[str], *, base_dir: str | None = None) -
             text = path.read_text()
         except OSError as exc:
             return [Problem(f"cannot read {path.name}: {exc.strerror}")]
-        return _validate_file(path, text, path.name)
+        return _validate_file(path, text, path.name, process)
     text = str(document)
     folder = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
     try:
@@ -1955,12 +2034,14 @@ def validate(document: str | os.PathLike[str], *, base_dir: str | None = None) -
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        return _validate_file(Path(tmp), text, "the workflow")
+        return _validate_file(Path(tmp), text, "the workflow", process)
     finally:
         os.unlink(tmp)
 
 
-def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
+def _validate_file(
+    path: Path, text: str, display: str, process: str | None = None
+) -> list[Problem]:
     import logging
 
     from cwltool.context import LoadingContext
@@ -1974,6 +2055,14 @@ def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return [Problem(f"{display} is not valid YAML: {problem}", line=line)]
+    uri = str(path.resolve())
+    if isinstance(doc, dict) and isinstance(doc.get("$graph"), list):
+        try:
+            process = choose_process(doc["$graph"], process, display)
+        except GraphError as exc:
+            return [Problem(str(exc))]
+        # cwltool loads a packed document's process by its fragment (no fragment: #main only).
+        uri = path.resolve().as_uri() + "#" + urllib.parse.quote(process)
     context = LoadingContext(
         {"strict": True, "do_validate": True, "construct_tool_object": default_make_tool}
     )
@@ -1981,10 +2070,10 @@ def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        load_tool(str(path.resolve()), context)
+        load_tool(uri, context)
     except Exception as exc:  # noqa: BLE001 - any loader failure is a validation problem
         try:
-            return _problems(str(exc), path, display, doc)
+            return _problems(str(exc), path, display, doc, process)
         except Exception:  # noqa: BLE001 - an odd document: the message without places
             return [Problem(" ".join(str(exc).split()) or type(exc).__name__)]
     finally:
@@ -1992,16 +2081,18 @@ def _validate_file(path: Path, text: str, display: str) -> list[Problem]:
     return []
 
 
-def _problems(message: str, path: Path, display: str, doc: Any) -> list[Problem]:
+def _problems(
+    message: str, path: Path, display: str, doc: Any, process: str | None = None
+) -> list[Problem]:
     """cwltool's nested message (``file:line:col: checking ...`` lines, then the error on
     continuation lines) as one :class:`Problem` per error, each at its innermost location."""
-    index = _line_index(doc)
+    index = _line_index(doc, process)
     name = path.name
     mention = re.compile(r"(?:file://)?[^\s'\"]*" + re.escape(name))
     # Paths of other files (the tools steps run) shortened to their names: a person knows
     # "tools/plot.cwl" as plot.cwl, and the server's folders are nobody's business.
     other_file = re.compile(r"(?:file://)?[^\s'\"]*/([^/\s'\"]+\.cwl)")
-    runs = _step_runs(doc)
+    runs = _step_runs(doc, process)
     blocks: list[list[Any]] = []  # [line or None, text]
     for raw in message.splitlines():
         text = raw.strip()

@@ -135,3 +135,38 @@ stdout: head.txt
 outputs:
   first: {type: stdout}
 """
+
+
+#: An EO application package in the style of the OGC best practice (OGC 20-089): a packed
+#: ``$graph`` whose workflow is named after the application (``water-bodies``, not ``main``),
+#: with its CommandLineTools, a Directory input (a STAC catalog folder), ResourceRequirements and
+#: schema.org metadata. ``APP_PACKAGE_CATALOG`` is a small STAC catalog to run it on.
+APP_PACKAGE = Path(__file__).parent / "data" / "app-package" / "water-bodies.cwl"
+APP_PACKAGE_CATALOG = APP_PACKAGE.parent / "catalog"
+
+
+def two_workflow_package() -> str:
+    """:data:`APP_PACKAGE` with a second Workflow (``water-bodies-twice``) in its ``$graph``,
+    running the first one as a step: a package where the workflow to open must be chosen."""
+    second = """\
+  - class: Workflow
+    id: water-bodies-twice
+    requirements:
+      SubworkflowFeatureRequirement: {}
+    inputs:
+      stac_catalog: Directory
+    outputs:
+      first:
+        type: Directory
+        outputSource: once/water_bodies
+    steps:
+      once:
+        run: "#water-bodies"
+        in:
+          stac_catalog: stac_catalog
+        out: [water_bodies]
+
+"""
+    text = APP_PACKAGE.read_text()
+    first_tool = text.index("  - class: CommandLineTool")
+    return text[:first_tool] + second + text[first_tool:]

@@ -772,3 +772,91 @@ def test_problems_in_a_tool_file_and_several_problems_each_find_their_node(folde
     problems = G.validate(two, base_dir=str(folder))
     assert [p.node for p in problems] == ["k", "s1"]
     assert "colour" in problems[0].message and "speed" in problems[1].message
+
+
+# --- EO application packages: a packed $graph whose workflow is not #main ------------------
+
+
+def _app_package(tmp_path: Path, text: str | None = None) -> Path:
+    from tests.pipelines.samples import APP_PACKAGE
+
+    path = tmp_path / "water-bodies.cwl"
+    path.write_text(text if text is not None else APP_PACKAGE.read_text())
+    return path
+
+
+def test_an_application_package_opens_as_its_workflow_and_saves_byte_for_byte(tmp_path):
+    path = _app_package(tmp_path)
+    text = path.read_text()
+    graph = G.load_graph(path)
+    assert graph.process == "water-bodies"
+    assert {n.id: n.kind for n in graph.nodes} == {
+        "stac_catalog": G.INPUT,
+        "threshold": G.INPUT,
+        "water_bodies": G.OUTPUT,
+        "node_items": G.STEP,
+        "node_detect": G.STEP,
+    }
+    assert G.Edge("node_items", "items", "node_detect", "items") in graph.edges
+    assert graph.node("node_items").port("catalog", "in").type == "Directory"
+    assert graph.node("node_detect").port("results", "out").type == "Directory"
+    assert G.to_cwl(graph) == text
+    # Through the editor's JSON (the REST API's way), too.
+    again = G.Graph.from_json(json.loads(json.dumps(G.layout(graph).to_json())))
+    again.document, again.text = graph.document, graph.text
+    assert G.to_cwl(G.without_layout_positions(again, graph)) == text
+    assert G.validate(path) == []
+
+
+def test_moving_a_node_of_an_application_package_changes_only_its_position_lines(tmp_path):
+    path = _app_package(tmp_path)
+    text = path.read_text()
+    moved = G.to_cwl(G.set_position(G.load_graph(path), "node_detect", 500, 60))
+    assert _changed_lines(text, moved) == [
+        "+  dl: https://datalabs.example/cwl#",
+        "+        dl:position:",
+        "+          x: 500",
+        "+          y: 60",
+    ]
+    path.write_text(moved)
+    assert G.validate(path) == []  # validated as water-bodies.cwl#water-bodies
+    assert G.load_graph(path).node("node_detect").position == (500, 60)
+
+
+def test_validation_problems_of_an_application_package_point_at_its_workflow(tmp_path):
+    path = _app_package(tmp_path)
+    path.write_text(path.read_text().replace("items: node_items/items", "items: threshold"))
+    problems = G.validate(path)
+    assert problems, "a float into a File input must be refused"
+    assert any(p.node == "node_detect" and p.port == "items" for p in problems), problems
+
+
+def test_a_package_with_several_workflows_asks_which_one(tmp_path):
+    from tests.pipelines.samples import two_workflow_package
+
+    path = _app_package(tmp_path, two_workflow_package())
+    with pytest.raises(G.ProcessChoice) as choice:
+        G.load_graph(path)
+    assert choice.value.choices == ["water-bodies", "water-bodies-twice"]
+    assert "water-bodies, water-bodies-twice" in str(choice.value)
+    twice = G.load_graph(path, process="water-bodies-twice")
+    assert [n.id for n in twice.nodes if n.kind == G.STEP] == ["once"]
+    assert twice.node("once").subgraph is not None
+    assert G.to_cwl(G.load_graph(path, process="water-bodies")) == path.read_text()
+    moved = G.to_cwl(G.set_position(twice, "once", 10, 20))
+    assert [line for line in _changed_lines(path.read_text(), moved) if "position" in line] == [
+        "+        dl:position:"
+    ]
+    assert G.validate(path, process="water-bodies-twice") == []
+    with pytest.raises(G.GraphError, match="no process 'nothing'.*water-bodies-twice"):
+        G.load_graph(path, process="nothing")
+    with pytest.raises(G.GraphError, match="is a CommandLineTool, not a Workflow"):
+        G.load_graph(path, process="stac-items")
+
+
+def test_an_application_package_can_be_a_step(tmp_path):
+    path = _app_package(tmp_path)
+    graph = G.add_step(G.Graph(path=str(tmp_path / "outer.cwl")), path, "detect")
+    step = graph.node("detect")
+    assert step.run == "water-bodies.cwl#water-bodies"
+    assert [p.id for p in step.inputs] == ["stac_catalog", "threshold"]

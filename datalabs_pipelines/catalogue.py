@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .references import ReferenceRefused, check_references
 
@@ -147,7 +148,15 @@ class Pipeline:
     steps: tuple[str, ...] = ()
     #: ``(from_step, to_step)``: ``to_step`` reads an output of ``from_step`` (for graphs).
     links: tuple[tuple[str, str], ...] = ()
+    #: The process's id in a packed (``$graph``) document, e.g. an EO application package
+    #: whose workflow is named after the application; None for a document of one process.
+    process: str | None = None
     _text: str = field(default="", repr=False, compare=False)
+
+    @property
+    def uri(self) -> str:
+        """What cwltool runs: the file, with ``#<process>`` for a packed document."""
+        return f"{self.path}#{self.process}" if self.process else str(self.path)
 
     def input(self, name: str) -> Parameter | None:
         return next((p for p in self.inputs if p.id == name), None)
@@ -258,8 +267,9 @@ def _parameters(items: Any) -> tuple[Parameter, ...]:
     return tuple(params)
 
 
-def validate_cwl(path: Path) -> None:
+def validate_cwl(path: Path, process: str | None = None) -> None:
     """Validate a CWL file the way the runner will (cwltool's loader, strict); raises if invalid.
+    ``process``: the process of a packed document to validate (its id, cwltool's fragment).
 
     The cwl-utils parser alone accepts some documents cwltool refuses (unknown type names, ids
     used twice), so a pipeline that would only fail at launch is caught here instead.
@@ -271,7 +281,8 @@ def validate_cwl(path: Path) -> None:
     context = LoadingContext(
         {"strict": True, "do_validate": True, "construct_tool_object": default_make_tool}
     )
-    load_tool(str(path), context)
+    uri = Path(path).resolve().as_uri() + f"#{quote(process)}" if process else str(path)
+    load_tool(uri, context)
 
 
 def _step_links(steps: list[Any], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -290,21 +301,59 @@ def _step_links(steps: list[Any], names: tuple[str, ...]) -> tuple[tuple[str, st
     return tuple(links)
 
 
+def packed_process(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """For a packed (``$graph``) document: the id of its pipeline (``main``, or its one
+    Workflow, as in an EO application package) and its top-level fields; ``(None, {})`` for
+    any other document. Raises ValueError when a packed document has no such process."""
+    from ruamel.yaml import YAML
+
+    from .graph import GraphError, choose_process
+
+    doc = YAML(typ="safe", pure=False).load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("$graph"), list):
+        return None, {}
+    try:
+        process = choose_process(doc["$graph"])
+    except GraphError as exc:
+        raise ValueError(f"{exc}; a package lists one pipeline: name it 'main'") from None
+    return process, {k: v for k, v in doc.items() if k != "$graph"}
+
+
+def _expanded(fields: dict[str, Any]) -> dict[str, Any]:
+    """Top-level fields of a document with their namespace prefixes expanded (``s:author``
+    -> ``https://schema.org/author``), nested values too, as the CWL parser gives them."""
+    namespaces = fields.get("$namespaces") or {}
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {expand_key(k): expand(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        return value
+
+    def expand_key(key: Any) -> str:
+        prefix, sep, rest = str(key).partition(":")
+        return f"{namespaces[prefix]}{rest}" if sep and prefix in namespaces else str(key)
+
+    return {expand_key(k): expand(v) for k, v in fields.items()}
+
+
 def load_pipeline(path: Path, mission: str) -> Pipeline:
     """Parse and validate one CWL file (raises on invalid CWL)."""
     from cwl_utils.parser import load_document_by_uri
 
-    validate_cwl(path)
-    doc = load_document_by_uri(path)
-    if isinstance(doc, list):
-        main = [d for d in doc if str(getattr(d, "id", "")).endswith("#main")]
-        if not main:
-            raise ValueError("a $graph document needs a process with id 'main'")
-        doc = main[0]
+    process, envelope = packed_process(path)
+    validate_cwl(path, process)
+    if process:
+        doc = load_document_by_uri(Path(path).resolve().as_uri() + f"#{quote(process)}")
+    else:
+        doc = load_document_by_uri(path)
     cwl_class = type(doc).__name__
     if cwl_class not in ("Workflow", "CommandLineTool", "ExpressionTool", "Operation"):
         raise ValueError(f"not a CWL process: {cwl_class}")
-    ext = dict(getattr(doc, "extension_fields", None) or {})
+    # An EO application package keeps its schema.org metadata (author, version...) at the top
+    # of the document, outside the workflow; the workflow's own fields win.
+    ext = {**_expanded(envelope), **dict(getattr(doc, "extension_fields", None) or {})}
     steps = tuple(_short(s.id) for s in getattr(doc, "steps", None) or [])
     links = _step_links(getattr(doc, "steps", None) or [], steps)
     pipeline = Pipeline(
@@ -321,6 +370,7 @@ def load_pipeline(path: Path, mission: str) -> Pipeline:
         outputs=_parameters(doc.outputs),
         steps=steps,
         links=links,
+        process=process if process != "main" else None,
     )
     text = " ".join(
         [

@@ -128,7 +128,7 @@ def _resolve_pipeline(name: str) -> tuple[str, str]:
 
         pipeline = Catalogue([Path(d) for d in dirs]).get(name)
         if pipeline is not None:
-            return pipeline.id, str(pipeline.path)
+            return pipeline.id, pipeline.uri
     # Let cwltool produce its own "not found" message and exit code.
     return name, name
 

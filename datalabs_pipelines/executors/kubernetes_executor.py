@@ -281,11 +281,13 @@ class KubernetesExecutor:
         """
         staging = Path(self.k8s.input_dir) / run_id
         base = f"{CalrissianJob.input_mount}/{run_id}"
-        pipeline = Path(request.pipeline_path)
+        # ``file.cwl#<process>`` for a packed document (an EO application package).
+        file_part, hash_, process = request.pipeline_path.partition("#")
+        pipeline = Path(file_part)
         shutil.copytree(pipeline.parent, staging / "pipeline", symlinks=False)
         job = self._stage_inputs(request.inputs, staging, base, itertools.count())
         (staging / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
-        return f"{base}/pipeline/{pipeline.name}", f"{base}/{JOB_FILE}"
+        return f"{base}/pipeline/{pipeline.name}{hash_}{process}", f"{base}/{JOB_FILE}"
 
     def manifest(self, run_id: str, user: str, pipeline_path: str, job_path: str) -> dict:
         """The Job this executor creates for a run (public so that tests can check it)."""

@@ -98,7 +98,7 @@ class RunsHandler(RunBase):
                 problems=[{"input": p.input, "message": p.message} for p in rejected.problems],
             )
             return
-        request = RunRequest(pipeline=pipeline.id, pipeline_path=str(pipeline.path), inputs=job)
+        request = RunRequest(pipeline=pipeline.id, pipeline_path=pipeline.uri, inputs=job)
         run = await asyncio.to_thread(self.services.executor.submit, request, self.user_name)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + run.id)
         self.send_json(run.to_json(), status=201)
@@ -203,7 +203,8 @@ class RunRerunHandler(RunBase):
         if old is None or await self.workspace_full():
             return
         # The file may have changed since the first run: check it again.
-        reason = await asyncio.to_thread(self.user_cwl_refused, Path(old.pipeline_path))
+        document = Path(old.pipeline_path.partition("#")[0])  # no #<process> of a package
+        reason = await asyncio.to_thread(self.user_cwl_refused, document)
         if reason:
             self.send_error_json(400, reason)
             return

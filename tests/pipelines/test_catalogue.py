@@ -119,3 +119,29 @@ def test_changes_are_picked_up_without_restart(tmp_path):
 @pytest.mark.parametrize("bad", ["../etc/passwd", "rosetta/../juice/x", "rosetta", "/abs/x", ""])
 def test_malformed_pipeline_ids_find_nothing(demo, bad):
     assert demo.get(bad) is None
+
+
+def test_an_eo_application_package_is_one_pipeline_named_by_its_workflow(tmp_path):
+    from tests.pipelines.samples import APP_PACKAGE, two_workflow_package
+
+    mission = tmp_path / "cat" / "eo" / "pipelines"
+    mission.mkdir(parents=True)
+    shutil.copy(APP_PACKAGE, mission / "water-bodies.cwl")
+    (mission / "two-workflows.cwl").write_text(two_workflow_package())
+    catalogue = Catalogue([tmp_path / "cat"])
+
+    [p] = catalogue.pipelines()
+    assert p.id == "eo/water-bodies" and p.cwl_class == "Workflow"
+    assert p.uri == f"{mission.resolve() / 'water-bodies.cwl'}#water-bodies"
+    assert p.label == "Water bodies detection"
+    assert [(i.id, i.type) for i in p.inputs] == [
+        ("stac_catalog", "Directory"),
+        ("threshold", "float"),
+    ]
+    assert p.steps == ("node_items", "node_detect")
+    # The package's schema.org metadata sits at the top of the document, outside the workflow.
+    assert p.authors == ("Jane Doe",)
+    assert [x.id for x in catalogue.search("water", accepts="Directory")] == ["eo/water-bodies"]
+    [problem] = catalogue.problems()
+    assert problem.path.name == "two-workflows.cwl"
+    assert "water-bodies, water-bodies-twice" in problem.reason and "main" in problem.reason

@@ -189,3 +189,26 @@ def test_cwl_runner_takes_the_process_first(data_dir, tmp_path, settings):
     assert usage.returncode == 2 and "datalabs-cwl-runner: missing PIPELINE" in usage.stderr
     version = subprocess.run([CWL_RUNNER, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("datalabs-cwl-runner ")
+
+
+def test_run_an_eo_application_package_by_catalogue_id(cli, tmp_path, monkeypatch):
+    """A packed package whose workflow is ``#water-bodies`` runs by its catalogue id."""
+    import shutil
+
+    from tests.pipelines.samples import APP_PACKAGE, APP_PACKAGE_CATALOG
+
+    mission = tmp_path / "cat" / "eo" / "pipelines"
+    mission.mkdir(parents=True)
+    shutil.copy(APP_PACKAGE, mission / "water-bodies.cwl")
+    monkeypatch.setenv("DATALABS_CATALOGUE", str(tmp_path / "cat"))
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"stac_catalog": {"class": "Directory", "path": "catalog"}}))
+    shutil.copytree(APP_PACKAGE_CATALOG, tmp_path / "catalog")
+    done = cli("run", "--quiet", "eo/water-bodies", str(job), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = Path(json.loads(done.stdout)["water_bodies"]["path"])
+    assert sorted(p.name for p in result.iterdir()) == [
+        "S2A_10TFK_20210713.json",
+        "S2B_10TFK_20210718.json",
+        "catalog.json",
+    ]

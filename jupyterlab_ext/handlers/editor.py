@@ -1,6 +1,9 @@
 """``/datalabs/api/editor``: the Pipeline Editor's REST API (CWL workflows as graphs).
 
-- ``GET editor/graph?path=WF.cwl``: the workflow as a graph (``datalabs_pipelines.graph``)
+- ``GET editor/graph?path=WF.cwl[&process=ID]``: the workflow as a graph
+  (``datalabs_pipelines.graph``). In a packed document (``$graph``, as an EO application
+  package) it is ``process``, by default ``main`` or the document's one Workflow; with several
+  Workflows and none named the answer is a 409 whose ``processes`` lists their ids to choose from
 - ``PUT editor/graph?path=WF.cwl``: ``{"graph": ...}`` written back as CWL (into the text on
   disk, so comments and fields the editor does not model survive), then validated with cwltool;
   answers with the saved graph and the problems, each tied to a node, port and edges
@@ -12,7 +15,8 @@
   ``.cwl`` files of the workspace
 - ``POST editor/run-draft``: ``{"path"}``: a packed snapshot of the saved workflow among the
   user's drafts, described as ``GET pipelines/<id>`` does, for the launch dialog
-- ``POST editor/publish``: ``{"path", "name", "label", "doc", "keywords", "author"}``: a packed
+- ``POST editor/publish``: ``{"path", "process", "name", "label", "doc", "keywords", "author"}``:
+  a packed
   (self-contained) copy of the workflow in the user's own catalogue folder, so it shows up in
   ``GET pipelines``
 
@@ -31,6 +35,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -97,9 +102,25 @@ def relative(root: Path, path: Path) -> str:
     return Path(path).relative_to(Path(os.path.realpath(root))).as_posix()
 
 
-def _read_graph(path: Path) -> g.Graph:
-    """The workflow at ``path`` as a graph, every node placed."""
-    return g.layout(g.load_graph(path))
+def _read_graph(path: Path, process: str | None = None) -> g.Graph:
+    """The workflow at ``path`` (``process`` of a packed document) as a graph, every node
+    placed."""
+    return g.layout(g.load_graph(path, process=process))
+
+
+def packed_process(path: Path, process: str | None = None) -> str | None:
+    """The process of the packed document at ``path`` the editor works on (``process``, else
+    the one :func:`datalabs_pipelines.graph.choose_process` picks); None for a document that
+    is not packed. Raises ``GraphError`` (``ProcessChoice`` when the caller has to choose)."""
+    from ruamel.yaml import YAML
+
+    try:
+        doc = YAML(typ="safe", pure=False).load(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - cwltool tells what is wrong with it later
+        raise g.GraphError(f"{path.name} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("$graph"), list):
+        return None
+    return g.choose_process(doc["$graph"], process, path.name)
 
 
 def problem_json(problem: g.Problem, graph: g.Graph) -> dict[str, Any]:
@@ -136,7 +157,7 @@ def save_graph(
     graph.path = str(path)
     if path.exists():
         try:
-            on_disk = g.load_graph(path)
+            on_disk = g.load_graph(path, process=graph.process)
         except g.GraphError:
             on_disk = None
         if on_disk is not None:
@@ -147,8 +168,8 @@ def save_graph(
     if check is not None:
         # Before cwltool validates it: validation follows every reference in the file.
         check(path)
-    problems = g.validate(path)
-    saved = _read_graph(path)
+    problems = g.validate(path, process=graph.process)
+    saved = _read_graph(path, graph.process)
     return {
         "graph": saved.to_json(),
         "problems": [problem_json(p, saved) for p in problems],
@@ -206,7 +227,8 @@ def workspace_tools(root: Path, skip: tuple[Path, ...] = ()) -> list[dict[str, A
             if not isinstance(doc, dict):
                 continue
             if "$graph" in doc:
-                doc = g.packed_entry(doc.get("$graph") or []) or {}
+                entries = doc.get("$graph") or []
+                doc = g.packed_entry(entries, g.default_process(entries)) or {}
             if doc.get("class") not in STEP_CLASSES:
                 continue
             rel = relative(base, path)
@@ -272,6 +294,9 @@ class EditorHandler(DatalabsHandler):
         except g.EditRefused as exc:
             self.send_error_json(400, exc.reason)
             return
+        except g.ProcessChoice as exc:
+            self.send_error_json(409, str(exc), processes=exc.choices)
+            return
         except g.GraphError as exc:
             self.send_error_json(400, str(exc))
             return
@@ -286,10 +311,12 @@ class GraphHandler(EditorHandler):
     @refusals
     async def get(self) -> None:
         path = workspace_path(self.root, self.get_query_argument("path", ""))
+        process = self.get_query_argument("process", None) or None
         await self.refuse_references(path)
 
         def read() -> dict[str, Any]:
-            return {"path": relative(self.root, path), "graph": _read_graph(path).to_json()}
+            graph = _read_graph(path, process)
+            return {"path": relative(self.root, path), "graph": graph.to_json()}
 
         await self.answer(read)
 
@@ -396,13 +423,15 @@ class PaletteHandler(EditorHandler):
         await self.answer(collect)
 
 
-def _packed(path: Path) -> dict[str, Any]:
-    """The workflow and everything it runs as one self-contained document (``cwltool --pack``)."""
+def _packed(path: Path, process: str | None = None) -> dict[str, Any]:
+    """The workflow and everything it runs as one self-contained document (``cwltool --pack``);
+    ``process``: the workflow's id in a packed document (it becomes ``#main`` in the copy)."""
     from cwltool.load_tool import fetch_document, resolve_and_validate_document
     from cwltool.main import print_pack
 
+    uri = path.as_uri() + f"#{quote(process)}" if process else str(path)
     try:
-        context, workflowobj, uri = fetch_document(str(path))
+        context, workflowobj, uri = fetch_document(uri)
         context, uri = resolve_and_validate_document(context, workflowobj, uri)
         return json.loads(print_pack(context, uri))
     except Exception as exc:  # noqa: BLE001 - a workflow cwltool refuses cannot be published
@@ -412,12 +441,20 @@ def _packed(path: Path) -> dict[str, Any]:
 
 
 def publish_workflow(
-    path: Path, target: Path, *, label: str, doc: str, keywords: list[str], author: str
+    path: Path,
+    target: Path,
+    *,
+    label: str,
+    doc: str,
+    keywords: list[str],
+    author: str,
+    process: str | None = None,
 ) -> None:
-    """Write a packed copy of the workflow at ``path`` to ``target`` with schema.org metadata."""
+    """Write a packed copy of the workflow at ``path`` (``process`` of a packed document) to
+    ``target`` with schema.org metadata."""
     from ruamel.yaml import YAML
 
-    packed = _packed(path)
+    packed = _packed(path, process)
     if "$graph" in packed:
         main = g.packed_entry(packed["$graph"])
     else:
@@ -473,11 +510,20 @@ class PublishHandler(EditorHandler):
         if not isinstance(doc, str) or not isinstance(author, str):
             raise PathRefused(400, "doc and author are texts")
         pipeline_id = f"{mission}/{name}"
+        wanted = body.get("process")
+        if wanted is not None and not isinstance(wanted, str):
+            raise PathRefused(400, "process is the id of a workflow in the document (a text)")
 
         def publish() -> dict[str, Any]:
             target = folder / f"{name}.cwl"
             publish_workflow(
-                path, target, label=label.strip(), doc=doc, keywords=keywords, author=author
+                path,
+                target,
+                label=label.strip(),
+                doc=doc,
+                keywords=keywords,
+                author=author,
+                process=packed_process(path, wanted),
             )
             pipeline = self.catalogue_entry(target, pipeline_id)
             return {"pipeline": pipeline.to_json(detail=True), "file": str(target)}
@@ -519,10 +565,14 @@ class RunDraftHandler(PublishHandler):
         await self.refuse_references(path)
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "workflow"
         rel = relative(self.root, path)
+        wanted = body.get("process")
+        if wanted is not None and not isinstance(wanted, str):
+            raise PathRefused(400, "process is the id of a workflow in the document (a text)")
 
         def stage() -> dict[str, Any]:
+            process = packed_process(path, wanted)
             try:
-                label = g.load_graph(path).extras.get("label") or path.stem
+                label = g.load_graph(path, process=process).extras.get("label") or path.stem
             except g.GraphError:
                 label = path.stem
             target = folder / f"{name}.cwl"
@@ -533,6 +583,7 @@ class RunDraftHandler(PublishHandler):
                 doc=f"{rel} as saved in the Pipeline Editor, for a run.",
                 keywords=["draft"],
                 author="",
+                process=process,
             )
             return self.catalogue_entry(target, f"{mission}/{name}").to_json(detail=True)
 

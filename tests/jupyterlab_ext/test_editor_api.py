@@ -379,3 +379,110 @@ def test_run_a_saved_workflow_from_its_draft(workspace, wait_run):
     assert [(s["name"], s["state"]) for s in done["steps"]] == [("count", "success")]
 
     assert workspace.post("editor/run-draft", {"path": "../wf.cwl"}).status_code == 403
+
+
+# --- EO application packages ---------------------------------------------------------------
+
+
+def _changed(before: str, after: str) -> list[str]:
+    import difflib
+
+    diff = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+    return [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def test_an_eo_application_package_opens_saves_validates_publishes_and_runs(
+    start_server, tmp_path, wait_run
+):
+    import shutil
+
+    from tests.jupyterlab_ext.conftest import REPO
+    from tests.pipelines.samples import APP_PACKAGE, APP_PACKAGE_CATALOG
+
+    # The same package in a mission's catalogue too, as an EO platform would publish it.
+    eo = tmp_path / "eo-catalogue" / "eo" / "pipelines"
+    eo.mkdir(parents=True)
+    shutil.copy(APP_PACKAGE, eo / "water-bodies.cwl")
+    server = start_server(
+        catalogue_dirs=[str(REPO / "config" / "catalogue"), str(tmp_path / "eo-catalogue")]
+    )
+    text = APP_PACKAGE.read_text()
+    (server.root / "water-bodies.cwl").write_text(text)
+    shutil.copytree(APP_PACKAGE_CATALOG, server.root / "catalog")
+
+    graph = graph_of(server, "water-bodies.cwl")
+    assert graph["process"] == "water-bodies"
+    assert {n["id"] for n in graph["nodes"] if n["kind"] == "step"} == {"node_items", "node_detect"}
+    saved = put(server, "water-bodies.cwl", {"graph": graph})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["valid"] is True, saved.json()["problems"]
+    assert (server.root / "water-bodies.cwl").read_text() == text
+
+    node(graph, "node_detect")["position"] = [500, 60]
+    saved = put(server, "water-bodies.cwl", {"graph": graph})
+    assert saved.json()["valid"] is True, saved.json()["problems"]
+    moved = (server.root / "water-bodies.cwl").read_text()
+    assert _changed(text, moved) == [
+        "+  dl: https://datalabs.example/cwl#",
+        "+        dl:position:",
+        "+          x: 500",
+        "+          y: 60",
+    ]
+    assert (
+        cwltool_validate(Path(f"{server.root / 'water-bodies.cwl'}#water-bodies")).returncode == 0
+    )
+
+    published = server.post(
+        "editor/publish",
+        {"path": "water-bodies.cwl", "name": "water-bodies", "label": "Water bodies"},
+    )
+    assert published.status_code == 201, published.text
+    mine = published.json()["pipeline"]
+    assert mine["id"] == f"{getpass.getuser()}/water-bodies"
+    assert [i["id"] for i in mine["inputs"]] == ["stac_catalog", "threshold"]
+
+    for pipeline in (mine["id"], "eo/water-bodies"):
+        launched = server.post(
+            "runs", {"pipeline": pipeline, "inputs": {"stac_catalog": "catalog"}}
+        )
+        assert launched.status_code == 201, launched.text
+        done = wait_run(server, launched.json()["id"])
+        assert done["state"] == "success", done
+        assert sorted(s["name"] for s in done["steps"]) == ["node_detect", "node_items"]
+        result = Path(done["outputs"]["water_bodies"]["path"])
+        catalog = json.loads((result / "catalog.json").read_text())
+        assert [link["href"] for link in catalog["links"]] == [
+            "./S2A_10TFK_20210713.json",
+            "./S2B_10TFK_20210718.json",
+        ]
+
+
+def test_a_package_with_several_workflows_answers_with_the_choice(workspace):
+    from tests.pipelines.samples import two_workflow_package
+
+    text = two_workflow_package()
+    (workspace.root / "two.cwl").write_text(text)
+    ask = workspace.get("editor/graph", params={"path": "two.cwl"})
+    assert ask.status_code == 409
+    assert ask.json()["processes"] == ["water-bodies", "water-bodies-twice"]
+    assert "water-bodies, water-bodies-twice" in ask.json()["message"]
+
+    chosen = workspace.get(
+        "editor/graph", params={"path": "two.cwl", "process": "water-bodies-twice"}
+    )
+    assert chosen.status_code == 200, chosen.text
+    graph = chosen.json()["graph"]
+    assert [n["id"] for n in graph["nodes"] if n["kind"] == "step"] == ["once"]
+    saved = put(workspace, "two.cwl", {"graph": graph})
+    assert saved.json()["valid"] is True, saved.json()["problems"]
+    assert (workspace.root / "two.cwl").read_text() == text
+
+    missing = workspace.get("editor/graph", params={"path": "two.cwl", "process": "nothing"})
+    assert missing.status_code == 400 and "no process 'nothing'" in missing.json()["message"]
+    unnamed = workspace.post("editor/publish", {"path": "two.cwl", "label": "Two"})
+    assert unnamed.status_code == 409 and "processes" in unnamed.json()
+    named = workspace.post(
+        "editor/publish", {"path": "two.cwl", "label": "Twice", "process": "water-bodies-twice"}
+    )
+    assert named.status_code == 201, named.text
+    assert [i["id"] for i in named.json()["pipeline"]["inputs"]] == ["stac_catalog"]

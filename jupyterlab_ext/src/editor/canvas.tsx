@@ -424,7 +424,22 @@ function Canvas(props: { controller: EditorController }): JSX.Element {
   }, [graph !== null, expanded]);
 
   if (!graph) {
-    return <div className="dl-editor-empty">{controller.loadError ?? 'Loading the workflow…'}</div>;
+    return (
+      <div className="dl-editor-empty">
+        {controller.loadError ?? 'Loading the workflow…'}
+        {controller.choices.length > 0 && (
+          <ul className="dl-editor-choices" aria-label="Workflows in this document">
+            {controller.choices.map(id => (
+              <li key={id}>
+                <button className="jp-Button" onClick={() => void controller.choose(id)}>
+                  Open {id}
+                </button>
+              </li>
+            ))}
+          </ul>
+        )}
+      </div>
+    );
   }
   const edges = flowEdges(graph, controller.problems, expanded);
   const byKey = (key: string) => controller.palette.find(t => t.key === key);

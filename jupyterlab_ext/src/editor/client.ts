@@ -14,8 +14,13 @@ import {
 
 const q = (path: string) => `?path=${encodeURIComponent(path)}`;
 
-export function getGraph(path: string): Promise<IGraphReply> {
-  return requestAPI<IGraphReply>(`editor/graph${q(path)}`);
+/**
+ * The workflow at `path`; `process` names the workflow of a packed document that holds several
+ * (without it the server answers 409 with their ids in `processes`).
+ */
+export function getGraph(path: string, process: string | null = null): Promise<IGraphReply> {
+  const which = process ? `&process=${encodeURIComponent(process)}` : '';
+  return requestAPI<IGraphReply>(`editor/graph${q(path)}${which}`);
 }
 
 export function saveGraph(path: string, graph: IGraph): Promise<ISaveReply> {
@@ -53,6 +58,6 @@ export function getRun(id: string): Promise<IRunSummary> {
 }
 
 /** The saved file as a draft pipeline (`POST editor/run-draft`), for the launch dialog. */
-export function runDraft(path: string): Promise<IPipeline> {
-  return sendJSON<IPipeline>('editor/run-draft', 'POST', { path });
+export function runDraft(path: string, process: string | null = null): Promise<IPipeline> {
+  return sendJSON<IPipeline>('editor/run-draft', 'POST', { path, process });
 }

@@ -3,7 +3,7 @@
  * validation problems of the last save, the selection and the run states shown on the canvas.
  * Commands (save, undo, layout, ...) call it; the React view re-renders when it changes.
  */
-import { errorMessage } from '../api';
+import { APIError, errorMessage } from '../api';
 import * as api from './client';
 import { History, autoLayout, connect as connectEdge } from './model';
 import { IEdge, IGraph, IPaletteTool, IProblem } from './types';
@@ -15,6 +15,10 @@ export class EditorController {
   problems: IProblem[] = [];
   /** The reason the file could not be shown, if it could not. */
   loadError: string | null = null;
+  /** The workflow shown, in a packed document (`file.cwl#<process>`) that holds several. */
+  process: string | null = null;
+  /** The workflows of a packed document to choose from, when it holds several. */
+  choices: string[] = [];
   notice: Notice = null;
   selected: string | null = null;
   dirty = false;
@@ -46,16 +50,29 @@ export class EditorController {
 
   async load(): Promise<void> {
     try {
-      const reply = await api.getGraph(this.path);
+      const reply = await api.getGraph(this.path, this.process);
       this.graph = reply.graph;
+      this.process = reply.graph.process;
+      this.choices = [];
       this.loadError = null;
       this.dirty = false;
       this.history.clear();
       this.revision++;
     } catch (error) {
       this.loadError = errorMessage(error);
+      const processes = error instanceof APIError ? error.body.processes : undefined;
+      this.choices =
+        error instanceof APIError && error.status === 409 && Array.isArray(processes)
+          ? processes.map(String)
+          : [];
     }
     this.changed();
+  }
+
+  /** Open the workflow `process` of a packed document that holds several. */
+  async choose(process: string): Promise<void> {
+    this.process = process;
+    await this.load();
   }
 
   async loadPalette(): Promise<void> {

@@ -137,6 +137,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       try {
         const reply = await publish({
           path: widget.controller.path,
+          process: widget.controller.process,
           name: v.name,
           label: v.label,
           doc: v.doc,
@@ -172,7 +173,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       let pipeline;
       try {
-        pipeline = await runDraft(c.path);
+        pipeline = await runDraft(c.path, c.process);
       } catch (error) {
         c.say({ kind: 'error', text: `Cannot run: ${errorMessage(error)}` });
         return;

@@ -52,6 +52,8 @@ export interface IGraph {
   envelope: Record<string, unknown> | null;
   packed: unknown[] | null;
   main_index: number;
+  /** The workflow's id in a packed (`$graph`) document, e.g. an EO application package. */
+  process: string | null;
   nodes: INode[];
   edges: IEdge[];
 }
@@ -99,6 +101,8 @@ export interface IPaletteTool {
 
 export interface IPublishRequest {
   path: string;
+  /** The workflow of a packed document (`GET editor/graph` gave it as `graph.process`). */
+  process?: string | null;
   name: string;
   label: string;
   doc: string;

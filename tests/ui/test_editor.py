@@ -366,3 +366,28 @@ def test_the_editor_has_no_serious_accessibility_violations_light_or_dark(page, 
     finally:
         set_theme(page, "JupyterLab Light")
     assert not any(problems.values()), json.dumps(problems, indent=1)
+
+
+def test_a_package_with_several_workflows_offers_the_choice(page, ui_lab):
+    """An EO application package holding two workflows: the editor lists them, and the one
+    picked is drawn."""
+    from tests.pipelines.samples import two_workflow_package
+
+    folder = ui_lab.root / "packages"
+    folder.mkdir(exist_ok=True)
+    (folder / "two.cwl").write_text(two_workflow_package())
+    page.set_viewport_size({"width": 1600, "height": 900})
+    open_lab(page, ui_lab, fresh_workspace("packages", name="editor-test"))
+    page.locator(".jp-DirListing-item", has_text="two.cwl").first.click(button="right")
+    page.locator(".lm-Menu-itemLabel", has_text="Open With").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Pipeline Editor").click()
+    chooser = page.locator(".dl-pipeline-editor .dl-editor-choices")
+    chooser.wait_for(timeout=30_000)
+    assert "water-bodies, water-bodies-twice" in page.locator(".dl-editor-empty").inner_text()
+    assert chooser.locator("button").all_inner_texts() == [
+        "Open water-bodies",
+        "Open water-bodies-twice",
+    ]
+    chooser.locator("button", has_text="Open water-bodies-twice").click()
+    page.wait_for_selector('.dl-pipeline-editor .react-flow__node[data-id="once"]', timeout=30_000)
+    assert page.locator(".dl-pipeline-editor .react-flow__node").count() == 3

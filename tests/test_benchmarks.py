@@ -34,6 +34,7 @@ MARKS = {
     "ui_catalogue": [pytest.mark.browser],
     "spawn_overhead": [pytest.mark.e2e],
     "broker_attach": [pytest.mark.e2e],
+    "k8s_spawn": [pytest.mark.k8s],
     "spawn_burst": [pytest.mark.e2e],
 }
 #: Per script. Measured smoke runs on the 2-core machine at load average 9: spawn_overhead (two

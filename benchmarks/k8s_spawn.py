@@ -23,14 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jupyterhub.objects import Hub  # noqa: E402
 from kubernetes_asyncio.config import kube_config  # noqa: E402
 from kubespawner import KubeSpawner  # noqa: E402
 
 from datalabs_spawner.spawner import DatalabsKubeSpawner  # noqa: E402
 from tests.cluster import running_cluster  # noqa: E402
 from tests.helpers import datalab_yaml, write  # noqa: E402
-from tests.k8s_fixtures import MockUser, _forget_kubespawner_clients  # noqa: E402
+from tests.k8s.conftest import kube_spawner  # noqa: E402
+from tests.k8s_fixtures import _forget_kubespawner_clients  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 ROUNDS = 1 if SMOKE else 25  # a spawn here takes ~0.15 s: many rounds for a stable median
@@ -49,19 +49,6 @@ def catalogue(root: Path) -> Path:
     return cat
 
 
-def spawner(cls, user: str, **traits):
-    return cls(
-        user=MockUser(user),
-        hub=Hub(),
-        api_token="not-a-real-token",
-        oauth_client_id=f"jupyterhub-user-{user}",
-        namespace=NAMESPACE,
-        start_timeout=120,
-        http_timeout=5,
-        **traits,
-    )
-
-
 async def timed(make) -> float:
     s = make()
     start = time.perf_counter()
@@ -73,8 +60,9 @@ async def timed(make) -> float:
 
 async def measure(cat: Path) -> tuple[list[float], list[float]]:
     def ours():
-        s = spawner(
+        s = kube_spawner(
             DatalabsKubeSpawner,
+            NAMESPACE,
             "alice",
             catalogue_dirs=[str(cat)],
             catalogue_refresh_seconds=0,
@@ -84,7 +72,7 @@ async def measure(cat: Path) -> tuple[list[float], list[float]]:
         return s
 
     def plain():
-        return spawner(KubeSpawner, "bob")
+        return kube_spawner(KubeSpawner, NAMESPACE, "bob")
 
     try:
         if not SMOKE:

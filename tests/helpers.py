@@ -125,3 +125,43 @@ def spawn_page(path: Path, form_html: str) -> Path:
     """Write the spawn form as JupyterHub's spawn page holds it: inside ``form#spawn_form``."""
     path.write_text(f'<!doctype html><form id="spawn_form">{form_html}</form>', encoding="utf-8")
     return path
+
+
+@contextlib.contextmanager
+def kernel_client(connection_file: Path, timeout: float = 120):
+    """A client of a running kernel (its connection file given), through the Jupyter kernel
+    protocol; yields ``execute(code) -> what it printed`` (a kernel error fails the test).
+
+    No heartbeat: jupyter_client takes a first ping unanswered within 1 s for a dead kernel,
+    and on a loaded machine a kernel takes longer to start (a UI-less test failed so once);
+    ``wait_for_ready``'s own deadline holds instead."""
+    import time
+
+    from jupyter_client import BlockingKernelClient
+
+    client = BlockingKernelClient()
+    client.load_connection_file(str(connection_file))
+    client.start_channels(hb=False)
+
+    def execute(code: str) -> str:
+        msg_id = client.execute(code)
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = client.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+        raise AssertionError("the kernel did not finish")
+
+    try:
+        client.wait_for_ready(timeout=60)
+        yield execute
+    finally:
+        client.stop_channels()

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_client import BlockingKernelClient
 
 from datalabs_volumes.credentials import user_key
 from datalabs_volumes.mount.local import mounts_under
 from tests.e2e.hubprocess import running_hub
+from tests.helpers import kernel_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
 
@@ -66,36 +66,11 @@ def kernel(hub, workspace: Path, user: str = "alice", timeout: float = 120):
     r = hub.server(user, "POST", "api/kernels", json={"name": "python3"})
     assert r.status_code == 201, r.text
     kid = r.json()["id"]
-    client = BlockingKernelClient()
-    client.load_connection_file(
-        str(workspace / ".local" / "share" / "jupyter" / "runtime" / f"kernel-{kid}.json")
-    )
-    # No heartbeat: jupyter_client takes a first ping unanswered within 1 s for a dead kernel,
-    # and on a loaded machine a kernel takes longer to start; wait_for_ready's own deadline holds.
-    client.start_channels(hb=False)
-
-    def execute(code: str) -> str:
-        msg_id = client.execute(code)
-        out = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = client.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
-                return "".join(out)
-        raise AssertionError("the kernel did not finish")
-
+    connection = workspace / ".local" / "share" / "jupyter" / "runtime" / f"kernel-{kid}.json"
     try:
-        client.wait_for_ready(timeout=60)
-        yield execute
+        with kernel_client(connection, timeout) as execute:
+            yield execute
     finally:
-        client.stop_channels()
         hub.server(user, "DELETE", f"api/kernels/{kid}")
 
 

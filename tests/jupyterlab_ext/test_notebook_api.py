@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from jupyter_client import BlockingKernelClient
+
+from tests.helpers import kernel_client
 
 pytestmark = pytest.mark.slow
 
@@ -41,28 +41,11 @@ def run_in_kernel(lab, code: str, timeout: float = 120) -> str:
     r = lab.request("POST", "api/kernels", json={"name": "python3"})
     assert r.status_code == 201, r.text
     kid = r.json()["id"]
-    client = BlockingKernelClient()
-    client.load_connection_file(str(lab.state / "jupyter" / "runtime" / f"kernel-{kid}.json"))
-    client.start_channels()
+    connection = lab.state / "jupyter" / "runtime" / f"kernel-{kid}.json"
     try:
-        client.wait_for_ready(timeout=60)
-        msg_id = client.execute(code)
-        out = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = client.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
-                return "".join(out)
-        raise AssertionError("the kernel did not finish")
+        with kernel_client(connection, timeout) as execute:
+            return execute(code)
     finally:
-        client.stop_channels()
         lab.request("DELETE", f"api/kernels/{kid}")
 
 

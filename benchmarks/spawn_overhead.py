@@ -1,9 +1,11 @@
 """Spawn time of DatalabsLocalSpawner with three hosted volumes, against plain local spawning.
 
-Two real embedded hubs run side by side: one with DatalabsLocalSpawner (the demo config), one
-with JupyterHub's plain ``SimpleLocalProcessSpawner`` (the baseline), same config otherwise.
-Spawns alternate between them, each timed from the REST request to the server being ready.
-Last line: ``spawn_overhead: ratio=<median datalabs / median plain> target=1.10``.
+Three real embedded hubs run side by side: one with DatalabsLocalSpawner (the demo config), one
+with the same in its sandbox (``sandbox=True``: the user's own system account in bubblewrap),
+and one with JupyterHub's plain ``SimpleLocalProcessSpawner`` (the baseline), same config
+otherwise. Spawns rotate between them, each timed from the REST request to the server being
+ready. Prints ``sandbox_spawn: ratio=<median sandboxed / median plain> target=1.10``, then last
+``spawn_overhead: ratio=<median datalabs / median plain> target=1.10``.
 With ``BENCH_SMOKE=1``: one spawn on each hub, no warm-up (it starts and reaches its figure;
 the figure means nothing).
 """
@@ -11,7 +13,9 @@ the figure means nothing).
 from __future__ import annotations
 
 import os
+import pwd
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +33,14 @@ from tests.e2e.hubprocess import running_hub  # noqa: E402
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 ROUNDS = 1 if SMOKE else 7
 VOLUMES = ["psa-rosetta", "spice-juice", "esasky-catalogue"]
+#: The sandboxed hub's accounts, removed at the end.
+ACCOUNT_PREFIX = "dlbench-"
+
+
+def remove_accounts() -> None:
+    for p in pwd.getpwall():
+        if p.pw_name.startswith(ACCOUNT_PREFIX) and p.pw_gecos.startswith("Datalabs "):
+            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
 
 
 def timed_spawn(hub, body) -> float:
@@ -45,11 +57,22 @@ def main() -> None:
     if SMOKE:
         print("smoke run (BENCH_SMOKE=1): tiny sizes, the figures are not measurements")
     with tempfile.TemporaryDirectory(prefix="datalabs-bench-") as tmp, ExitStack() as stack:
+        stack.callback(remove_accounts)
         archive = Path(tmp) / "archive"
         make_sample_data(archive)
-        (Path(tmp) / "ours").mkdir()
-        (Path(tmp) / "plain").mkdir()
+        for name in ("ours", "sandboxed", "plain"):
+            (Path(tmp) / name).mkdir()
         ours = stack.enter_context(running_hub(Path(tmp) / "ours", archive))
+        sandboxed = stack.enter_context(
+            running_hub(
+                Path(tmp) / "sandboxed",
+                archive,
+                [
+                    "--DatalabsLocalSpawner.sandbox=True",
+                    f"--DatalabsLocalSpawner.account_prefix={ACCOUNT_PREFIX}",
+                ],
+            )
+        )
         plain = stack.enter_context(
             running_hub(
                 Path(tmp) / "plain",
@@ -62,21 +85,24 @@ def main() -> None:
             )
         )
         body = {"profile": "planetary-lab", "volumes": VOLUMES}
+        kinds = [(ours, body, []), (sandboxed, body, []), (plain, {}, [])]
         if not SMOKE:
-            timed_spawn(ours, body)  # warm-up: imports, first JupyterLab start
-            timed_spawn(plain, {})
-        t_ours, t_plain = [], []
+            for hub, b, _ in kinds:  # warm-up: imports, first JupyterLab start, the account
+                timed_spawn(hub, b)
         for i in range(ROUNDS):
-            # Alternate which goes first, so that neither always runs on a cache the other warmed.
-            if i % 2:
-                t_ours.append(timed_spawn(ours, body))
-                t_plain.append(timed_spawn(plain, {}))
-            else:
-                t_plain.append(timed_spawn(plain, {}))
-                t_ours.append(timed_spawn(ours, body))
+            # Rotate which goes first, so that none always runs on a cache another warmed.
+            for hub, b, times in kinds[i % 3 :] + kinds[: i % 3]:
+                times.append(timed_spawn(hub, b))
+        t_ours, t_sandboxed, t_plain = (times for _, _, times in kinds)
     m_ours, m_plain = statistics.median(t_ours), statistics.median(t_plain)
+    m_sandboxed = statistics.median(t_sandboxed)
     print(f"plain SimpleLocalProcessSpawner (baseline): median {m_plain:.3f} s over {ROUNDS}")
     print(f"DatalabsLocalSpawner with {len(VOLUMES)} volumes: median {m_ours:.3f} s over {ROUNDS}")
+    print(
+        f"the same in its sandbox (own account, bubblewrap): median {m_sandboxed:.3f} s "
+        f"over {ROUNDS}"
+    )
+    print(f"sandbox_spawn: ratio={m_sandboxed / m_plain:.3f} target=1.10")
     print(f"spawn_overhead: ratio={m_ours / m_plain:.3f} target=1.10")
 
 

@@ -28,6 +28,7 @@ FIGURE = re.compile(r"^(?P<name>\w+): (?P<unit>ratio|ms)=\d+(\.\d+)? target=\d+(
 FIGURES = {
     "pipeline_overhead": ["runs_get_p99", "pipeline_overhead"],
     "remote_read": ["remote_read", "remote_list"],
+    "spawn_overhead": ["sandbox_spawn", "spawn_overhead"],
 }
 MARKS = {
     "spawn_form": [pytest.mark.browser],

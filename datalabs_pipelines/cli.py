@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .executors import local
+from .launcher import Workspace
 from .runs import CANCELLING, FINAL_STATES, RUNNING, SUCCESS, Run, RunNotFound, RunStore
 from .settings import Settings
 
@@ -149,6 +150,7 @@ def cmd_run(args: list[str], prog: str = "datalabs-pipeline run") -> int:
         cwd=os.getcwd(),
         cwltool_args=opts["cwltool_args"],
         tool_args=opts["tool_args"],
+        volumes=tuple(v.ref() for v in Workspace.from_env().volumes),
     )
     if opts["detach"]:
         run = local.create_run(store, settings, request, detached=True)

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .catalogue import Pipeline, type_label
+from .crate import VolumeRef
 
 #: JSON list of the volumes mounted in the session: ``[{"id", "title", "path"}, ...]``.
 ENV_VOLUMES = "DATALABS_VOLUMES"
@@ -28,6 +29,11 @@ class Volume:
     id: str
     path: Path
     title: str = ""
+    version: str | None = None
+
+    def ref(self) -> VolumeRef:
+        """How a run records this volume (its inputs on it are named by volume and path)."""
+        return VolumeRef(id=self.id, path=str(self.path), title=self.title, version=self.version)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Workspace:
                             id=str(entry["id"]),
                             path=Path(str(entry["path"])),
                             title=str(entry.get("title", "")),
+                            version=None if entry.get("version") is None else str(entry["version"]),
                         )
                     )
         return cls(root=Path(root or os.path.expanduser("~")), volumes=tuple(volumes))

@@ -13,12 +13,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .crate import DEFAULT_CHECKSUM_LIMIT
+
 #: Environment variables the CLI honours (the server extension uses traitlets instead).
 ENV_HOME = "DATALABS_PIPELINES_HOME"
 ENV_MAX_RUNS = "DATALABS_PIPELINES_MAX_RUNS"
 ENV_CONTAINERS = "DATALABS_PIPELINES_CONTAINERS"
 ENV_PROVENANCE = "DATALABS_PIPELINES_PROVENANCE"
 ENV_CACHE = "DATALABS_PIPELINES_CACHE"
+#: Input files up to this many bytes get a SHA-1 in a run's provenance (-1: every file).
+ENV_CHECKSUM_LIMIT = "DATALABS_PIPELINES_CHECKSUM_LIMIT"
 #: The workspace size quota the hub sets (bytes; runs and saves are refused over it).
 ENV_WORKSPACE_QUOTA = "DATALABS_WORKSPACE_QUOTA_BYTES"
 
@@ -77,8 +81,12 @@ class Settings:
     #: Run every tool directly on the host (``--no-container``): the embedded default, since a
     #: single-machine hub rarely has a container engine the user may drive.
     no_container: bool = True
+    #: Write a Workflow Run RO-Crate per run that names its inputs (see ``crate.py``).
     provenance: bool = True
     cache: bool = True
+    #: Inputs up to this many bytes get a SHA-1 in the provenance; larger ones are named by
+    #: volume, path, size and modification time only (-1 hashes every input).
+    checksum_limit: int = DEFAULT_CHECKSUM_LIMIT
     #: Extra cwltool options appended to every run (operator controlled, never user input).
     cwltool_args: tuple[str, ...] = ()
 
@@ -96,6 +104,8 @@ class Settings:
         values["no_container"] = not _flag(ENV_CONTAINERS, False)
         values["provenance"] = _flag(ENV_PROVENANCE, True)
         values["cache"] = _flag(ENV_CACHE, True)
+        if os.environ.get(ENV_CHECKSUM_LIMIT):
+            values["checksum_limit"] = int(os.environ[ENV_CHECKSUM_LIMIT])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

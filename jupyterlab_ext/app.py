@@ -115,8 +115,20 @@ class DatalabsExtension(ExtensionApp):
     provenance = Bool(
         True,
         config=True,
-        help="""Record a CWLProv research object per run (cwltool ``--provenance``), offered for
-        download at ``runs/<id>/provenance``. Costs some time per run.""",
+        help="""Record a Workflow Run RO-Crate per run, offered for download at
+        ``runs/<id>/provenance``. It names every input file by reference (archive volume id,
+        version, path on the volume, size, modification time) and describes the outputs where
+        they are; no byte of an input is copied. (The Kubernetes executor still asks cwltool
+        for its CWLProv bag.)""",
+    )
+
+    provenance_checksum_limit = Int(
+        16 * 1024 * 1024,
+        config=True,
+        help="""Input files up to this many bytes get a SHA-1 checksum in a run's provenance;
+        larger ones are named by volume, path, size and modification time only, since hashing a
+        1 GiB archive file would double a short run's time. -1 hashes every input; 0 none.
+        Default: 16 MiB.""",
     )
 
     cache = Bool(
@@ -276,6 +288,7 @@ class DatalabsExtension(ExtensionApp):
             no_container=self.no_container,
             provenance=self.provenance,
             cache=self.cache,
+            checksum_limit=self.provenance_checksum_limit,
             cwltool_args=tuple(self.cwltool_args),
         )
         workspace = Workspace.from_env(self.workspace_root)

@@ -165,3 +165,66 @@ def kernel_client(connection_file: Path, timeout: float = 120):
         yield execute
     finally:
         client.stop_channels()
+
+
+def check_run_crate(folder: Path) -> dict:
+    """Check that ``folder`` is a Workflow Run RO-Crate and return its entities by ``@id``.
+
+    The rules checked are those of RO-Crate 1.1 a reader relies on (metadata descriptor about
+    the root, root ``Dataset`` with ``datePublished``, every ``hasPart`` in the crate present
+    on disk, every reference resolving to an entity), the Workflow Run Crate's (a
+    ``ComputationalWorkflow`` as ``mainEntity``, a ``CreateAction`` with it as ``instrument``),
+    and that ro-crate-py (``rocrate``) reads the crate back with the same entities.
+    """
+    import json
+
+    from rocrate.rocrate import ROCrate
+
+    metadata = json.loads((folder / "ro-crate-metadata.json").read_text())
+    assert metadata["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
+    entities = {e["@id"]: e for e in metadata["@graph"]}
+    assert len(entities) == len(metadata["@graph"]), "duplicate @id"
+    descriptor = entities["ro-crate-metadata.json"]
+    assert descriptor["about"] == {"@id": "./"}
+    assert {"@id": "https://w3id.org/ro/crate/1.1"} in descriptor["conformsTo"]
+    root = entities["./"]
+    assert root["@type"] == "Dataset" and root["datePublished"]
+    profiles = {c["@id"] for c in root["conformsTo"]}
+    assert "https://w3id.org/ro/wfrun/workflow/0.5" in profiles
+
+    def refs(value):
+        if isinstance(value, dict):
+            if set(value) == {"@id"}:
+                yield value["@id"]
+            else:
+                for v in value.values():
+                    yield from refs(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from refs(v)
+
+    for entity in metadata["@graph"]:
+        for key, value in entity.items():
+            if key in ("conformsTo", "license", "actionStatus", "identifier", "url"):
+                continue  # web vocabulary, not entities of the crate
+            for ref in refs(value):
+                assert ref in entities, f"{entity['@id']}.{key} -> {ref} has no entity"
+    for part in root["hasPart"]:
+        if "://" not in part["@id"]:  # others are named by reference, not in the crate
+            assert (folder / part["@id"]).exists(), part
+    workflow = entities[root["mainEntity"]["@id"]]
+    assert "ComputationalWorkflow" in workflow["@type"]
+    actions = [e for e in metadata["@graph"] if e["@type"] == "CreateAction"]
+    assert len(actions) == 1 and actions[0]["instrument"] == {"@id": workflow["@id"]}
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ro-crate-py warns about what RO-Crate 1.1 requires
+        crate = ROCrate(str(folder))
+    assert crate.mainEntity is not None and crate.mainEntity.id == workflow["@id"]
+    read_back = {e.id for e in crate.get_entities()} | {crate.root_dataset.id}
+    assert {i.removeprefix("#") for i in entities} - {"ro-crate-metadata.json"} <= {
+        i.removeprefix("#") for i in read_back
+    } | {"ro-crate-metadata.json"}
+    return entities

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import filecmp
 import json
 import os
 import re
@@ -32,7 +33,16 @@ from typing import IO, Any
 
 import psutil
 
-from ..events import RunLog
+from ..crate import (
+    VolumeRef,
+    build_crate,
+    copy_workflow,
+    describe_path,
+    job_paths,
+    output_files,
+    write_crate,
+)
+from ..events import LOG_FILE, RunLog
 from ..runs import (
     ACTIVE_STATES,
     CANCELLED,
@@ -58,7 +68,11 @@ START_GRACE = 60.0
 
 OUTPUTS_FILE = "outputs.json"
 JOB_FILE = "job.json"
+#: Where cwltool's own CWLProv bag goes (runs of the Kubernetes executor, and older runs).
 PROVENANCE_DIR = "provenance"
+#: Written when a run is created: whether it gets a provenance crate, the volumes attached at
+#: that moment (the supervisor runs in another process) and the checksum size limit.
+PROVENANCE_PLAN = "provenance-plan.json"
 SUPERVISOR_LOG = "supervisor.log"
 #: ``argv[0]`` of runs that are Calrissian Jobs (the Kubernetes executor's); they share the store
 #: but have no supervisor here, so :func:`reconcile` must leave them to that executor.
@@ -99,6 +113,9 @@ class RunRequest:
     #: Arguments after the pipeline and job (tool inputs given as options, CLI only).
     tool_args: list[str] = field(default_factory=list)
     rerun_of: str | None = None
+    #: The archive volumes attached to the session when the run was asked for: inputs on them
+    #: are named in the provenance by volume and path.
+    volumes: tuple[VolumeRef, ...] = ()
 
 
 _RUN_REF = re.compile(r"""run:\s*["']?([^\s"'#{}]+\.cwl)""")
@@ -158,8 +175,9 @@ def build_argv(
     unsafe = unsafe_features(request)
     if settings.no_container:
         argv.append("--no-container")
-    if settings.provenance and "provenance" not in unsafe:
-        argv += ["--provenance", str(rundir / PROVENANCE_DIR)]
+    # No ``--provenance``: cwltool's would copy every input and output into the run folder (a
+    # 1 GiB archive input made a 1.1 GiB run folder and a 2.6x slower run); the supervisor
+    # writes a crate that names them instead (see ``record_provenance``).
     if settings.cache and "cache" not in unsafe:
         argv += ["--cachedir", str(settings.cache_dir(settings.user))]
     argv += ["--outdir", outdir]
@@ -182,6 +200,12 @@ def create_run(store: RunStore, settings: Settings, request: RunRequest, detache
     if job_path is None and (request.inputs or not request.tool_args):
         job_path = str(rundir / JOB_FILE)
         Path(job_path).write_text(json.dumps(request.inputs, indent=2), encoding="utf-8")
+    plan = {
+        "write": settings.provenance and "provenance" not in unsafe_features(request),
+        "volumes": [v.to_json() for v in request.volumes],
+        "checksum_limit": settings.checksum_limit,
+    }
+    (rundir / PROVENANCE_PLAN).write_text(json.dumps(plan, indent=2), encoding="utf-8")
     run = Run(
         id=run_id,
         user=settings.user,
@@ -366,6 +390,114 @@ def forget_unreplayable(entries: set[str]) -> list[str]:
     return dropped
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def store_outputs_once(outputs: dict[str, Any] | None, entries: set[str]) -> list[str]:
+    """Make each output file that is also in the cache one file (hard links); returns them.
+
+    With ``--cachedir`` cwltool always copies a job's outputs from its cache entry to
+    ``--outdir`` (it sets ``move_outputs = "copy"``), so every final output was stored twice.
+    An output is linked only to a cache file of the same name with identical bytes (compared,
+    not guessed); the link replaces the copy atomically (``os.replace``), so a crash leaves
+    either the copy or the link. The shared file is made read-only: a tool or a person that
+    rewrote it in place would otherwise change the cache, and later cache hits, too (editors,
+    JupyterLab included, save by writing a new file, which breaks the link).
+    """
+    if not outputs or not entries:
+        return []
+    by_name: dict[tuple[str, int], list[Path]] = {}
+    for entry in entries:
+        root = Path(entry)
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    by_name.setdefault((path.name, path.stat().st_size), []).append(path)
+            except OSError:
+                continue
+    linked = []
+    for item in output_files(outputs):
+        paths: list[Path] = []
+        if item.get("class") == "File" and isinstance(item.get("path"), str):
+            paths.append(Path(item["path"]))
+        elif item.get("class") == "Directory" and isinstance(item.get("path"), str):
+            paths += [p for p in Path(item["path"]).rglob("*") if p.is_file()]
+        for out in paths:
+            try:
+                if out.is_symlink() or not out.is_file():
+                    continue
+                size = out.stat().st_size
+            except OSError:
+                continue
+            for cached in by_name.get((out.name, size), []):
+                if _same_file(out, cached):
+                    break
+                tmp = out.with_name(f".{out.name}.{os.getpid()}.link")
+                try:
+                    if not filecmp.cmp(out, cached, shallow=False):
+                        continue
+                    cached.chmod(cached.stat().st_mode & ~0o222)
+                    os.link(cached, tmp)
+                    os.replace(tmp, out)
+                except OSError:
+                    tmp.unlink(missing_ok=True)
+                    continue  # another filesystem, or no permission: keep the copy
+                linked.append(str(out))
+                break
+    return linked
+
+
+def record_provenance(
+    run: Run, outputs: dict[str, Any] | None, state: str, finished: float
+) -> bool:
+    """Write the run's RO-Crate (see :mod:`datalabs_pipelines.crate`) if its plan asks for one.
+
+    Inputs are stat'ed (and hashed only under the plan's size limit), never copied; outputs are
+    described where cwltool left them. Returns whether a crate was written.
+    """
+    rundir = Path(run.rundir)
+    try:
+        plan = json.loads((rundir / PROVENANCE_PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(plan, dict) or not plan.get("write"):
+        return False
+    volumes = [VolumeRef.from_json(v) for v in plan.get("volumes") or []]
+    limit = int(plan.get("checksum_limit", 0))
+    base = str(Path(run.job_path).parent) if run.job_path else run.cwd
+    described = {}
+    inputs = []
+    for name, path in job_paths(run.inputs, base):
+        if path not in described:
+            described[path] = describe_path(path, limit)
+        inputs.append((name, described[path]))
+    workflow = copy_workflow(run.pipeline_path, rundir / "workflow")
+    log = LOG_FILE if (rundir / LOG_FILE).is_file() else None
+    crate = build_crate(
+        run_id=run.id,
+        pipeline=run.pipeline,
+        workflow_file=workflow,
+        job=run.inputs if isinstance(run.inputs, dict) else {},
+        inputs=inputs,
+        volumes=volumes,
+        outputs=outputs,
+        root=str(rundir),
+        state=state,
+        started=run.started,
+        finished=finished,
+        extra_parts=[log] if log else [],
+    )
+    write_crate(rundir, crate)
+    return True
+
+
 def execute(
     store: RunStore,
     run: Run,
@@ -475,7 +607,7 @@ def _execute(
     # Tools may leave background processes behind; they belong to this run and end with it.
     kill_group(proc.pid, signal.SIGKILL)
     # Entries cwltool would refuse to reuse go now, so that the next run repeats those jobs.
-    forget_unreplayable(cache_entries)
+    dropped = forget_unreplayable(cache_entries)
     outputs: dict[str, Any] | None = None
     try:
         text = (rundir / OUTPUTS_FILE).read_text(encoding="utf-8").strip()
@@ -483,6 +615,8 @@ def _execute(
             outputs = json.loads(text)
     except (OSError, ValueError):
         outputs = None
+    if code == 0:
+        store_outputs_once(outputs, cache_entries - set(dropped))
     current = store.get(run.id, with_steps=False)
     finished = time.time()
     if current.state == CANCELLING:
@@ -493,6 +627,11 @@ def _execute(
         state, reason = FAILED, f"unsupported CWL feature: {_last_error(recent)}"
     else:
         state, reason = FAILED, f"cwltool exited with code {code}: {_failure(states, log, recent)}"
+    try:
+        record_provenance(replace(run, started=current.started), outputs, state, finished)
+    except (OSError, ValueError) as exc:
+        # The run's result stands; its supervisor log (or the CLI's stderr) says what is missing.
+        print(f"could not write the provenance of run {run.id}: {exc}", file=sys.stderr)
     store.update(
         run.id,
         state=state,
@@ -659,12 +798,19 @@ def reconcile(store: RunStore, start_grace: float = START_GRACE) -> list[str]:
 
 
 def rerun_request(run: Run) -> RunRequest:
-    """A request that runs the same pipeline with a copy of ``run``'s inputs."""
+    """A request that runs the same pipeline with a copy of ``run``'s inputs (and the volumes
+    that were attached for it)."""
+    try:
+        plan = json.loads((Path(run.rundir) / PROVENANCE_PLAN).read_text(encoding="utf-8"))
+        volumes = tuple(VolumeRef.from_json(v) for v in plan.get("volumes") or [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        volumes = ()
     return RunRequest(
         pipeline=run.pipeline,
         pipeline_path=run.pipeline_path,
         inputs=dict(run.inputs),
         rerun_of=run.id,
+        volumes=volumes,
     )
 
 

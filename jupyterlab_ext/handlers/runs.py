@@ -16,6 +16,7 @@ from pathlib import Path
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from datalabs_pipelines.crate import METADATA_FILE, crate_parts
 from datalabs_pipelines.events import LOG_FILE, STEPS_DIR, read_events, step_log_name, tail_text
 from datalabs_pipelines.executors.kubernetes_executor import KubernetesAPIError
 from datalabs_pipelines.executors.local import PROVENANCE_DIR, RunRequest
@@ -98,7 +99,12 @@ class RunsHandler(RunBase):
                 problems=[{"input": p.input, "message": p.message} for p in rejected.problems],
             )
             return
-        request = RunRequest(pipeline=pipeline.id, pipeline_path=pipeline.uri, inputs=job)
+        request = RunRequest(
+            pipeline=pipeline.id,
+            pipeline_path=pipeline.uri,
+            inputs=job,
+            volumes=tuple(v.ref() for v in self.services.workspace.volumes),
+        )
         run = await asyncio.to_thread(self.services.executor.submit, request, self.user_name)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + run.id)
         self.send_json(run.to_json(), status=201)
@@ -222,23 +228,42 @@ def _zip_folder(folder: Path) -> str:
     return name
 
 
+def _zip_crate(rundir: Path) -> str:
+    """The run's RO-Crate as a zip: the metadata at the top, then the parts in the run folder
+    (the CWL, the outputs, the log). Inputs are named in the metadata, not included."""
+    fd, name = tempfile.mkstemp(suffix=".zip")
+    os.close(fd)
+    root = rundir.resolve()
+    with zipfile.ZipFile(name, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in crate_parts(rundir):
+            archive.write(path, path.relative_to(root))
+    return name
+
+
 class RunProvenanceHandler(RunBase):
-    """``GET runs/<id>/provenance``: the run's CWLProv research object as a zip download."""
+    """``GET runs/<id>/provenance``: the run's research object as a zip download: a Workflow
+    Run RO-Crate (local runs), or cwltool's CWLProv bag (Kubernetes runs, older runs)."""
 
     @web.authenticated
     async def get(self, run_id: str) -> None:
         run = await self.find_run(run_id, with_steps=False)
         if run is None:
             return
-        folder = Path(run.rundir) / PROVENANCE_DIR
-        if run.state not in FINAL_STATES or not (folder / "bagit.txt").exists():
+        rundir = Path(run.rundir)
+        crate = (rundir / METADATA_FILE).is_file()
+        if run.state not in FINAL_STATES or not (
+            crate or (rundir / PROVENANCE_DIR / "bagit.txt").exists()
+        ):
             self.send_error_json(
                 404,
                 "no provenance for this run yet: it is written when the run ends "
                 "(and only when provenance is enabled)",
             )
             return
-        name = await asyncio.to_thread(_zip_folder, folder)
+        if crate:
+            name = await asyncio.to_thread(_zip_crate, rundir)
+        else:
+            name = await asyncio.to_thread(_zip_folder, rundir / PROVENANCE_DIR)
         try:
             self.set_header("Content-Type", "application/zip")
             self.set_header(

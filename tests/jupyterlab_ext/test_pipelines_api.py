@@ -8,11 +8,14 @@ import os
 import signal
 import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+
+from ..helpers import check_run_crate
 
 pytestmark = pytest.mark.slow
 
@@ -93,8 +96,8 @@ def test_launch_watch_log_and_provenance(server):
     assert prov.status_code == 200
     assert prov.headers["Content-Type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(prov.content)).namelist()
-    assert "provenance/bagit.txt" in names
-    assert any(n.startswith("provenance/metadata/provenance/") for n in names)
+    assert names[0] == "ro-crate-metadata.json"
+    assert {"workflow/bright-sources.cwl", "outputs/bright.csv", "cwltool.log"} <= set(names)
 
 
 def test_bad_jobs_are_refused_with_the_input_named(server):
@@ -224,3 +227,55 @@ def test_killed_server_restarts_and_shows_every_run(start_server, tmp_path, wait
     # The slot is free again: the queued run starts and finishes.
     assert wait_run(restarted, queued["id"])["state"] == "success"
     executor.close()
+
+
+def test_provenance_names_an_archive_input_without_copying_it(
+    start_server, tmp_path, monkeypatch, wait_run
+):
+    tools = tmp_path / "catalogue" / "test" / "pipelines"
+    tools.mkdir(parents=True)
+    (tools / "count.cwl").write_text(
+        "cwlVersion: v1.2\nclass: CommandLineTool\nlabel: Count bytes\n"
+        "baseCommand: [wc, -c]\nstdin: $(inputs.data.path)\n"
+        "inputs: {data: {type: File}}\noutputs: {count: stdout}\nstdout: count.txt\n"
+    )
+    volume = tmp_path / "archive" / "psa-rosetta"
+    (volume / "orbit").mkdir(parents=True)
+    big = volume / "orbit" / "frames.bin"
+    with open(big, "wb") as f:
+        for _ in range(50):
+            f.write(os.urandom(1 << 20))
+    # The session's attached volumes, as the spawner describes them.
+    monkeypatch.setenv(
+        "DATALABS_VOLUMES",
+        json.dumps(
+            [{"id": "psa-rosetta", "title": "Rosetta", "version": "2", "path": str(volume)}]
+        ),
+    )
+    server = start_server(
+        catalogue_dirs=[str(REPO / "config" / "catalogue"), str(tmp_path / "catalogue")]
+    )
+    started = server.post("runs", {"pipeline": "test/count", "inputs": {"data": str(big)}})
+    assert started.status_code == 201, started.text
+    run = wait_run(server, started.json()["id"])
+    assert run["state"] == "success", run["exit_reason"]
+
+    rundir = server.home / "runs" / run["id"]
+    stored = sum(p.stat().st_size for p in rundir.rglob("*") if p.is_file())
+    assert stored < 1 << 20  # the 50 MiB input is not in the run folder
+
+    prov = server.get(f"runs/{run['id']}/provenance")
+    assert prov.status_code == 200
+    assert len(prov.content) < 1 << 20
+    crate = tmp_path / "downloaded"
+    zipfile.ZipFile(io.BytesIO(prov.content)).extractall(crate)
+    entities = check_run_crate(crate)
+    named = entities["file://" + str(big)]
+    assert entities[named["isPartOf"]["@id"]]["identifier"] == "psa-rosetta"
+    assert entities[named["isPartOf"]["@id"]]["version"] == "2"
+    assert named["volumePath"] == "orbit/frames.bin"
+    assert named["contentSize"] == str(50 << 20)
+    assert datetime.fromisoformat(named["dateModified"]).timestamp() == pytest.approx(
+        big.stat().st_mtime
+    )
+    assert (crate / "outputs" / "count.txt").read_text().strip() == str(50 << 20)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -18,6 +19,8 @@ from datalabs_pipelines.events import EVENTS_FILE, LOG_FILE, STEPS_DIR
 from datalabs_pipelines.executors.local import LocalExecutor, RunRequest, group_alive, reconcile
 from datalabs_pipelines.runs import FINAL_STATES, RunNotFound, RunStore
 from datalabs_pipelines.settings import Settings
+
+from ..helpers import check_run_crate
 
 DATA = Path(__file__).parent / "data"
 
@@ -67,8 +70,10 @@ def test_run_records_steps_events_logs_and_provenance(executor, store, data_dir,
     assert events[-1]["kind"] == "run" and events[-1]["state"] == "success"
     assert "[job second]" in (rundir / STEPS_DIR / "second.log").read_text()
     assert "Final process status is success" in (rundir / LOG_FILE).read_text()
-    # CWLProv research object (BagIt) kept per run.
-    assert (rundir / "provenance" / "bagit.txt").exists()
+    # A Workflow Run RO-Crate kept per run, naming the output where it is.
+    entities = check_run_crate(rundir)
+    output = entities[str(result.relative_to(rundir))]
+    assert output["contentSize"] == "12" and output["exampleOfWork"] == {"@id": "#output-result"}
 
 
 def test_failed_run_keeps_the_reason(executor, store, data_dir, wait_for):
@@ -252,8 +257,14 @@ def test_killed_launcher_does_not_lose_runs(settings, data_dir, wait_for, tmp_pa
     store.close()
 
 
-def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_path, settings):
-    from datalabs_pipelines.executors.local import build_argv
+def test_cache_and_provenance_are_left_out_where_they_would_change_results(
+    tmp_path, settings, store
+):
+    from datalabs_pipelines.executors.local import build_argv, create_run
+
+    def crate_planned(request: RunRequest) -> bool:
+        run = create_run(store, settings, request, detached=False)
+        return json.loads((Path(run.rundir) / "provenance-plan.json").read_text())["write"]
 
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "touch.cwl").write_text(
@@ -267,7 +278,7 @@ def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_p
     )
     inplace = RunRequest(pipeline="wf", pipeline_path=str(tmp_path / "wf.cwl"))
     argv = build_argv(settings, tmp_path / "run", "/out", None, inplace)
-    assert "--cachedir" not in argv and "--provenance" not in argv
+    assert "--cachedir" not in argv and not crate_planned(inplace)
 
     own_requirements = RunRequest(
         pipeline="echo",
@@ -275,15 +286,17 @@ def test_cache_and_provenance_are_left_out_where_they_would_change_results(tmp_p
         inputs={"text": "x", "cwl:requirements": [{"class": "EnvVarRequirement"}]},
     )
     argv = build_argv(settings, tmp_path / "run", "/out", None, own_requirements)
-    assert "--cachedir" not in argv and "--provenance" in argv
+    assert "--cachedir" not in argv and crate_planned(own_requirements)
 
     exit_code = RunRequest(pipeline="exit", pipeline_path=str(DATA / "exit-seven.cwl"))
     argv = build_argv(settings, tmp_path / "run", "/out", None, exit_code)
-    assert "--cachedir" not in argv and "--provenance" in argv
+    assert "--cachedir" not in argv and crate_planned(exit_code)
 
     plain = RunRequest(pipeline="echo", pipeline_path=str(DATA / "echo.cwl"), inputs={"text": "x"})
     argv = build_argv(settings, tmp_path / "run", "/out", None, plain)
-    assert "--cachedir" in argv and "--provenance" in argv
+    assert "--cachedir" in argv and crate_planned(plain)
+    # cwltool's own provenance is never asked for: it copies every input into the run folder.
+    assert "--provenance" not in argv
 
 
 def test_cache_entries_cwltool_cannot_replay_are_dropped(tmp_path):
@@ -314,3 +327,122 @@ def test_cache_entries_cwltool_cannot_replay_are_dropped(tmp_path):
         assert not Path(gone).exists() and Path(f"{gone}.status").read_text() == ""
     for kept in (own, glob_only):
         assert Path(kept).is_dir() and Path(f"{kept}.status").read_text() == "success"
+
+
+MIB = 1024 * 1024
+
+
+def _random_file(path: Path, mib: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MIB))
+    return path
+
+
+def _stored_bytes(folder: Path) -> int:
+    """Bytes stored under ``folder``, each file counted once however many links it has."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in folder.rglob("*"):
+        st = path.lstat()
+        if path.is_file() and not path.is_symlink() and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+def test_archive_input_is_named_by_reference_never_copied(
+    executor, store, data_dir, wait_for, tmp_path
+):
+    from datalabs_pipelines.crate import VolumeRef
+
+    volume = tmp_path / "archive" / "psa-rosetta"
+    big = _random_file(volume / "data" / "big.bin", 50)
+    mtime = big.stat().st_mtime
+    request = RunRequest(
+        pipeline="count-bytes.cwl",
+        pipeline_path=str(data_dir / "count-bytes.cwl"),
+        inputs={"data": {"class": "File", "path": str(big)}},
+        volumes=(VolumeRef("psa-rosetta", str(volume), "Rosetta PSA", "3.1"),),
+    )
+    run = _wait_final(store, executor.submit(request).id, wait_for)
+
+    assert run.state == "success", run.exit_reason
+    assert Path(run.outputs["count"]["path"]).read_text().strip() == str(50 * MIB)
+    rundir = Path(run.rundir)
+    # The input's bytes are not in the run folder: it grows by far less than the input.
+    assert _stored_bytes(rundir) < MIB
+    entities = check_run_crate(rundir)
+    named = entities["file://" + str(big)]
+    assert named["@type"] == "File"
+    assert named["isPartOf"] == {"@id": "#volume-psa-rosetta"}
+    assert named["volumePath"] == "data/big.bin"
+    assert named["contentSize"] == str(50 * MIB)
+    assert datetime.fromisoformat(named["dateModified"]).timestamp() == pytest.approx(mtime)
+    assert "sha1" not in named  # 50 MiB is above the default limit: never read to hash it
+    assert entities["#volume-psa-rosetta"] == {
+        "@id": "#volume-psa-rosetta",
+        "@type": "Collection",
+        "identifier": "psa-rosetta",
+        "name": "Rosetta PSA",
+        "version": "3.1",
+        "description": "An archive volume, read in place (mounted read-only).",
+    }
+    action = next(e for e in entities.values() if e["@type"] == "CreateAction")
+    assert {"@id": "file://" + str(big)} in action["object"]
+    assert action["actionStatus"] == {"@id": "http://schema.org/CompletedActionStatus"}
+
+
+def test_small_inputs_get_a_checksum_and_a_rerun_keeps_the_volumes(
+    executor, store, data_dir, wait_for, tmp_path
+):
+    import hashlib
+
+    from datalabs_pipelines.crate import VolumeRef
+
+    volume = tmp_path / "archive" / "open"
+    small = volume / "x.txt"
+    volume.mkdir(parents=True)
+    small.write_text("hello\n")
+    request = RunRequest(
+        pipeline="count-bytes.cwl",
+        pipeline_path=str(data_dir / "count-bytes.cwl"),
+        inputs={"data": {"class": "File", "path": str(small)}},
+        volumes=(VolumeRef("open", str(volume)),),
+    )
+    first = _wait_final(store, executor.submit(request).id, wait_for)
+    again = _wait_final(store, executor.rerun("alice", first.id).id, wait_for)
+    for run in (first, again):
+        assert run.state == "success", run.exit_reason
+        named = check_run_crate(Path(run.rundir))["file://" + str(small)]
+        assert named["sha1"] == hashlib.sha1(b"hello\n").hexdigest()
+        assert named["isPartOf"] == {"@id": "#volume-open"} and named["volumePath"] == "x.txt"
+
+
+def test_outputs_are_stored_once_not_in_both_cache_and_run_folder(
+    executor, store, settings, data_dir, wait_for, tmp_path
+):
+    source = _random_file(tmp_path / "workspace" / "source.bin", 8)
+    request = RunRequest(
+        pipeline="copy-file.cwl",
+        pipeline_path=str(data_dir / "copy-file.cwl"),
+        inputs={"data": {"class": "File", "path": str(source)}},
+    )
+    first = _wait_final(store, executor.submit(request).id, wait_for)
+    assert first.state == "success", first.exit_reason
+    output = Path(first.outputs["copy"]["path"])
+    assert output.read_bytes() == source.read_bytes()
+    # The cache keeps the output for later runs; the run's output is the same file, not a copy
+    # (and no copy of the input or output sits in the provenance either).
+    assert _stored_bytes(settings.home) < 8 * MIB + MIB
+    assert output.stat().st_nlink == 2
+    # The shared file cannot be changed in place by the user's tools (sessions are not root).
+    assert not output.stat().st_mode & 0o222
+
+    # A re-run is served from the cache, with the right bytes, and still stores them once.
+    again = _wait_final(store, executor.rerun("alice", first.id).id, wait_for)
+    assert again.state == "success", again.exit_reason
+    assert [s.cached for s in again.steps] == [True]
+    assert Path(again.outputs["copy"]["path"]).read_bytes() == source.read_bytes()
+    assert _stored_bytes(settings.home) < 8 * MIB + MIB

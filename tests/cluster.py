@@ -235,7 +235,17 @@ class Cluster:
             )
 
     def service_account_token(self, namespace: str, account: str) -> str:
-        """A short-lived token of a service account, as a pod of that account would get."""
+        """A short-lived token of a service account, as a pod of that account would get.
+
+        A namespace's ``default`` account is made by the controller-manager a moment after the
+        namespace: wait for the account before asking (CI once asked first and got a 404)."""
+        self.wait_for(
+            f"service account {namespace}/{account}",
+            lambda: (
+                self.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}")[0]
+                == 200
+            ),
+        )
         status, answer = self.request(
             "POST",
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",

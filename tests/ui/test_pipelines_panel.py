@@ -301,6 +301,9 @@ def test_rerun_with_changed_inputs_opens_the_prefilled_dialog(page, pipes_lab):
     page.get_by_role("button", name="Re-run with changed inputs").click()
     dialog = page.get_by_role("dialog", name="Launch")
     dialog.wait_for()
+    # The dialog has settled once its first field has the focus (CI typed into X column
+    # before that, and the rest of the typing went to the first field).
+    expect(path_input(dialog, "table")).to_be_focused()
     # Pre-filled with the run's inputs, the file as a workspace path.
     assert path_input(dialog, "table").input_value() == table
     assert dialog.get_by_label("X column").input_value() == "COMET_DISTANCE"

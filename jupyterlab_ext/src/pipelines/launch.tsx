@@ -78,8 +78,14 @@ export class LaunchDialog extends ReactWidget {
 
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
-    // The first field gets the focus, as in any dialog (once React has rendered it).
+    // The first field gets the focus, as in any dialog (once React has rendered it), unless
+    // the user is already in a field: on a loaded machine the timer fires late, and it took
+    // the focus away from a field being typed in (the typing went on in the first field).
     setTimeout(() => {
+      const active = document.activeElement;
+      if (active && active !== this.node && this.node.contains(active)) {
+        return;
+      }
       const first = this.node.querySelector<HTMLElement>('input, select, textarea, button');
       first?.focus();
     }, 50);

@@ -111,6 +111,35 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def paired_run(work: Path, rep: int, process: Path, job: Path, env: dict) -> tuple[float, float]:
+    """One round: plain cwltool, then `datalabs-pipeline run`, on the same process and job."""
+    plain = timed(
+        [
+            str(BIN / "cwltool"),
+            "--no-container",
+            "--quiet",
+            "--outdir",
+            str(work / f"plain-{rep}"),
+            str(process),
+            str(job),
+        ],
+        env,
+    )
+    ours = timed(
+        [
+            str(BIN / "datalabs-pipeline"),
+            "run",
+            "--quiet",
+            "--outdir",
+            str(work / f"ours-{rep}"),
+            str(process),
+            str(job),
+        ],
+        env,
+    )
+    return plain, ours
+
+
 def overhead(work: Path) -> float:
     work.mkdir(parents=True, exist_ok=True)
     workflow, job = write_workflow(work)
@@ -118,30 +147,7 @@ def overhead(work: Path) -> float:
     for rep in range(REPS + WARMUP):  # a first round warms the page cache and is not counted
         home = work / f"store-{rep}"  # fresh store and cache: every step really runs
         env = dict(os.environ, DATALABS_PIPELINES_HOME=str(home))
-        plain = timed(
-            [
-                str(BIN / "cwltool"),
-                "--no-container",
-                "--quiet",
-                "--outdir",
-                str(work / f"plain-{rep}"),
-                str(workflow),
-                str(job),
-            ],
-            env,
-        )
-        ours = timed(
-            [
-                str(BIN / "datalabs-pipeline"),
-                "run",
-                "--quiet",
-                "--outdir",
-                str(work / f"ours-{rep}"),
-                str(workflow),
-                str(job),
-            ],
-            env,
-        )
+        plain, ours = paired_run(work, rep, workflow, job, env)
         if rep >= WARMUP:
             plain_times.append(plain)
             ours_times.append(ours)
@@ -200,30 +206,7 @@ def archive_input(work: Path) -> tuple[float, float]:
     for rep in range(REPS + WARMUP):
         home = work / f"store-{rep}"
         env = dict(os.environ, DATALABS_PIPELINES_HOME=str(home), DATALABS_VOLUMES=volumes)
-        plain = timed(
-            [
-                str(BIN / "cwltool"),
-                "--no-container",
-                "--quiet",
-                "--outdir",
-                str(work / f"plain-{rep}"),
-                str(tool),
-                str(job),
-            ],
-            env,
-        )
-        ours = timed(
-            [
-                str(BIN / "datalabs-pipeline"),
-                "run",
-                "--quiet",
-                "--outdir",
-                str(work / f"ours-{rep}"),
-                str(tool),
-                str(job),
-            ],
-            env,
-        )
+        plain, ours = paired_run(work, rep, tool, job, env)
         growth = max(growth, _stored_bytes(home / "runs"))
         if rep >= WARMUP:
             plain_times.append(plain)

@@ -204,3 +204,28 @@ def test_a_malformed_body_is_a_400_naming_the_problem(sessions):
     r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/attach", data=b"{")
     assert r.status_code == 400 and "JSON" in r.json()["message"], r.text
     assert mounts_under(workspace(hub, "alice")) == []
+
+
+def test_alices_browser_cookie_alone_does_not_reach_the_broker(sessions):
+    """A page alice has open (her hub login cookie, even with the XSRF token) cannot make the
+    broker act: it takes tokens only, so no cross-site request can attach for her."""
+    hub, broker = sessions, Broker(sessions)
+    s = requests.Session()
+    login = s.get(f"{hub.url}/hub/login", timeout=30)
+    xsrf = login.text.split('name="_xsrf" value="')[1].split('"')[0]
+    r = s.post(
+        f"{hub.url}/hub/login",
+        timeout=30,
+        data={"username": "alice", "password": hub.password, "_xsrf": xsrf},
+    )
+    assert r.status_code == 200 and "/hub/login" not in r.url, r.url
+    # the cookie works for the hub itself: she is logged in
+    assert s.get(f"{hub.url}/hub/home", timeout=30).url.endswith("/hub/home")
+    headers = {"X-XSRFToken": xsrf}
+    for method, path in (
+        ("GET", "users/alice/volumes"),
+        ("POST", f"users/alice/volumes/{RESTRICTED}/attach"),
+    ):
+        r = s.request(method, broker.root + path, headers=headers, timeout=60)
+        assert r.status_code == 401, (path, r.status_code, r.text)
+    assert mounts_under(workspace(hub, "alice")) == []

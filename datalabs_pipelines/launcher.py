@@ -214,21 +214,15 @@ def _check_fs_object(
         _check_format(obj["format"], _field(where, "format"), workspace)
     if "contents" in obj and not isinstance(obj["contents"], str):
         raise _Bad(f"{_field(where, 'contents')}: must be a text")
-    if "secondaryFiles" in obj:
-        extra = obj["secondaryFiles"]
-        if not isinstance(extra, list):
-            raise _Bad(f"{_field(where, 'secondaryFiles')}: must be a list of Files/Directories")
-        obj["secondaryFiles"] = [
-            _check_nested(item, workspace, f"{_field(where, 'secondaryFiles')}[{i}]", depth)
-            for i, item in enumerate(extra)
-        ]
-    if "listing" in obj:
-        listing = obj["listing"]
-        if not isinstance(listing, list):
-            raise _Bad(f"{_field(where, 'listing')}: must be a list of Files/Directories")
-        obj["listing"] = [
-            _check_nested(item, workspace, f"{_field(where, 'listing')}[{i}]", depth)
-            for i, item in enumerate(listing)
+    for key in ("secondaryFiles", "listing"):
+        if key not in obj:
+            continue
+        items = obj[key]
+        if not isinstance(items, list):
+            raise _Bad(f"{_field(where, key)}: must be a list of Files/Directories")
+        obj[key] = [
+            _check_nested(item, workspace, f"{_field(where, key)}[{i}]", depth)
+            for i, item in enumerate(items)
         ]
     given = [(k, obj.pop(k)) for k in ("path", "location") if k in obj]
     if not given:

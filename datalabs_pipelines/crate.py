@@ -213,6 +213,17 @@ def _param_type(value: Any) -> str:
     return "Collection" if isinstance(value, list) else "StructuredValue"
 
 
+def _property_value(pid: str, name: str, value: Any, parameter: dict[str, Any]) -> dict[str, Any]:
+    """A non-file input or output value as a PropertyValue of its formal parameter."""
+    return {
+        "@id": pid,
+        "@type": "PropertyValue",
+        "name": name,
+        "value": value if isinstance(value, str | int | float | bool) else json.dumps(value),
+        "exampleOfWork": parameter,
+    }
+
+
 def build_crate(
     *,
     run_id: str,
@@ -312,17 +323,7 @@ def build_crate(
             continue
         ref = param("input", str(name), value)
         if not (isinstance(value, dict) and value.get("class") in ("File", "Directory")):
-            pv = add(
-                {
-                    "@id": f"#pv-{quote(str(name))}",
-                    "@type": "PropertyValue",
-                    "name": str(name),
-                    "value": value
-                    if isinstance(value, str | int | float | bool)
-                    else json.dumps(value),
-                    "exampleOfWork": ref,
-                }
-            )
+            pv = add(_property_value(f"#pv-{quote(str(name))}", str(name), value, ref))
             objects.append({"@id": pv["@id"]})
 
     for path, facts in facts_by_path.items():
@@ -384,17 +385,7 @@ def build_crate(
             if {"@id": oid} not in parts:
                 parts.append({"@id": oid})
         if not list(output_files(value)):
-            pv = add(
-                {
-                    "@id": f"#pv-output-{quote(str(name))}",
-                    "@type": "PropertyValue",
-                    "name": str(name),
-                    "value": value
-                    if isinstance(value, str | int | float | bool)
-                    else json.dumps(value),
-                    "exampleOfWork": ref,
-                }
-            )
+            pv = add(_property_value(f"#pv-output-{quote(str(name))}", str(name), value, ref))
             results.append({"@id": pv["@id"]})
 
     add(

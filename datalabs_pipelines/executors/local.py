@@ -42,6 +42,7 @@ from ..crate import (
     output_files,
     write_crate,
 )
+from ..cwlmain import ENV_UNHASHED_ROOTS
 from ..events import LOG_FILE, RunLog
 from ..runs import (
     ACTIVE_STATES,
@@ -85,15 +86,23 @@ def on_kubernetes(run: Run) -> bool:
 
 
 def cwltool_command() -> list[str]:
-    """How to start cwltool from this environment.
+    """How to start cwltool from this environment: cwltool's own ``main.run`` through
+    :mod:`datalabs_pipelines.cwlmain`, which leaves archive inputs unhashed for the cache.
 
     Not ``python -m cwltool``: its ``__main__`` drops the exit code, so every failure would look
     like a success.
     """
-    script = Path(sys.executable).parent / "cwltool"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from cwltool.main import run; sys.exit(run())"]
+    return [sys.executable, "-m", "datalabs_pipelines.cwlmain"]
+
+
+def unhashed_roots(rundir: Path) -> list[str]:
+    """The folders of the volumes attached when the run was asked for (from its plan): read-only
+    archive data that cwltool keys for its cache by size and mtime (see ``cwlmain``)."""
+    try:
+        plan = json.loads((rundir / PROVENANCE_PLAN).read_text(encoding="utf-8"))
+        return [VolumeRef.from_json(v).path for v in plan.get("volumes") or []]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
 
 
 @dataclass
@@ -548,6 +557,7 @@ def _execute(
     log = RunLog(rundir)
     log.emit("run", state=RUNNING)
     cmd = [*cwltool_command(), *run.argv]
+    env = dict(os.environ, **{ENV_UNHASHED_ROOTS: json.dumps(unhashed_roots(rundir))})
     recent: list[str] = []
     states: dict[str, str] = {}
     cache_entries: set[str] = set()
@@ -558,6 +568,7 @@ def _execute(
             stdout=out,
             stderr=subprocess.PIPE,
             cwd=run.cwd,
+            env=env,
             start_new_session=True,
         )
     store.update(run.id, pgid=proc.pid)

@@ -394,6 +394,63 @@ def test_archive_input_is_named_by_reference_never_copied(
     assert action["actionStatus"] == {"@id": "http://schema.org/CompletedActionStatus"}
 
 
+NAME_ONLY_TOOL = """cwlVersion: v1.2
+class: CommandLineTool
+doc: Names its input without reading it.
+baseCommand: [echo]
+arguments: [$(inputs.data.basename)]
+inputs:
+  data: File
+outputs:
+  name: stdout
+stdout: name.txt
+"""
+
+
+def _made_unread(path: Path) -> None:
+    """Give ``path`` an access time the next read of its bytes will move (relatime moves it
+    when it is older than the modification time)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_mtime_ns - 3 * 86400 * 10**9, st.st_mtime_ns))
+
+
+def test_an_archive_input_the_step_does_not_read_is_not_read_for_the_cache_either(
+    executor, store, settings, wait_for, tmp_path
+):
+    # cwltool's cache hashes every input file whole before the step runs; an archive file
+    # (read-only, versioned) is keyed by its size and mtime instead, so naming a 1 GiB file
+    # costs nothing, and a second run with it is still a cache hit.
+    from datalabs_pipelines.crate import VolumeRef
+
+    assert settings.cache
+    volume = tmp_path / "archive" / "psa"
+    # Above the crate's checksum limit, so the crate does not read it either.
+    big = _random_file(volume / "big.bin", settings.checksum_limit // MIB + 1)
+    control = _random_file(tmp_path / "control.bin", 1)
+    _made_unread(control)
+    before = control.stat().st_atime_ns
+    control.read_bytes()
+    assert control.stat().st_atime_ns != before, "reads do not move access times here"
+    tool = tmp_path / "name-only.cwl"
+    tool.write_text(NAME_ONLY_TOOL)
+    request = RunRequest(
+        pipeline="name-only.cwl",
+        pipeline_path=str(tool),
+        inputs={"data": {"class": "File", "path": str(big)}},
+        volumes=(VolumeRef("psa", str(volume), "PSA", "1"),),
+    )
+    _made_unread(big)
+    unread = big.stat().st_atime_ns
+    first = _wait_final(store, executor.submit(request).id, wait_for)
+    assert first.state == "success", first.exit_reason
+    assert Path(first.outputs["name"]["path"]).read_text() == "big.bin\n"
+    assert big.stat().st_atime_ns == unread, "the archive file was read to run a step that names it"
+    again = _wait_final(store, executor.submit(request).id, wait_for)
+    assert again.state == "success", again.exit_reason
+    assert [s.cached for s in store.get(again.id).steps] == [True]
+    assert big.stat().st_atime_ns == unread
+
+
 def test_small_inputs_get_a_checksum_and_a_rerun_keeps_the_volumes(
     executor, store, data_dir, wait_for, tmp_path
 ):

@@ -58,6 +58,7 @@ from ..runs import (
     new_run_id,
 )
 from ..settings import Settings
+from .memory import OOM_REASON, MemoryLimit, RunCgroup, mib
 from .slots import MachineSlots
 
 #: cwltool's exit code for "this implementation does not support a requirement".
@@ -561,6 +562,9 @@ def _execute(
     recent: list[str] = []
     states: dict[str, str] = {}
     cache_entries: set[str] = set()
+    cgroup = _run_cgroup(run, log)
+    if cgroup is not None:
+        cmd = cgroup.wrap(cmd)
     with open(rundir / OUTPUTS_FILE, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -617,6 +621,9 @@ def _execute(
     log.flush()
     # Tools may leave background processes behind; they belong to this run and end with it.
     kill_group(proc.pid, signal.SIGKILL)
+    out_of_memory = cgroup is not None and cgroup.oom_kills() > 0
+    if cgroup is not None and not cgroup.remove():
+        print(f"could not remove the memory cgroup {cgroup.path}", file=sys.stderr)
     # Entries cwltool would refuse to reuse go now, so that the next run repeats those jobs.
     dropped = forget_unreplayable(cache_entries)
     outputs: dict[str, Any] | None = None
@@ -634,6 +641,9 @@ def _execute(
         state, reason = CANCELLED, current.exit_reason or "cancelled"
     elif code == 0:
         state, reason = SUCCESS, None
+    elif out_of_memory:
+        assert cgroup is not None
+        state, reason = FAILED, _out_of_memory(store, run.id, states, cgroup)
     elif code == UNSUPPORTED_EXIT:
         state, reason = FAILED, f"unsupported CWL feature: {_last_error(recent)}"
     else:
@@ -655,6 +665,32 @@ def _execute(
     log.emit("run", state=state, message=reason, exit_code=code)
     log.close()
     return store.get(run.id)
+
+
+def _run_cgroup(run: Run, log: RunLog) -> RunCgroup | None:
+    """The run's memory cgroup when the hub set a limit (see :mod:`.memory`); a run whose
+    cgroup cannot be made runs without the limit and its events say why."""
+    try:
+        memory = MemoryLimit.from_env()
+        return None if memory is None else memory.create(run.id)
+    except (OSError, ValueError) as exc:
+        log.emit("run", state=RUNNING, message=f"the memory limit is not applied: {exc}")
+        return None
+
+
+def _out_of_memory(store: RunStore, run_id: str, states: dict[str, str], cgroup: RunCgroup) -> str:
+    """Mark the steps the OOM killer ended (those cwltool saw fail, or that were still running
+    when cwltool itself was killed) and say why the run failed."""
+    killed = [step for step, state in states.items() if state in ("failed", "running")]
+    message = f"{OOM_REASON} (over the run's {mib(cgroup.limit)})"
+    for step in killed:
+        store.upsert_step(run_id, step, message=message)
+    which = f"step '{killed[0]}'" if len(killed) == 1 else "the run"
+    return (
+        f"{OOM_REASON}: {which} needed more than the {mib(cgroup.limit)} a run may use on this "
+        "machine (the kernel killed it); use less memory, or ask the operator for a larger "
+        "pipeline_memory_limit"
+    )
 
 
 def claim(store: RunStore, run_id: str, limit: int) -> bool:

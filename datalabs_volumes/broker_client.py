@@ -21,8 +21,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .access import AccessError
 
-#: Seconds a user is told to wait when the hub does not answer: the embedded hub is back about
-#: this long after a restart begins on a 2-core machine.
+#: Seconds a user is told to wait when the hub does not answer (a restart of the embedded hub
+#: takes a few seconds); they may then need to try again.
 RETRY_AFTER = 5
 #: Answers from something in front of a hub that is down (a proxy), not from the broker.
 _GATEWAY_DOWN = (502, 503, 504)

@@ -86,10 +86,13 @@ class RunLimitsMixin(LoggingConfigurable):
         (0, the default: no limit but the machine's). Each run gets its own memory cgroup
         (under ``pipeline_memory_cgroup``) with this limit, so a step that needs more is killed
         by the kernel inside its own run rather than some other process on the machine, and
-        the step and the run are marked failed with the reason "killed: out of memory". Needs
-        the session to be able to create cgroups (root: the unsandboxed local spawner); a
-        run that cannot have its cgroup runs without the limit, and its events say why.
-        cwltool itself holds about 100 MiB, so the limit must be at least 128 MiB. Example:
+        the step and the run are marked failed with the reason "killed: out of memory". An
+        unsandboxed session (root) makes the runs' cgroups itself; for a sandboxed one the hub
+        delegates ``<pipeline_memory_cgroup>/<account>`` to the user's account, limited to
+        ``pipeline_runs_per_user`` runs' worth (which the account cannot raise), and shows it
+        in the sandbox. A run that cannot have its cgroup runs without the limit, and its
+        events say why. cwltool itself holds about 100 MiB, so the limit must be at least
+        128 MiB. Example:
         ``4 * 1024**3`` for 4 GiB.
         """,
     )

@@ -11,7 +11,7 @@ that the run was killed for lack of memory, so it can say so.
 Configured by the hub through the session's environment: ``DATALABS_PIPELINES_MEMORY_LIMIT``
 (bytes; unset or 0: no limit) and ``DATALABS_PIPELINES_CGROUP`` (the parent cgroup folder,
 default ``/sys/fs/cgroup/memory/datalabs``). Creating cgroups needs root, or a parent cgroup
-delegated to the session's account.
+delegated to the session's account (:func:`delegate`; the hub does it for sandboxed sessions).
 """
 
 from __future__ import annotations
@@ -75,6 +75,22 @@ class MemoryLimit:
             RunCgroup(path, self.limit).remove(timeout=0)
             raise
         return RunCgroup(path, self.limit)
+
+
+def delegate(folder: Path, limit: int, uid: int, gid: int) -> Path:
+    """Make ``folder`` a memory cgroup holding at most ``limit`` bytes that the account
+    ``uid``/``gid`` may make run cgroups in and move its processes into (the hub does this, as
+    root, for a sandboxed session). The account cannot raise ``limit`` itself: the limit's own
+    file stays root's. Returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    v2 = (folder / "memory.max").exists()
+    (folder / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(limit))
+    # A new child cgroup's files belong to the owner of its parent folder: the account.
+    for name in ("", "cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
+        path = folder / name if name else folder
+        if path.exists():
+            os.chown(path, uid, gid)
+    return folder
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import pytest
 
@@ -67,8 +68,13 @@ def test_an_attach_while_the_hub_is_down_is_retryable_and_works_once_it_is_back(
             assert not is_mount_point(target)
 
         with running_hub(state, demo_archive, ports=ports) as hub:
-            # The restarted hub found the session still running and routes to it.
+            # The restarted hub found the session still running and routes to it (it answers
+            # its API a moment before it has given the new proxy the session's route).
             hub.wait_ready("alice")
+            deadline = time.monotonic() + 60
+            while hub.server("alice", "GET", "datalabs/api/volumes").status_code != 200:
+                assert time.monotonic() < deadline, "alice's session is not reachable again"
+                time.sleep(0.2)
             r = hub.server("alice", "POST", attach)
             assert r.status_code == 200, r.text
             assert r.json()["mounted"]

@@ -8,6 +8,7 @@ plain log, a log per step and the JSON-lines event file of one run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,6 +28,8 @@ _LEVEL = f"(?:{_LEVELS})?"
 _CWLTOOL_LINE = re.compile(_LEVELS)
 #: Lines of a tool's own output kept per step, for the reason a failed run gives.
 TOOL_LINES_KEPT = 5
+#: The errors of a write to a full disk (or over a filesystem quota).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _STEP_START = re.compile(_LEVEL + r"\[step (?P<name>[^\]]+)\] start\s*$")
 _STEP_DONE = re.compile(_LEVEL + r"\[(?:step|job) (?P<name>[^\]]+)\] completed (?P<status>\w+)\s*$")
 _STEP_SKIP = re.compile(_LEVEL + r"\[step (?P<name>[^\]]+)\] will be skipped")
@@ -106,10 +109,24 @@ class RunLog:
         self._current_step: str | None = None
         #: The last lines each step's tool wrote to stderr (at most TOOL_LINES_KEPT).
         self.tool_output: dict[str, list[str]] = {}
+        #: Whether a write found the disk full; lines are then dropped, not the run.
+        self.disk_full = False
+
+    def _put(self, f: IO[str], text: str | None = None) -> None:
+        """Write ``text`` (if any) to ``f`` and flush; a full disk drops it (and sets
+        ``disk_full``) instead of ending the supervisor, which must still record the run."""
+        try:
+            if text is not None:
+                f.write(text)
+            f.flush()
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            self.disk_full = True
 
     def write_line(self, line: str) -> tuple[str | None, Event | None]:
         """Record one log line; returns what :func:`parse_line` found in it."""
-        self._log.write(line if line.endswith("\n") else line + "\n")
+        text = line if line.endswith("\n") else line + "\n"
         if line[:1] in (" ", "\t"):
             # Continuation of a multi-line message (a long command line): same step as before.
             step, event = self._current_step, None
@@ -125,17 +142,21 @@ class RunLog:
             # After "[job s] completed ...", s's tool has ended: what comes next is not its.
             ended = event is not None and event.kind == "step" and event.state != "running"
             self._current_step = None if ended else step
+        # Readers (GET runs/<id>/log) follow the files while the run goes on; a step may then
+        # stay silent for hours, so nothing waits in a buffer.
+        self._put(self._log, text)
         if step is not None:
             f = self._step_files.get(step)
             if f is None:
-                f = open(self.rundir / STEPS_DIR / step_log_name(step), "a", encoding="utf-8")  # noqa: SIM115
+                try:
+                    f = open(self.rundir / STEPS_DIR / step_log_name(step), "a", encoding="utf-8")  # noqa: SIM115
+                except OSError as exc:
+                    if exc.errno not in DISK_FULL_ERRNOS:
+                        raise
+                    self.disk_full = True
+                    return step, event
                 self._step_files[step] = f
-            f.write(line if line.endswith("\n") else line + "\n")
-        # Readers (GET runs/<id>/log) follow the files while the run goes on; a step may then
-        # stay silent for hours, so nothing waits in a buffer.
-        self._log.flush()
-        if step is not None:
-            self._step_files[step].flush()
+            self._put(f, text)
         return step, event
 
     def emit(self, kind: str, **data: Any) -> None:
@@ -145,23 +166,25 @@ class RunLog:
             "kind": kind,
             **{k: v for k, v in data.items() if v is not None},
         }
-        self._events.write(json.dumps(record) + "\n")
-        self._events.flush()
+        self._put(self._events, json.dumps(record) + "\n")
 
     def emit_event(self, event: Event) -> None:
         data = {k: v for k, v in asdict(event).items() if k != "kind" and v not in (None, False)}
         self.emit(event.kind, **data)
 
     def flush(self) -> None:
-        self._log.flush()
-        for f in self._step_files.values():
-            f.flush()
+        for f in (self._log, *self._step_files.values()):
+            self._put(f)
 
     def close(self) -> None:
-        self._log.close()
-        self._events.close()
-        for f in self._step_files.values():
-            f.close()
+        for f in (self._log, self._events, *self._step_files.values()):
+            self._put(f)
+            try:
+                f.close()
+            except OSError as exc:  # what a full disk still held back is lost
+                if exc.errno not in DISK_FULL_ERRNOS:
+                    raise
+                self.disk_full = True
 
 
 def read_events(rundir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS steps (
     finished REAL,
     peak_memory_mib INTEGER,
     cached INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
     PRIMARY KEY (run_id, name)
 );
 """
@@ -102,6 +103,9 @@ class Step:
     finished: float | None = None
     peak_memory_mib: int | None = None
     cached: bool = False
+    #: Why the step ended as it did, when the executor knows more than cwltool said
+    #: (``killed: out of memory``).
+    message: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -223,6 +227,14 @@ class RunStore:
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            # Stores made before steps had a message get the column (NULL for their steps).
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(steps)")}
+            if "message" not in columns:
+                try:
+                    db.execute("ALTER TABLE steps ADD COLUMN message TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process added it first
+                        raise
 
     # A connection per thread: sqlite3 connections must not be shared across threads, and the
     # server runs store calls in a thread pool.
@@ -344,8 +356,8 @@ class RunStore:
         """The steps of a run in the order they started."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT name, state, started, finished, peak_memory_mib, cached FROM steps "
-                "WHERE run_id = ? ORDER BY coalesce(started, 1e18), rowid",
+                "SELECT name, state, started, finished, peak_memory_mib, cached, message "
+                "FROM steps WHERE run_id = ? ORDER BY coalesce(started, 1e18), rowid",
                 (run_id,),
             ).fetchall()
         return [
@@ -356,6 +368,7 @@ class RunStore:
                 finished=r["finished"],
                 peak_memory_mib=r["peak_memory_mib"],
                 cached=bool(r["cached"]),
+                message=r["message"],
             )
             for r in rows
         ]

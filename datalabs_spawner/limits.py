@@ -13,6 +13,7 @@ from typing import Any
 from traitlets import Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from datalabs_pipelines.executors.memory import DEFAULT_PARENT, ENV_CGROUP, ENV_MEMORY_LIMIT
 from datalabs_pipelines.executors.slots import ENV_MACHINE_RUNS, ENV_SLOTS_DIR, MachineSlots
 from datalabs_pipelines.settings import ENV_MAX_RUNS, ENV_WORKSPACE_QUOTA
 
@@ -77,6 +78,46 @@ class RunLimitsMixin(LoggingConfigurable):
         """,
     )
 
+    pipeline_memory_limit = Integer(
+        0,
+        config=True,
+        help="""
+        Memory one pipeline run may use, in bytes: cwltool and all the run's steps together
+        (0, the default: no limit but the machine's). Each run gets its own memory cgroup
+        (under ``pipeline_memory_cgroup``) with this limit, so a step that needs more is killed
+        by the kernel inside its own run rather than some other process on the machine, and
+        the step and the run are marked failed with the reason "killed: out of memory". An
+        unsandboxed session (root) makes the runs' cgroups itself; for a sandboxed one the hub
+        delegates ``<pipeline_memory_cgroup>/<account>`` to the user's account, limited to
+        ``pipeline_runs_per_user`` runs' worth (which the account cannot raise), and shows it
+        in the sandbox. A run that cannot have its cgroup runs without the limit, and its
+        events say why. cwltool itself holds about 100 MiB, so the limit must be at least
+        128 MiB. Example:
+        ``4 * 1024**3`` for 4 GiB.
+        """,
+    )
+
+    pipeline_memory_cgroup = Unicode(
+        DEFAULT_PARENT,
+        config=True,
+        help="""
+        The parent memory cgroup under which each pipeline run gets its own
+        (``<this>/run-<id>``) when ``pipeline_memory_limit`` is set; created when missing.
+        The default is for cgroup v1 (``/sys/fs/cgroup/memory``); on cgroup v2 give a folder of
+        the unified hierarchy whose ``cgroup.subtree_control`` enables ``memory``.
+        """,
+    )
+
+    @validate("pipeline_memory_limit")
+    def _check_memory_limit(self, proposal: dict[str, Any]) -> int:
+        value = proposal["value"]
+        if value != 0 and value < 128 * 2**20:
+            raise TraitError(
+                "pipeline_memory_limit must be 0 (no limit) or at least 128 MiB "
+                f"({128 * 2**20} bytes), not {value}: cwltool alone holds about 100 MiB"
+            )
+        return value
+
     @validate("workspace_quota_bytes")
     def _check_quota(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 0:
@@ -108,6 +149,9 @@ class RunLimitsMixin(LoggingConfigurable):
         env = {ENV_MAX_RUNS: str(self.pipeline_runs_per_user)}
         if self.workspace_quota_bytes:
             env[ENV_WORKSPACE_QUOTA] = str(self.workspace_quota_bytes)
+        if self.pipeline_memory_limit:
+            env[ENV_MEMORY_LIMIT] = str(self.pipeline_memory_limit)
+            env[ENV_CGROUP] = self.pipeline_memory_cgroup
         if self.pipeline_runs_machine:
             MachineSlots(Path(self.pipeline_run_slots_dir), self.pipeline_runs_machine).prepare()
             env[ENV_MACHINE_RUNS] = str(self.pipeline_runs_machine)

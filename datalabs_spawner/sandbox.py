@@ -166,6 +166,8 @@ async def share_data_dir(data_dir: str) -> None:
 #: Where a sandboxed session sees the machine-wide pipeline run slots, whatever their host
 #: folder (binding them at their own path would show that path's parents, e.g. ``/var``).
 RUN_SLOTS_INSIDE = "/run/datalabs-run-slots"
+#: Where a sandboxed session sees the memory cgroup its pipeline runs get theirs under.
+MEMORY_CGROUP_INSIDE = "/run/datalabs-memory"
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,9 @@ class SandboxSpec:
     ``read_only``: further folders bound read-only (the Python environment, the catalogue);
     ``workspace``: bound writable, with the volumes already mounted under its ``data/``;
     ``run_slots``: the host folder of the machine-wide run slots, shown read-only at
-    :data:`RUN_SLOTS_INSIDE` (runs take a slot by ``flock``, which needs no write access).
+    :data:`RUN_SLOTS_INSIDE` (runs take a slot by ``flock``, which needs no write access);
+    ``memory_cgroup``: the host memory cgroup delegated to the account, bound writable at
+    :data:`MEMORY_CGROUP_INSIDE` (each pipeline run makes its own cgroup in it).
     """
 
     account: Account
@@ -186,6 +190,7 @@ class SandboxSpec:
     system: tuple[str, ...] = SYSTEM_PATHS
     links: tuple[tuple[str, str], ...] = ()
     run_slots: str = ""
+    memory_cgroup: str = ""
 
 
 def _ancestors(path: str) -> list[str]:
@@ -245,6 +250,9 @@ def bwrap_argv(
         mounted.append(path)
     if spec.run_slots:
         argv += parents_of(RUN_SLOTS_INSIDE) + ["--ro-bind", spec.run_slots, RUN_SLOTS_INSIDE]
+    if spec.memory_cgroup:
+        argv += parents_of(MEMORY_CGROUP_INSIDE)
+        argv += ["--bind", spec.memory_cgroup, MEMORY_CGROUP_INSIDE]
     argv += parents_of(spec.workspace) + ["--bind", spec.workspace, spec.workspace]
     argv += ["--chdir", spec.workspace]
     argv += [

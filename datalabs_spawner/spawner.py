@@ -26,6 +26,7 @@ from tornado import web
 from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from datalabs_pipelines.executors.memory import ENV_CGROUP, ENV_MEMORY_LIMIT, delegate
 from datalabs_pipelines.executors.slots import ENV_SLOTS_DIR
 from datalabs_volumes import contract
 from datalabs_volumes.access import AccessError, authorize_volume, may_read, refuse_volume
@@ -58,6 +59,7 @@ from .options import (
 )
 from .queue import QueuedStartMixin
 from .sandbox import (
+    MEMORY_CGROUP_INSIDE,
     RUN_SLOTS_INSIDE,
     Account,
     AccountError,
@@ -533,6 +535,8 @@ class DatalabsLocalSpawner(
             env["USER"] = env["LOGNAME"] = self.account.name
             if ENV_SLOTS_DIR in env:
                 env[ENV_SLOTS_DIR] = RUN_SLOTS_INSIDE  # where sandbox_spec() shows them
+            if ENV_MEMORY_LIMIT in env:
+                env[ENV_CGROUP] = MEMORY_CGROUP_INSIDE  # the account's own (sandbox_spec())
         return env
 
     async def progress(self):
@@ -703,7 +707,25 @@ class DatalabsLocalSpawner(
             read_only=tuple(os.path.realpath(p) for p in read_only if os.path.isdir(p)),
             links=host_links(),
             run_slots=os.path.realpath(slots) if slots else "",
+            memory_cgroup=self._memory_cgroup(),
         )
+
+    def _memory_cgroup(self) -> str:
+        """The memory cgroup delegated to this session's account, under which its pipeline
+        runs make their own (``pipeline_memory_limit``): the account may not create one under
+        the machine's, being unprivileged. It holds the runs the user may have at once. Empty
+        when there is no limit, or when it cannot be made (the runs then say the limit is not
+        applied)."""
+        if not self.pipeline_memory_limit or self.account is None:
+            return ""
+        folder = Path(self.pipeline_memory_cgroup) / self.account.name
+        total = self.pipeline_memory_limit * self.pipeline_runs_per_user
+        try:
+            delegate(folder, total, self.account.uid, self.account.gid)
+        except OSError as e:
+            self.log.warning("No pipeline memory limit for %s's runs: %s", self.user.name, e)
+            return ""
+        return str(folder)
 
     async def _start_sandboxed(self) -> tuple[str, int]:
         """LocalProcessSpawner.start, with the command wrapped in the sandbox and the

@@ -26,12 +26,17 @@ class Who:
 
 
 class AccessError(ValueError):
-    """A volume or choice the user may not have: ``status`` for HTTP, ``message`` for them."""
+    """A volume or choice the user may not have: ``status`` for HTTP, ``message`` for them.
 
-    def __init__(self, status: int, message: str):
+    ``retry_after``: seconds after which the same request may succeed (the hub's broker is
+    restarting); None when trying again would not help.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 def may_read(volume: Volume, who: Who, today: date | None = None) -> bool:

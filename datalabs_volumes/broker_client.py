@@ -4,6 +4,11 @@ to attach and detach volumes and to say which volumes the user may read.
 The session never decides access itself: whatever it sends, the broker checks the hub's own
 users, groups and catalogue, and answers 403 for what the user may not have. Errors come back
 as ``AccessError`` with the broker's status and message, which the session passes on.
+
+The broker lives in the hub process, so while the hub restarts (an upgrade, a crash) it does
+not answer. That is told apart from a refusal: a 503 whose ``retry_after`` is set, with a
+message saying the hub is restarting and to try again, so that a client knows the same
+request may succeed a few seconds later.
 """
 
 from __future__ import annotations
@@ -15,6 +20,14 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .access import AccessError
+
+#: Seconds a user is told to wait when the hub does not answer (a restart of the embedded hub
+#: takes a few seconds); they may then need to try again.
+RETRY_AFTER = 5
+#: Answers from something in front of a hub that is down (a proxy), not from the broker.
+_GATEWAY_DOWN = (502, 503, 504)
+#: Tornado's code for "no HTTP answer": the connection closed, or the request timed out.
+_NO_ANSWER = 599
 
 
 class BrokerClient:
@@ -41,11 +54,14 @@ class BrokerClient:
         try:
             response = await AsyncHTTPClient().fetch(request)
         except HTTPClientError as e:
+            if e.code == _NO_ANSWER:
+                raise hub_unavailable(during=True) from None
+            if e.code in _GATEWAY_DOWN and e.response is not None and not _from_hub(e):
+                raise hub_unavailable(during=False) from None
             raise AccessError(e.code, _message(e)) from None
-        except OSError as e:
-            raise AccessError(
-                503, f"The hub's volume broker cannot be reached ({e.strerror or e})."
-            ) from None
+        except OSError:
+            # Refused or unreachable: the request never reached the hub.
+            raise hub_unavailable(during=False) from None
         return json.loads(response.body or b"null")
 
     async def readable(self) -> list[str]:
@@ -61,6 +77,29 @@ class BrokerClient:
     async def detach(self, vid: str) -> dict[str, Any]:
         """Ask the broker to detach ``vid`` from the user's session."""
         return await self._call("POST", self._url("volumes", vid, "detach"), {})
+
+
+def hub_unavailable(during: bool) -> AccessError:
+    """The retryable error of a hub that does not answer; ``during``: it stopped answering in
+    the middle of the request, so whether the hub finished it is not known."""
+    if during:
+        what = (
+            "The hub stopped answering before it finished your request (it may be restarting). "
+            f"Try again in {RETRY_AFTER} seconds; if the volume already shows the change by "
+            "then, the hub made it before it stopped."
+        )
+    else:
+        what = (
+            "The hub is not answering (it may be restarting), so nothing was changed. "
+            f"Try again in {RETRY_AFTER} seconds."
+        )
+    return AccessError(503, what, retry_after=RETRY_AFTER)
+
+
+def _from_hub(error: HTTPClientError) -> bool:
+    """Whether an error answer is JupyterHub's own (a JSON body with a message), not a proxy's."""
+    assert error.response is not None
+    return "json" in error.response.headers.get("Content-Type", "")
 
 
 def _message(error: HTTPClientError) -> str:

@@ -42,15 +42,23 @@ from .remotes import Connection, InvalidConnection, merge_patch, validate
 SIZE_WALK_LIMIT = 20_000
 #: Largest listing returned by browse; the answer says when it was cut.
 BROWSE_LIMIT = 5_000
+#: The ``reason`` of an error the user can retry: the hub (and its broker) did not answer.
+HUB_UNAVAILABLE = "hub_unavailable"
 
 
 class StorageError(AccessError):
     """A request that cannot be done: ``status`` for HTTP, ``message`` for the person, and
     ``reason``, a field or kind a client can act on."""
 
-    def __init__(self, status: int, message: str, reason: str = ""):
-        super().__init__(status, message)
+    def __init__(self, status: int, message: str, reason: str = "", retry_after: int | None = None):
+        super().__init__(status, message, retry_after)
         self.reason = reason
+
+    @classmethod
+    def from_broker(cls, error: AccessError) -> StorageError:
+        """The broker's refusal or failure as the session answers it."""
+        reason = HUB_UNAVAILABLE if error.retry_after is not None else ""
+        return cls(error.status, error.message, reason, error.retry_after)
 
 
 def _refuse_volume(vid: str) -> StorageError:
@@ -144,7 +152,7 @@ class StorageSession:
         try:
             ids = await self.broker.readable()
         except AccessError as e:
-            raise StorageError(e.status, e.message) from None
+            raise StorageError.from_broker(e) from None
         self._allowed = (frozenset(ids), time.monotonic())
 
     def _may_read(self, volume: Volume, today: date | None = None) -> bool:
@@ -378,7 +386,7 @@ class StorageSession:
         try:
             return await call
         except AccessError as e:
-            raise StorageError(e.status, e.message) from None
+            raise StorageError.from_broker(e) from None
 
     async def browse_volume(self, vid: str, path: str = "") -> dict[str, Any]:
         """List a folder of a volume through fsspec, without mounting it."""

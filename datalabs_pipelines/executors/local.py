@@ -15,6 +15,7 @@ ends, so the queue drains even with no server running. The CLI runs in the foreg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import filecmp
 import json
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,7 +45,7 @@ from ..crate import (
     write_crate,
 )
 from ..cwlmain import ENV_UNHASHED_ROOTS
-from ..events import LOG_FILE, RunLog
+from ..events import DISK_FULL_ERRNOS, LOG_FILE, RunLog
 from ..runs import (
     ACTIVE_STATES,
     CANCELLED,
@@ -58,6 +60,7 @@ from ..runs import (
     new_run_id,
 )
 from ..settings import Settings
+from .memory import OOM_REASON, MemoryLimit, RunCgroup, mib
 from .slots import MachineSlots
 
 #: cwltool's exit code for "this implementation does not support a requirement".
@@ -75,6 +78,11 @@ PROVENANCE_DIR = "provenance"
 #: that moment (the supervisor runs in another process) and the checksum size limit.
 PROVENANCE_PLAN = "provenance-plan.json"
 SUPERVISOR_LOG = "supervisor.log"
+#: How long a run's supervisor keeps trying to record the run's end while the disk stays full
+#: (the user may free space meanwhile); after it, the run is found lost by :func:`reconcile`.
+FULL_DISK_PATIENCE = 600.0
+#: What a tool, cwltool or SQLite says when the disk is full or a quota is reached.
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 #: ``argv[0]`` of runs that are Calrissian Jobs (the Kubernetes executor's); they share the store
 #: but have no supervisor here, so :func:`reconcile` must leave them to that executor.
 CALRISSIAN_ARGV0 = "calrissian"
@@ -204,6 +212,22 @@ def create_run(store: RunStore, settings: Settings, request: RunRequest, detache
     run_id = new_run_id()
     rundir = settings.runs_dir / run_id
     rundir.mkdir(parents=True)
+    try:
+        return _create_run(store, settings, request, detached, run_id, rundir)
+    except BaseException:
+        # A full disk (say) must not leave a run folder without a run behind.
+        shutil.rmtree(rundir, ignore_errors=True)
+        raise
+
+
+def _create_run(
+    store: RunStore,
+    settings: Settings,
+    request: RunRequest,
+    detached: bool,
+    run_id: str,
+    rundir: Path,
+) -> Run:
     outdir = request.outdir or str(rundir / "outputs")
     job_path = request.job_path
     if job_path is None and (request.inputs or not request.tool_args):
@@ -322,6 +346,85 @@ def _failure(states: dict[str, str], log: RunLog, recent: list[str]) -> str:
     return _last_error(recent)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused because the disk is full (or a quota is reached)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def _nearly_full(path: str) -> bool:
+    """Whether the filesystem of ``path`` has less than 1 MiB (or 1%) left."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < max(2**20, st.f_blocks * st.f_frsize // 100)
+
+
+def _disk_bytes(path: Path) -> int:
+    """The disk space the files under ``path`` take."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total
+
+
+def give_back_space(run: Run, cache_entries: set[str]) -> int:
+    """Remove what a run that failed for lack of space left unfinished; returns the bytes freed.
+
+    That is the cache entries of its jobs that did not succeed (cwltool would never reuse them)
+    and its partial outputs, when they are in the run's own folder (never an ``--outdir`` the
+    user gave the CLI). Without this the run's own leftovers keep the disk full, and the run
+    store, the user's notebooks and their next run cannot write either.
+    """
+    freed = 0
+    for entry in sorted(cache_entries):
+        try:
+            finished = Path(f"{entry}.status").read_text(encoding="utf-8").strip() == "success"
+        except OSError:
+            finished = False
+        size = 0 if finished else _disk_bytes(Path(entry))
+        if not finished and _drop_cache_entry(entry):
+            freed += size
+    outdir = Path(run.outdir)
+    if outdir.is_relative_to(run.rundir) and outdir.is_dir():
+        freed += _disk_bytes(outdir)
+        shutil.rmtree(outdir, ignore_errors=True)
+    return freed
+
+
+def _disk_full_reason(states: dict[str, str], freed: int) -> str:
+    failed = [step for step, state in states.items() if state in ("failed", "running")]
+    who = f"step '{failed[0]}'" if len(failed) == 1 else "the run"
+    return (
+        f"no space left on the workspace disk: {who} could not write its files. The run's "
+        f"unfinished files were removed ({freed / 2**20:.1f} MiB given back); free some space "
+        "in your workspace and run it again"
+    )
+
+
+def _until_recorded(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``call`` (a run store write), tried again while the disk is full, for at most
+    :data:`FULL_DISK_PATIENCE` seconds: the run's end must not be lost for want of a page."""
+    deadline = time.monotonic() + FULL_DISK_PATIENCE
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _note(text: str) -> None:
+    """A line for the supervisor's log, which a full disk may refuse."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr)
+
+
 def _append_run_event(rundir: str, state: str, reason: str | None = None) -> None:
     record = {"time": time.time(), "kind": "run", "state": state}
     if reason:
@@ -379,24 +482,24 @@ def forget_unreplayable(entries: set[str]) -> list[str]:
     The next run then runs those jobs again instead of failing. An entry another run holds
     (cwltool locks ``<entry>.status``) is left alone: that run checks it when it ends.
     """
-    dropped = []
-    for entry in sorted(entries):
-        if replayable(Path(entry)):
-            continue
-        try:
-            with open(f"{entry}.status", "r+", encoding="utf-8") as status:
-                try:
-                    fcntl.flock(status.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                # cwltool reuses an entry only while its status says "success".
-                status.seek(0)
-                status.truncate()
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
-        dropped.append(entry)
-    return dropped
+    return [e for e in sorted(entries) if not replayable(Path(e)) and _drop_cache_entry(e)]
+
+
+def _drop_cache_entry(entry: str) -> bool:
+    """Empty a cache entry's status and remove it, unless a running cwltool holds it."""
+    try:
+        with open(f"{entry}.status", "r+", encoding="utf-8") as status:
+            try:
+                fcntl.flock(status.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            # cwltool reuses an entry only while its status says "success".
+            status.seek(0)
+            status.truncate()
+            shutil.rmtree(entry, ignore_errors=True)
+    except OSError:
+        return False
+    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -561,6 +664,22 @@ def _execute(
     recent: list[str] = []
     states: dict[str, str] = {}
     cache_entries: set[str] = set()
+    disk_full = False
+
+    def record(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A run store write while the run goes on; a full disk skips it (the run's end
+        records what matters) instead of ending the supervisor."""
+        nonlocal disk_full
+        try:
+            call(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            disk_full = True
+
+    cgroup = _run_cgroup(run, log)
+    if cgroup is not None:
+        cmd = cgroup.wrap(cmd)
     with open(rundir / OUTPUTS_FILE, "wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -571,7 +690,7 @@ def _execute(
             env=env,
             start_new_session=True,
         )
-    store.update(run.id, pgid=proc.pid)
+    record(store.update, run.id, pgid=proc.pid)
     if on_started is not None:
         on_started(proc)
     # A cancel that came between the claim and now found no process group to kill.
@@ -600,23 +719,28 @@ def _execute(
             # Every line of a job mentions its step; only the first one starts it.
             if event.step not in states:
                 states[event.step] = "running"
-                store.upsert_step(run.id, event.step, state="running", started=time.time())
+                record(store.upsert_step, run.id, event.step, state="running", started=time.time())
                 log.emit_event(event)
             if event.cached:
-                store.upsert_step(run.id, event.step, cached=1)
+                record(store.upsert_step, run.id, event.step, cached=1)
         elif event.kind == "step":
             # "[job s1] completed" and "[step s1] completed" report the same thing twice.
             if states.get(event.step) != event.state:
                 states[event.step] = event.state or ""
-                store.upsert_step(run.id, event.step, state=event.state, finished=time.time())
+                record(
+                    store.upsert_step, run.id, event.step, state=event.state, finished=time.time()
+                )
                 log.emit_event(event)
         elif event.kind == "memory":
-            store.upsert_step(run.id, event.step, peak_memory_mib=event.peak_memory_mib)
+            record(store.upsert_step, run.id, event.step, peak_memory_mib=event.peak_memory_mib)
             log.emit_event(event)
     code = proc.wait()
     log.flush()
     # Tools may leave background processes behind; they belong to this run and end with it.
     kill_group(proc.pid, signal.SIGKILL)
+    out_of_memory = cgroup is not None and cgroup.oom_kills() > 0
+    if cgroup is not None and not cgroup.remove():
+        _note(f"could not remove the memory cgroup {cgroup.path}")
     # Entries cwltool would refuse to reuse go now, so that the next run repeats those jobs.
     dropped = forget_unreplayable(cache_entries)
     outputs: dict[str, Any] | None = None
@@ -634,6 +758,13 @@ def _execute(
         state, reason = CANCELLED, current.exit_reason or "cancelled"
     elif code == 0:
         state, reason = SUCCESS, None
+    elif out_of_memory:
+        assert cgroup is not None
+        state, reason = FAILED, _out_of_memory(store, run.id, states, cgroup)
+    elif (
+        disk_full or log.disk_full or any(w in line for line in recent for w in _DISK_FULL_WORDS)
+    ) and _nearly_full(run.rundir):
+        state, reason = FAILED, _disk_full_reason(states, give_back_space(run, cache_entries))
     elif code == UNSUPPORTED_EXIT:
         state, reason = FAILED, f"unsupported CWL feature: {_last_error(recent)}"
     else:
@@ -642,8 +773,9 @@ def _execute(
         record_provenance(replace(run, started=current.started), outputs, state, finished)
     except (OSError, ValueError) as exc:
         # The run's result stands; its supervisor log (or the CLI's stderr) says what is missing.
-        print(f"could not write the provenance of run {run.id}: {exc}", file=sys.stderr)
-    store.update(
+        _note(f"could not write the provenance of run {run.id}: {exc}")
+    _until_recorded(
+        store.update,
         run.id,
         state=state,
         finished=finished,
@@ -651,10 +783,38 @@ def _execute(
         exit_reason=reason,
         outputs=outputs,
     )
-    store.close_open_steps(run.id, "failed" if state != SUCCESS else "success", finished)
+    _until_recorded(
+        store.close_open_steps, run.id, "failed" if state != SUCCESS else "success", finished
+    )
     log.emit("run", state=state, message=reason, exit_code=code)
     log.close()
     return store.get(run.id)
+
+
+def _run_cgroup(run: Run, log: RunLog) -> RunCgroup | None:
+    """The run's memory cgroup when the hub set a limit (see :mod:`.memory`); a run whose
+    cgroup cannot be made runs without the limit and its events say why."""
+    try:
+        memory = MemoryLimit.from_env()
+        return None if memory is None else memory.create(run.id)
+    except (OSError, ValueError) as exc:
+        log.emit("run", state=RUNNING, message=f"the memory limit is not applied: {exc}")
+        return None
+
+
+def _out_of_memory(store: RunStore, run_id: str, states: dict[str, str], cgroup: RunCgroup) -> str:
+    """Mark the steps the OOM killer ended (those cwltool saw fail, or that were still running
+    when cwltool itself was killed) and say why the run failed."""
+    killed = [step for step, state in states.items() if state in ("failed", "running")]
+    message = f"{OOM_REASON} (over the run's {mib(cgroup.limit)})"
+    for step in killed:
+        store.upsert_step(run_id, step, message=message)
+    which = f"step '{killed[0]}'" if len(killed) == 1 else "the run"
+    return (
+        f"{OOM_REASON}: {which} needed more than the {mib(cgroup.limit)} a run may use on this "
+        "machine (the kernel killed it); use less memory, or ask the operator for a larger "
+        "pipeline_memory_limit"
+    )
 
 
 def claim(store: RunStore, run_id: str, limit: int) -> bool:
@@ -839,7 +999,12 @@ class LocalExecutor:
         """Queue a run for ``user`` (default: the settings' user) and start it if a slot is free."""
         settings = self.settings if user is None else replace(self.settings, user=user)
         run = create_run(self.store, settings, request, detached=True)
-        self.tick()
+        try:
+            self.tick()
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not is_disk_full(exc):
+                raise
+            # The run is queued all the same: a later tick starts it once there is room.
         return self.store.get(run.id)
 
     def rerun(self, user: str, run_id: str) -> Run:

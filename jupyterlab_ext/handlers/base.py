@@ -49,7 +49,7 @@ class DatalabsHandler(APIHandler):
         try:
             value = await call()
         except StorageError as e:
-            self.reply({"message": e.message, "reason": e.reason or None}, e.status)
+            self.fail(e)
             return
         if value is None:
             self.set_status(204)
@@ -58,4 +58,9 @@ class DatalabsHandler(APIHandler):
             self.reply(value, status)
 
     def fail(self, error: StorageError) -> None:
-        self.reply({"message": error.message, "reason": error.reason or None}, error.status)
+        body: dict[str, Any] = {"message": error.message, "reason": error.reason or None}
+        if error.retry_after is not None:
+            # Nothing was changed and the same request may work later (the hub restarting).
+            body["retryable"] = True
+            self.set_header("Retry-After", str(error.retry_after))
+        self.reply(body, error.status)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tornado import web
@@ -19,7 +21,7 @@ from tornado.iostream import StreamClosedError
 from datalabs_pipelines.crate import METADATA_FILE, crate_parts
 from datalabs_pipelines.events import LOG_FILE, STEPS_DIR, read_events, step_log_name, tail_text
 from datalabs_pipelines.executors.kubernetes_executor import KubernetesAPIError
-from datalabs_pipelines.executors.local import PROVENANCE_DIR, RunRequest
+from datalabs_pipelines.executors.local import PROVENANCE_DIR, RunRequest, is_disk_full
 from datalabs_pipelines.launcher import JobRejected, validate_job
 from datalabs_pipelines.runs import FINAL_STATES, Run, RunNotFound
 
@@ -53,6 +55,21 @@ class RunBase(DatalabsHandler):
         if real != root and not real.is_relative_to(root):
             return None
         return self.refused_reference(real)
+
+    async def queue(self, submit: Callable[[], Run]) -> Run | None:
+        """``submit()`` (which creates a run) off the event loop; a full disk is answered 507
+        with what to do, instead of a 500."""
+        try:
+            return await asyncio.to_thread(submit)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not is_disk_full(exc):
+                raise
+            self.send_error_json(
+                507,
+                "The workspace disk is full, so the run could not be created. Delete files you "
+                "no longer need (old runs' outputs too) and try again.",
+            )
+            return None
 
     async def workspace_full(self) -> bool:
         """Whether the workspace is over its quota (then answered 507 with what to do)."""
@@ -105,7 +122,9 @@ class RunsHandler(RunBase):
             inputs=job,
             volumes=tuple(v.ref() for v in self.services.workspace.volumes),
         )
-        run = await asyncio.to_thread(self.services.executor.submit, request, self.user_name)
+        run = await self.queue(lambda: self.services.executor.submit(request, self.user_name))
+        if run is None:
+            return
         self.set_header("Location", self.request.path.rstrip("/") + "/" + run.id)
         self.send_json(run.to_json(), status=201)
 
@@ -214,8 +233,9 @@ class RunRerunHandler(RunBase):
         if reason:
             self.send_error_json(400, reason)
             return
-        run = await asyncio.to_thread(self.services.executor.rerun, self.user_name, run_id)
-        self.send_json(run.to_json(), status=201)
+        run = await self.queue(lambda: self.services.executor.rerun(self.user_name, run_id))
+        if run is not None:
+            self.send_json(run.to_json(), status=201)
 
 
 def _zip_folder(folder: Path) -> str:

@@ -26,6 +26,20 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "jupyterhub_config.py"
 
 
+@dataclass(frozen=True)
+class HubPorts:
+    """The hub's three ports; a hub restarted with the same ones is where its sessions (and the
+    proxy's routes) expect it."""
+
+    public: int
+    hub: int
+    proxy_api: int
+
+    @classmethod
+    def free(cls) -> HubPorts:
+        return cls(free_port(), free_port(), free_port())
+
+
 @dataclass
 class Hub:
     url: str
@@ -33,6 +47,14 @@ class Hub:
     password: str
     state: Path
     log: Path
+    process: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the hub process alone, as a crash would: its sessions and its proxy, which
+        are not in its process, go on running."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"}
@@ -81,9 +103,16 @@ def lab_settings(state: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_hub(state: Path, archive: Path, extra_args: Sequence[str] = ()) -> Iterator[Hub]:
-    """Run the embedded hub until the block ends; then stop it and every mount it made."""
-    port = free_port()
+def running_hub(
+    state: Path, archive: Path, extra_args: Sequence[str] = (), ports: HubPorts | None = None
+) -> Iterator[Hub]:
+    """Run the embedded hub until the block ends; then stop it and every mount it made.
+
+    ``ports``: where it listens (default: free ports); give the same ones and ``state`` to
+    restart a hub.
+    """
+    ports = ports or HubPorts.free()
+    port = ports.public
     token = secrets.token_hex(16)
     password = secrets.token_urlsafe(12)
     env = dict(
@@ -91,14 +120,14 @@ def running_hub(state: Path, archive: Path, extra_args: Sequence[str] = ()) -> I
         DATALABS_STATE_DIR=str(state),
         DATALABS_ARCHIVE_DIR=str(archive),
         DATALABS_PORT=str(port),
-        DATALABS_HUB_PORT=str(free_port()),
-        DATALABS_PROXY_API_PORT=str(free_port()),
+        DATALABS_HUB_PORT=str(ports.hub),
+        DATALABS_PROXY_API_PORT=str(ports.proxy_api),
         DATALABS_ADMIN_TOKEN=token,
         DATALABS_DEMO_PASSWORD=password,
         JUPYTERLAB_SETTINGS_DIR=str(lab_settings(state)),
     )
     log = state / "hub.log"
-    with open(log, "wb") as logf:
+    with open(log, "ab") as logf:  # a restarted hub adds to the log
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG), *extra_args],
             cwd=state,
@@ -107,7 +136,7 @@ def running_hub(state: Path, archive: Path, extra_args: Sequence[str] = ()) -> I
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    hub = Hub(f"http://127.0.0.1:{port}", token, password, state, log)
+    hub = Hub(f"http://127.0.0.1:{port}", token, password, state, log, proc)
     try:
         deadline = time.monotonic() + 60
         while True:

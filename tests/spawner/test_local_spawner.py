@@ -343,6 +343,13 @@ async def test_the_session_is_told_the_pipeline_run_limits(make_spawner, tmp_pat
     assert quota["DATALABS_WORKSPACE_QUOTA_BYTES"] == str(5 * 2**30)
     with pytest.raises(TraitError, match="workspace_quota_bytes must be 0"):
         make_spawner("fay", workspace_quota_bytes=-1)
+    # So does the memory limit of one run, with the cgroup its runs' cgroups go under.
+    assert "DATALABS_PIPELINES_MEMORY_LIMIT" not in env
+    memory = make_spawner("gus", pipeline_memory_limit=2**30).get_env()
+    assert memory["DATALABS_PIPELINES_MEMORY_LIMIT"] == str(2**30)
+    assert memory["DATALABS_PIPELINES_CGROUP"] == "/sys/fs/cgroup/memory/datalabs"
+    with pytest.raises(TraitError, match="at least 128 MiB"):
+        make_spawner("hal", pipeline_memory_limit=2**20)
 
 
 async def test_a_server_that_dies_while_starting_leaves_no_mount(make_spawner):

@@ -528,3 +528,95 @@ def test_the_run_slots_are_shown_read_only_at_a_fixed_path_not_their_own():
     i = argv.index("/var/lib/datalabs/run-slots")
     assert argv[i - 1 : i + 2] == ["--ro-bind", "/var/lib/datalabs/run-slots", RUN_SLOTS_INSIDE]
     assert not any(a.startswith("/var") for a in argv if a != "/var/lib/datalabs/run-slots")
+
+
+#: Runs ``datalabs-pipeline run greedy.cwl`` in the sandbox and reports the run as the store has it.
+OOM_PROBE = r"""
+import json, os, subprocess, sys
+from datalabs_pipelines.runs import RunStore
+home = os.path.join(os.getcwd(), "pipeline-runs")
+env = dict(os.environ, DATALABS_PIPELINES_HOME=home)
+cli = [sys.executable, "-c", "import sys, datalabs_pipelines.cli as c; sys.exit(c.main())"]
+done = subprocess.run([*cli, "run", "--quiet", "greedy.cwl", "--mib", "1024"], env=env)
+run = RunStore(os.path.join(home, "runs.db")).list(limit=1)[0]
+steps = RunStore(os.path.join(home, "runs.db")).steps(run.id)
+report = {"code": done.returncode, "state": run.state, "reason": run.exit_reason,
+          "steps": {s.name: [s.state, s.message] for s in steps}}
+with open("oom.json.tmp", "w") as f:
+    json.dump(report, f)
+os.rename("oom.json.tmp", "oom.json")
+import time; time.sleep(600)
+"""
+
+
+async def test_a_sandboxed_sessions_runs_get_the_memory_limit_in_a_delegated_cgroup(
+    hub_user, layout, accounts
+):
+    """An unprivileged session cannot make cgroups under the machine's: the hub delegates one
+    to its account (holding pipeline_runs_per_user runs' worth) and shows it in the sandbox."""
+    require_root()
+    memory_root = Path("/sys/fs/cgroup/memory")
+    assert (memory_root / "cgroup.procs").exists(), "needs the cgroup v1 memory controller"
+    parent = memory_root / f"datalabs-test-{secrets.token_hex(4)}"
+    state = layout["state"]
+    ws = state / "workspaces" / "alice"
+    data = Path(__file__).resolve().parents[1] / "pipelines" / "data"
+    spawner = hub_user("alice")._new_spawner(
+        "",
+        spawner_class=DatalabsLocalSpawner,
+        cmd=[sys.executable, "-c", OOM_PROBE],
+        sandbox=True,
+        account_prefix=accounts,
+        catalogue_dirs=[str(layout["catalogue"])],
+        workspace_root=str(state / "workspaces"),
+        volume_root=str(layout["archive"]),
+        pipeline_memory_limit=256 * 2**20,
+        pipeline_memory_cgroup=str(parent),
+        pipeline_runs_per_user=2,
+        pipeline_runs_machine=0,
+        interrupt_timeout=1,
+        term_timeout=1,
+        kill_timeout=1,
+    )
+    spawner.user_options = {"profile": "lab", "volumes": []}
+    ws.mkdir(parents=True, mode=0o700)
+    for name in ("greedy.cwl", "echo.cwl"):
+        (ws / name).write_text((data / name).read_text())
+    await spawner.start()
+    account = pwd.getpwnam(accounts + "alice")
+    delegated = parent / account.pw_name
+    try:
+        found = wait_for(ws / "oom.json", timeout=120)
+        assert found["state"] == "failed" and found["code"] != 0, found
+        assert found["reason"].startswith(
+            "killed: out of memory: step 'greedy' needed more than the 256 MiB"
+        ), found
+        assert found["steps"]["greedy"] == [
+            "failed",
+            "killed: out of memory (over the run's 256 MiB)",
+        ]
+        # The account's cgroup: its own, limited to two runs' worth, which it cannot raise.
+        assert delegated.stat().st_uid == account.pw_uid
+        assert (delegated / "memory.limit_in_bytes").read_text().strip() == str(512 * 2**20)
+        assert (delegated / "memory.limit_in_bytes").stat().st_uid == 0
+        assert [p.name for p in delegated.iterdir() if p.is_dir()] == []  # the run's is gone
+    finally:
+        await spawner.stop()
+        if delegated.exists():
+            for child in delegated.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            delegated.rmdir()
+        if parent.exists():
+            parent.rmdir()
+
+
+def test_the_delegated_memory_cgroup_is_bound_writable_at_a_fixed_path():
+    from datalabs_spawner.sandbox import MEMORY_CGROUP_INSIDE
+
+    account = Account("dl-alice", 1234, 1234)
+    host = "/sys/fs/cgroup/memory/datalabs/dl-alice"
+    argv = bwrap_argv(SandboxSpec(account, "/srv/ws/alice", memory_cgroup=host), ["true"])
+    i = argv.index(host)
+    assert argv[i - 1 : i + 2] == ["--bind", host, MEMORY_CGROUP_INSIDE]
+    assert host not in bwrap_argv(SandboxSpec(account, "/srv/ws/alice"), ["true"])

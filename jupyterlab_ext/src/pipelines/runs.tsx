@@ -430,6 +430,9 @@ function RunPage(props: IRunPageProps): JSX.Element {
               <td>{s.name}</td>
               <td>
                 <StateBadge state={s.state} />
+                {stepInfo[s.name]?.message && (
+                  <span className="dl-step-message"> {stepInfo[s.name].message}</span>
+                )}
               </td>
               <td>
                 {duration(

@@ -62,6 +62,8 @@ export interface IStep {
   started: string | null;
   finished: string | null;
   peak_memory_mib: number | null;
+  /** Why the step ended as it did, when the executor knows more than cwltool said. */
+  message?: string | null;
 }
 
 export interface IRun {

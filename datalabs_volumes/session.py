@@ -88,6 +88,8 @@ class StorageSession:
     configured no credentials key, and connections are refused with a message saying so).
     ``allowed_networks``: the :class:`NetworkPolicy` (or the non-public networks it allows)
     that connections obey, when saved and at every connection rclone makes.
+    ``connections_dir``: where connections are mounted (default ``data_dir``; on Kubernetes the
+    folder the rclone sidecar shares with the user container).
     """
 
     def __init__(
@@ -102,12 +104,14 @@ class StorageSession:
         rclone: SessionRclone | None = None,
         catalogue_refresh_seconds: float = 2.0,
         broker: BrokerClient | None = None,
+        connections_dir: Path | None = None,
     ):
         self.broker = broker
         #: The broker's answer (ids the user may read) and when it was fetched.
         self._allowed: tuple[frozenset[str], float] | None = None
         self.data_dir = Path(data_dir)
         self._data_dir_abs = os.path.abspath(self.data_dir)
+        self.connections_dir = Path(connections_dir) if connections_dir else self.data_dir
         self.who = who
         self.catalogue = VolumeCatalogue(catalogue_dirs)
         self.catalogue_refresh_seconds = catalogue_refresh_seconds
@@ -471,13 +475,17 @@ class StorageSession:
         out = connection.redacted()
         attached = self.rclone.attached.get(connection.name)
         out["attached"] = attached is not None
-        out["mount"] = f"data/{connection.name}"
+        out["mount"] = self._connection_label(connection.name)
         out["read_only"] = attached.read_only if attached else not connection.writable
         if attached and health:
             out["health"] = (await self.rclone.health(connection.name)).to_json()
         else:
             out["health"] = None
         return out
+
+    def _connection_label(self, name: str) -> str:
+        """``data/<name>``: where the connection appears, relative to the server's root."""
+        return os.path.relpath(self.connections_dir / name, self.data_dir.parent)
 
     async def connections(self) -> list[dict[str, Any]]:
         """Every connection of the user, secrets redacted, with attached state and health."""
@@ -534,14 +542,15 @@ class StorageSession:
         if connection.spec.kernel:
             await self._test(connection)
         read_only = not (connection.writable if writable is None else writable)
-        target = self.data_dir / name
+        target = self.connections_dir / name
+        label = self._connection_label(name)
         if name in self.rclone.attached:
-            raise StorageError(409, f"'{name}' is already attached at data/{name}.")
+            raise StorageError(409, f"'{name}' is already attached at {label}.")
         if is_mount_point(target):
-            raise StorageError(409, f"data/{name} is already used by a volume.")
+            raise StorageError(409, f"{label} is already used by a volume.")
         if target.exists() and any(target.iterdir()):
             raise StorageError(
-                409, f"data/{name} is a folder with files in it; rename it or the connection."
+                409, f"{label} is a folder with files in it; rename it or the connection."
             )
         try:
             await self.rclone.attach(connection, target, read_only=read_only)

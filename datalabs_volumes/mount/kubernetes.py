@@ -178,7 +178,12 @@ def remote_storage_volumes(config_secret: str) -> list[dict[str, Any]]:
         {"name": RC_SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {
             "name": RCLONE_CONFIG_VOLUME,
-            "secret": {"secretName": config_secret, "defaultMode": 0o400},
+            # Only the config: the Secret may hold values meant for the user container alone.
+            "secret": {
+                "secretName": config_secret,
+                "items": [{"key": "rclone.conf", "path": "rclone.conf"}],
+                "defaultMode": 0o400,
+            },
         },
     ]
 

@@ -1,0 +1,269 @@
+"""The rclone sidecar and the session's Secret, wired in by DatalabsKubeSpawner, on a real API
+server (tests/cluster.py): what the pod spec holds, what the Secret holds, who mounts it.
+
+The session namespace enforces Pod Security "privileged" (the sidecar needs it) and warns and
+audits at "restricted"; the user container alone is checked against "restricted" by the real
+API server with a server-side dry run in a namespace that enforces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from kubespawner import KubeSpawner
+
+from datalabs_spawner.kube_session import KEY_ITEM, SESSION_SECRET_VOLUME
+from datalabs_spawner.spawner import DatalabsKubeSpawner
+from datalabs_volumes import contract
+from datalabs_volumes.credentials import user_key
+from datalabs_volumes.mount.kubernetes import RCLONE_CONFIG_VOLUME, REMOTE_VOLUME, SIDECAR_NAME
+from tests.cluster import NODE_NAME, Cluster
+from tests.helpers import datalab_yaml, write
+from tests.k8s.conftest import HUB_RULES, kube_spawner, restricted_namespace
+from tests.k8s_fixtures import _forget_kubespawner_clients
+
+pytestmark = pytest.mark.k8s
+
+MASTER_KEY = "m" * 44
+SESSION_LABELS = {
+    "pod-security.kubernetes.io/enforce": "privileged",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+_count = iter(range(1, 1000))
+
+
+@pytest_asyncio.fixture
+async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
+    """A namespace labelled as docs/kubernetes.md tells operators to, with z2jh's hub Role."""
+    name = f"datalabs-sessions-{next(_count)}"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": SESSION_LABELS},
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "hub", "namespace": name},
+            "rules": HUB_RULES,
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "hub", "namespace": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+    await kube_identity(cluster.kubeconfig("datalabs-hub", name))
+    try:
+        yield name
+    finally:
+        try:
+            await KubeSpawner._stop_all_reflectors()
+        finally:
+            await _forget_kubespawner_clients()
+            cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def catalogue_dir(tmp_path):
+    cat = tmp_path / "catalogue"
+    write(cat, "rosetta/datalabs/planetary.yaml", datalab_yaml("Planetary", "default_url: /lab\n"))
+    write(
+        cat,
+        "rosetta/volumes/psa.yaml",
+        "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
+    )
+    return cat
+
+
+def spawner(namespace: str, catalogue_dir, user: str):
+    made = kube_spawner(
+        DatalabsKubeSpawner,
+        namespace,
+        user,
+        catalogue_dirs=[str(catalogue_dir)],
+        catalogue_refresh_seconds=0,
+        credentials_master_key=MASTER_KEY,
+        connection_allowed_networks=["10.20.0.0/16"],
+    )
+    made.user_options = {"profile": "planetary", "volumes": ["psa"]}
+    return made
+
+
+def get(cluster: Cluster, path: str) -> tuple[int, dict]:
+    return cluster.request("GET", path)
+
+
+def user_pods(cluster: Cluster, namespace: str) -> dict[str, dict]:
+    status, answer = get(cluster, f"/api/v1/namespaces/{namespace}/pods")
+    assert status == 200, answer
+    return {p["metadata"]["name"]: p for p in answer["items"]}
+
+
+def secret_volumes(pod: dict) -> dict[str, dict]:
+    """Pod volume name -> its ``secret`` source, for every Secret the pod names."""
+    return {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
+
+
+def named_secrets(pod: dict) -> set[str]:
+    """Every Secret a pod refers to, as a volume or through secretKeyRef."""
+    names = {s["secretName"] for s in secret_volumes(pod).values()}
+    for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+        for e in c.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+    return names
+
+
+async def test_alices_pod_gets_the_sidecar_and_her_key_only_through_her_secret(
+    cluster: Cluster, session_namespace, catalogue_dir
+):
+    ns = session_namespace
+    cluster.bound_volume(ns, "archive")
+    alice = spawner(ns, catalogue_dir, "alice")
+    bob = spawner(ns, catalogue_dir, "bob")
+    async with asyncio.timeout(90):
+        await alice.start()
+        await bob.start()
+    pods = user_pods(cluster, ns)
+    pod, bobs_pod = pods[alice.pod_name], pods[bob.pod_name]
+    # accepted by the real API server, scheduled, reported running
+    assert pod["spec"]["nodeName"] == NODE_NAME and pod["status"]["phase"] == "Running"
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+
+    # the sidecar: a native sidecar (init container that keeps running), privileged
+    [sidecar] = spec["initContainers"]
+    assert sidecar["name"] == SIDECAR_NAME and sidecar["restartPolicy"] == "Always"
+    assert sidecar["securityContext"]["privileged"] is True
+    shared_dir = alice.connections_mount_root
+    sidecar_mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert sidecar_mounts[REMOTE_VOLUME]["mountPropagation"] == "Bidirectional"
+    assert sidecar_mounts[REMOTE_VOLUME]["mountPath"] == shared_dir
+
+    # the user container: restricted settings, volumes read-only, shared folder HostToContainer
+    [container] = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert not any(
+        m.startswith("/var/run/secrets/kubernetes.io")
+        for m in (x["mountPath"] for x in container["volumeMounts"])
+    )
+    assert mounts["dlv-psa"]["readOnly"] is True
+    assert mounts[REMOTE_VOLUME] == {
+        "name": REMOTE_VOLUME,
+        "mountPath": shared_dir,
+        "mountPropagation": "HostToContainer",
+        "readOnly": True,
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env[contract.CONNECTIONS_DIR]["value"] == shared_dir
+    assert env[contract.RCLONE_SOCKET]["value"].startswith(
+        sidecar_mounts["datalabs-rc"]["mountPath"]
+    )
+    assert contract.CREDENTIALS_KEY not in env
+
+    # her key: in her Secret, mounted in her user container only, nowhere in any pod spec
+    key = user_key(MASTER_KEY, "alice")
+    assert key not in json.dumps(pods)
+    secret_name = alice.session_secret_name
+    status, secret = get(cluster, f"/api/v1/namespaces/{ns}/secrets/{secret_name}")
+    assert status == 200, secret
+    assert base64.b64decode(secret["data"][KEY_ITEM]).decode() == key
+    volumes = secret_volumes(pod)
+    assert volumes[SESSION_SECRET_VOLUME]["secretName"] == secret_name
+    assert KEY_ITEM in {i["key"] for i in volumes[SESSION_SECRET_VOLUME]["items"]}
+    assert mounts[SESSION_SECRET_VOLUME]["readOnly"] is True
+    assert SESSION_SECRET_VOLUME not in sidecar_mounts  # the sidecar never sees the key
+    assert [i["key"] for i in volumes[RCLONE_CONFIG_VOLUME]["items"]] == ["rclone.conf"]
+    assert env[contract.CREDENTIALS_KEY_FILE]["value"].startswith(
+        mounts[SESSION_SECRET_VOLUME]["mountPath"] + "/"
+    )
+
+    # bob: his own Secret with his own key; neither pod names the other's Secret
+    assert named_secrets(pod) == {secret_name}
+    assert named_secrets(bobs_pod) == {bob.session_secret_name} != {secret_name}
+    status, bobs = get(cluster, f"/api/v1/namespaces/{ns}/secrets/{bob.session_secret_name}")
+    assert status == 200
+    assert base64.b64decode(bobs["data"][KEY_ITEM]).decode() == user_key(MASTER_KEY, "bob")
+
+    # the user container alone passes "restricted", judged by the API server itself
+    strict = restricted_namespace(cluster)
+    try:
+        alone = copy.deepcopy(pod)
+        alone["metadata"] = {"name": pod["metadata"]["name"], "namespace": strict}
+        alone.pop("status")
+        alone["spec"].pop("initContainers")
+        alone["spec"].pop("nodeName")
+        status, answer = cluster.request(
+            "POST", f"/api/v1/namespaces/{strict}/pods?dryRun=All", alone
+        )
+        assert status == 201, answer
+        # and the sidecar is what "restricted" would refuse (so the namespace must allow it)
+        status, answer = cluster.request(
+            "POST",
+            f"/api/v1/namespaces/{strict}/pods?dryRun=All",
+            {**alone, "spec": {**alone["spec"], "initContainers": spec["initContainers"]}},
+        )
+        assert status == 403 and SIDECAR_NAME in answer["message"], answer
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{strict}")
+
+    # stopping removes her Secret (and only hers)
+    async with asyncio.timeout(60):
+        await alice.stop(now=True)
+    assert get(cluster, f"/api/v1/namespaces/{ns}/secrets/{secret_name}")[0] == 404
+    assert get(cluster, f"/api/v1/namespaces/{ns}/secrets/{bob.session_secret_name}")[0] == 200
+    async with asyncio.timeout(60):
+        await bob.stop(now=True)
+    assert get(cluster, f"/api/v1/namespaces/{ns}/secrets/{bob.session_secret_name}")[0] == 404
+    assert user_pods(cluster, ns) == {}
+
+
+async def test_a_restart_gets_a_new_secret_and_no_sidecar_when_turned_off(
+    cluster: Cluster, session_namespace, catalogue_dir
+):
+    ns = session_namespace
+    cluster.bound_volume(ns, "archive")
+    alice = spawner(ns, catalogue_dir, "alice")
+    async with asyncio.timeout(90):
+        await alice.start()
+    path = f"/api/v1/namespaces/{ns}/secrets/{alice.session_secret_name}"
+    first = get(cluster, path)[1]["metadata"]["uid"]
+    async with asyncio.timeout(60):
+        await alice.stop(now=True)
+        await alice.start()
+    assert get(cluster, path)[1]["metadata"]["uid"] != first
+    [pod] = user_pods(cluster, ns).values()
+    assert len(pod["spec"]["initContainers"]) == 1  # not one more per restart
+    async with asyncio.timeout(60):
+        await alice.stop(now=True)
+        alice.rclone_sidecar = False
+        await alice.start()
+    [pod] = user_pods(cluster, ns).values()
+    assert "initContainers" not in pod["spec"]
+    assert named_secrets(pod) == set()
+    [container] = pod["spec"]["containers"]
+    names = {e["name"] for e in container["env"]}
+    assert not names & {contract.RCLONE_SOCKET, contract.CREDENTIALS_KEY_FILE}
+    assert get(cluster, path)[0] == 404
+    async with asyncio.timeout(60):
+        await alice.stop(now=True)

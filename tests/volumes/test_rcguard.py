@@ -176,11 +176,11 @@ def _rclone_pids_with(marker: str) -> list[int]:
 class Sidecar:
     """The guard started as the sidecar starts it, with its folders and a client for it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, root: Path | None = None) -> None:
         self.shared, self.private = tmp_path / "shared", tmp_path / "private"
-        self.root, self.log = tmp_path / "mnt", tmp_path / "guard.log"
+        self.root, self.log = root or tmp_path / "mnt", tmp_path / "guard.log"
         self.shared.mkdir()
-        self.root.mkdir()
+        self.root.mkdir(parents=True)
         self.socket = self.shared / "rc.sock"
         env = dict(os.environ, RCLONE_RC_USER="datalabs", RCLONE_RC_PASS="rc-secret-for-test")
         with open(self.log, "wb") as log:

@@ -12,10 +12,12 @@ import asyncio
 import base64
 import copy
 import json
+import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+import yaml
 from kubespawner import KubeSpawner
 
 from datalabs_spawner.kube_session import KEY_ITEM, SESSION_SECRET_VOLUME
@@ -23,9 +25,10 @@ from datalabs_spawner.spawner import DatalabsKubeSpawner
 from datalabs_volumes import contract
 from datalabs_volumes.credentials import user_key
 from datalabs_volumes.mount.kubernetes import RCLONE_CONFIG_VOLUME, REMOTE_VOLUME, SIDECAR_NAME
-from tests.cluster import NODE_NAME, Cluster
+from tests.cluster import BIN_DIR, NODE_NAME, Cluster
 from tests.helpers import datalab_yaml, write
 from tests.k8s.conftest import HUB_RULES, kube_spawner, restricted_namespace
+from tests.k8s.test_chart import CHART
 from tests.k8s_fixtures import _forget_kubespawner_clients
 
 pytestmark = pytest.mark.k8s
@@ -39,9 +42,9 @@ SESSION_LABELS = {
 _count = iter(range(1, 1000))
 
 
-@pytest_asyncio.fixture
-async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
-    """A namespace labelled as docs/kubernetes.md tells operators to, with z2jh's hub Role."""
+async def _session_namespace(cluster: Cluster, kube_identity, rules) -> AsyncIterator[str]:
+    """A namespace labelled as docs/kubernetes-sessions.md tells operators to, with ``rules``
+    as the hub's Role there; KubeSpawner acts as the hub."""
     name = f"datalabs-sessions-{next(_count)}"
     cluster.apply(
         {
@@ -55,7 +58,7 @@ async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[st
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "hub", "namespace": name},
-            "rules": HUB_RULES,
+            "rules": rules,
         }
     )
     cluster.apply(
@@ -76,6 +79,26 @@ async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[st
         finally:
             await _forget_kubespawner_clients()
             cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest_asyncio.fixture
+async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
+    """With z2jh's hub Role."""
+    async for name in _session_namespace(cluster, kube_identity, HUB_RULES):
+        yield name
+
+
+@pytest_asyncio.fixture
+async def chart_session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
+    """With the rules of the chart's own hub Role (``helm template``), and nothing more."""
+    done = subprocess.run(
+        [str(BIN_DIR / "helm"), "template", "datalabs", str(CHART), "--show-only",
+         "templates/hub-rbac.yaml"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    [role] = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Role"]
+    async for name in _session_namespace(cluster, kube_identity, role["rules"]):
+        yield name
 
 
 @pytest.fixture
@@ -238,10 +261,10 @@ async def test_alices_pod_gets_the_sidecar_and_her_key_only_through_her_secret(
     assert user_pods(cluster, ns) == {}
 
 
-async def test_a_restart_gets_a_new_secret_and_no_sidecar_when_turned_off(
-    cluster: Cluster, session_namespace, catalogue_dir
+async def test_with_the_charts_hub_role_a_restart_gets_a_new_secret_and_off_means_off(
+    cluster: Cluster, chart_session_namespace, catalogue_dir
 ):
-    ns = session_namespace
+    ns = chart_session_namespace
     cluster.bound_volume(ns, "archive")
     alice = spawner(ns, catalogue_dir, "alice")
     async with asyncio.timeout(90):

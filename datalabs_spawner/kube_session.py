@@ -16,6 +16,9 @@ stops) holds three values, each mounted only where it is used:
   gets it through ``secretKeyRef`` (a reference, not a value, in the pod spec).
 - ``rclone.conf``: the sidecar's starting rclone config (empty: connections arrive as
   ``config/create`` calls through the guard); mounted in the sidecar only.
+- ``hub-bind-token`` (with an ``archive_claim``): the token of the sidecar's hub-only bind API
+  for hot attach (``datalabs_volumes.mount.hubbind``); the sidecar gets it through
+  ``secretKeyRef``, the hub keeps it in its own state, the user container never sees it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import posixpath
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
@@ -31,15 +35,23 @@ from traitlets import Bool, Dict, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from datalabs_volumes import contract
+from datalabs_volumes.access import AccessError, may_read, refuse_volume
 from datalabs_volumes.credentials import user_key
+from datalabs_volumes.models import ChosenVolume, Volume
+from datalabs_volumes.mount.hubbind import request_bind
 from datalabs_volumes.mount.kubernetes import (
+    ARCHIVE_VOLUME,
+    HUB_BIND_PORT,
     SIDECAR_IMAGE,
+    archive_volume,
     rclone_sidecar,
     remote_storage_user_mounts,
     remote_storage_volumes,
 )
+from datalabs_volumes.mount.local import Mounted
 
 KEY_ITEM = "credentials-key"
+HUB_TOKEN_ITEM = "hub-bind-token"
 RC_PASSWORD_ITEM = "rc-password"
 RCLONE_CONF_ITEM = "rclone.conf"
 #: The user container's projection of the session's Secret (key and rc password only).
@@ -61,13 +73,20 @@ def session_secret_name(pod_name: str) -> str:
 
 
 def session_secret(
-    name: str, namespace: str, user: str, rc_password: str, credentials_key: str = ""
+    name: str,
+    namespace: str,
+    user: str,
+    rc_password: str,
+    credentials_key: str = "",
+    hub_token: str = "",
 ) -> dict[str, Any]:
     """The session's Secret: rc password, empty rclone config and (if connections are enabled)
-    the user's connections key."""
+    the user's connections key, (with hot attach) the hub's bind token."""
     data = {RC_PASSWORD_ITEM: rc_password, RCLONE_CONF_ITEM: ""}
     if credentials_key:
         data[KEY_ITEM] = credentials_key
+    if hub_token:
+        data[HUB_TOKEN_ITEM] = hub_token
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -106,13 +125,15 @@ def sidecar_parts(
     with_key: bool,
     allowed_networks: tuple[str, ...] = (),
     resources: dict[str, Any] | None = None,
+    archive_claim: str = "",
 ) -> SidecarParts:
     """The rclone sidecar wired into a user pod.
 
     ``connections_dir``: the shared folder, at the same path in both containers (Bidirectional
     in the sidecar, HostToContainer and read-only in the user container), so a mount point the
     session names is the sidecar's too. ``with_key``: whether the Secret holds the user's
-    connections key (the operator configured a master key).
+    connections key (the operator configured a master key). ``archive_claim``: mounted
+    read-only in the sidecar alone, for hot attach (the Secret then holds the hub's token).
     """
     sidecar = rclone_sidecar(
         image,
@@ -123,11 +144,15 @@ def sidecar_parts(
         socket_dir=SOCKET_DIR,
         resources=resources,
         allowed_networks=allowed_networks,
+        archive_claim=archive_claim,
+        hub_token_key=HUB_TOKEN_ITEM if archive_claim else "",
     )
     items = [{"key": RC_PASSWORD_ITEM, "path": RC_PASSWORD_ITEM}]
     if with_key:
         items.append({"key": KEY_ITEM, "path": KEY_ITEM})
     volumes = {v["name"]: v for v in remote_storage_volumes(secret_name)}
+    if archive_claim:
+        volumes[ARCHIVE_VOLUME] = archive_volume(archive_claim)
     volumes[SESSION_SECRET_VOLUME] = {
         "name": SESSION_SECRET_VOLUME,
         # 0440 with the pod's fsGroup: the user's server (uid 1000, group 100) reads it.
@@ -231,6 +256,7 @@ class SidecarSecretMixin(LoggingConfigurable):
             with_key=bool(self.credentials_master_key),  # type: ignore[attr-defined]
             allowed_networks=tuple(self.connection_allowed_networks),  # type: ignore[attr-defined]
             resources=self.rclone_sidecar_resources or None,
+            archive_claim=self.archive_claim,  # type: ignore[attr-defined]
         )
         spawner: Any = self
         for trait, ours in (
@@ -293,6 +319,7 @@ class SidecarSecretMixin(LoggingConfigurable):
             spawner.user.name,
             rc_password=secrets.token_urlsafe(24),
             credentials_key=user_key(master, spawner.user.name) if master else "",
+            hub_token=self._new_hub_token() if spawner.archive_claim else "",
         )
         for _ in range(3):
             try:
@@ -319,3 +346,90 @@ class SidecarSecretMixin(LoggingConfigurable):
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    # -- hot attach: the broker authorizes, the sidecar binds (datalabs_volumes.mount.hubbind) --
+
+    #: The port of the sidecar's bind API (the sidecar listens on ``HUB_BIND_PORT``).
+    hub_bind_port: int = HUB_BIND_PORT
+    #: The token of this pod's sidecar bind API; kept in the hub's database with the
+    #: spawner's state, so that a restarted hub can still attach to running sessions.
+    _hub_token: str = ""
+
+    def _new_hub_token(self) -> str:
+        self._hub_token = secrets.token_urlsafe(32)
+        return self._hub_token
+
+    def get_state(self):
+        state = super().get_state()  # type: ignore[misc]
+        if self._hub_token:
+            state["datalabs_hub_token"] = self._hub_token
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)  # type: ignore[misc]
+        self._hub_token = state.get("datalabs_hub_token", "")
+
+    def clear_state(self):
+        super().clear_state()  # type: ignore[misc]
+        self._hub_token = ""
+
+    def volume_path(self, folder: str) -> str:
+        """Where a volume attached while the session runs appears: in the shared folder."""
+        spawner: Any = self
+        home = posixpath.dirname(spawner.data_mount_root.rstrip("/"))
+        return posixpath.relpath(posixpath.join(self.connections_mount_root, folder), home)
+
+    def _bind_source(self, chosen: ChosenVolume) -> str:
+        """The volume's folder in the archive claim the sidecar holds; 409 for other sources."""
+        src = chosen.source
+        claim = self.archive_claim  # type: ignore[attr-defined]
+        if src.type == "local":
+            return src.path
+        if src.type == "pvc" and src.claim == claim and src.sub_path:
+            return src.sub_path
+        raise AccessError(
+            409,
+            f"Volume '{chosen.id}' is not in the archive claim, so it can only be attached "
+            "when the session starts; restart the session with it.",
+        )
+
+    def _bind_url(self, vid: str) -> str:
+        spawner: Any = self
+        if not (self.rclone_sidecar and spawner.archive_claim and self._hub_token):
+            raise AccessError(
+                409,
+                f"Volume '{vid}' can only be attached when the session starts on this hub; "
+                "restart the session with it.",
+            )
+        pod = spawner.pod_reflector.pods.get(f"{spawner.namespace}/{spawner.pod_name}")
+        ip = ((pod or {}).get("status") or {}).get("podIP")
+        if not ip:
+            raise AccessError(409, f"Start your session before attaching volume '{vid}' to it.")
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{self.hub_bind_port}"
+
+    async def hot_attach(self, chosen: ChosenVolume) -> Mounted:
+        """Have the pod's sidecar bind an authorized volume read-only into the shared folder
+        (the broker calls this after ``authorize_volume``)."""
+        source = self._bind_source(chosen)
+        url = self._bind_url(chosen.id)
+        folder = chosen.volume.folder
+        await request_bind(url, self._hub_token, "bind", {"folder": folder, "source": source})
+        return Mounted(
+            Path(source), Path(posixpath.join(self.connections_mount_root, folder)), "bind"
+        )
+
+    async def hot_detach(self, vid: str) -> Volume:
+        """Have the sidecar unbind a volume (refused as ``hot_attach`` is for others)."""
+        spawner: Any = self
+        volume = spawner.catalogue.volumes.entries.get(vid)
+        if volume is None:
+            raise refuse_volume(vid)
+        url = self._bind_url(vid)
+        try:
+            await request_bind(url, self._hub_token, "unbind", {"folder": volume.folder})
+        except AccessError as e:
+            if e.status == 409 and not may_read(volume, spawner.who()):
+                raise refuse_volume(vid) from None
+            raise
+        return volume

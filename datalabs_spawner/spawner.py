@@ -283,6 +283,10 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             "restart the session with it.",
         )
 
+    def volume_path(self, folder: str) -> str:
+        """Where a volume attached while the session runs appears, from the user's home."""
+        return f"data/{folder}"
+
     async def hot_detach(self, vid: str) -> Volume:
         """Detach a volume from the running session (see ``hot_attach``)."""
         raise AccessError(

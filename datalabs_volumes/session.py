@@ -254,20 +254,35 @@ class StorageSession:
         return {str(p) for p in mount_points()}
 
     def _is_mounted(self, volume: Volume, points: set[str]) -> bool:
-        return os.path.join(self._data_dir_abs, volume.folder) in points
+        return self._mounted_at(volume, points) is not None
+
+    def _mounted_at(self, volume: Volume, points: set[str]) -> Path | None:
+        """Where the volume is mounted: ``data/<folder>``, or on Kubernetes, when the broker
+        attached it while the session runs, the sidecar's folder; None when it is not."""
+        at_spawn = os.path.join(self._data_dir_abs, volume.folder)
+        if at_spawn in points:
+            return Path(at_spawn)
+        shared = os.path.join(os.path.abspath(self.connections_dir), volume.folder)
+        if self.connections_dir != self.data_dir and shared in points:
+            if volume.folder not in self.rclone.attached:  # not a connection of that name
+                return Path(shared)
+        return None
 
     def _describe(self, volume: Volume, points: set[str]) -> dict[str, Any]:
         """The volume as the API shows it; ``points`` is :meth:`_mount_points`."""
-        mounted = self._is_mounted(volume, points)
+        where = self._mounted_at(volume, points)
+        mounted = where is not None
         out = dict(self._catalogue_part(volume))
         out.update(mounted=mounted, size=None, health=None)
+        if where is not None and str(where.parent) != self._data_dir_abs:
+            out["path"] = os.path.relpath(where, os.path.dirname(self._data_dir_abs))
         try:
             size = self._size(volume)
             out["size"] = {"bytes": size.bytes, "files": size.files, "complete": size.complete}
         except StorageError:
             pass
-        if mounted:
-            out["health"] = self._volume_health(self.data_dir / volume.folder)
+        if where is not None:
+            out["health"] = self._volume_health(where)
         return out
 
     async def volumes(self) -> list[dict[str, Any]]:

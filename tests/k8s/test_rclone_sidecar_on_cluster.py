@@ -20,11 +20,16 @@ import pytest_asyncio
 import yaml
 from kubespawner import KubeSpawner
 
-from datalabs_spawner.kube_session import KEY_ITEM, SESSION_SECRET_VOLUME
+from datalabs_spawner.kube_session import HUB_TOKEN_ITEM, KEY_ITEM, SESSION_SECRET_VOLUME
 from datalabs_spawner.spawner import DatalabsKubeSpawner
 from datalabs_volumes import contract
 from datalabs_volumes.credentials import user_key
-from datalabs_volumes.mount.kubernetes import RCLONE_CONFIG_VOLUME, REMOTE_VOLUME, SIDECAR_NAME
+from datalabs_volumes.mount.kubernetes import (
+    ARCHIVE_VOLUME,
+    RCLONE_CONFIG_VOLUME,
+    REMOTE_VOLUME,
+    SIDECAR_NAME,
+)
 from tests.cluster import BIN_DIR, NODE_NAME, Cluster
 from tests.helpers import datalab_yaml, write
 from tests.k8s.conftest import HUB_RULES, kube_spawner, restricted_namespace
@@ -122,6 +127,7 @@ def spawner(namespace: str, catalogue_dir, user: str):
         catalogue_refresh_seconds=0,
         credentials_master_key=MASTER_KEY,
         connection_allowed_networks=["10.20.0.0/16"],
+        archive_claim="datalabs-archive",
     )
     made.user_options = {"profile": "planetary", "volumes": ["psa"]}
     return made
@@ -157,7 +163,8 @@ async def test_alices_pod_gets_the_sidecar_and_her_key_only_through_her_secret(
     cluster: Cluster, session_namespace, catalogue_dir
 ):
     ns = session_namespace
-    cluster.bound_volume(ns, "archive")
+    for claim in ("archive", "datalabs-archive"):
+        cluster.bound_volume(ns, claim)
     alice = spawner(ns, catalogue_dir, "alice")
     bob = spawner(ns, catalogue_dir, "bob")
     async with asyncio.timeout(90):
@@ -221,6 +228,20 @@ async def test_alices_pod_gets_the_sidecar_and_her_key_only_through_her_secret(
         mounts[SESSION_SECRET_VOLUME]["mountPath"] + "/"
     )
 
+    # hot attach: the archive claim and the hub's bind token are the sidecar's alone
+    assert sidecar_mounts[ARCHIVE_VOLUME]["readOnly"] is True
+    assert ARCHIVE_VOLUME not in mounts
+    token_refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for e in sidecar["env"]
+        if e["name"] == "DATALABS_HUB_BIND_TOKEN"
+    ]
+    assert token_refs == [{"name": secret_name, "key": HUB_TOKEN_ITEM}]
+    assert HUB_TOKEN_ITEM not in {i["key"] for i in volumes[SESSION_SECRET_VOLUME]["items"]}
+    hub_token = base64.b64decode(secret["data"][HUB_TOKEN_ITEM]).decode()
+    assert len(hub_token) >= 32 and hub_token not in json.dumps(pods)
+    assert alice.get_state()["datalabs_hub_token"] == hub_token
+
     # bob: his own Secret with his own key; neither pod names the other's Secret
     assert named_secrets(pod) == {secret_name}
     assert named_secrets(bobs_pod) == {bob.session_secret_name} != {secret_name}
@@ -265,7 +286,8 @@ async def test_with_the_charts_hub_role_a_restart_gets_a_new_secret_and_off_mean
     cluster: Cluster, chart_session_namespace, catalogue_dir
 ):
     ns = chart_session_namespace
-    cluster.bound_volume(ns, "archive")
+    for claim in ("archive", "datalabs-archive"):
+        cluster.bound_volume(ns, claim)
     alice = spawner(ns, catalogue_dir, "alice")
     async with asyncio.timeout(90):
         await alice.start()

@@ -307,8 +307,9 @@ class SidecarSecretMixin(LoggingConfigurable):
         try:
             return await super().stop(now)  # type: ignore[misc]
         finally:
-            # Also when the sidecar was turned off since: a Secret left from before must go.
-            await self._delete_session_secret()
+            # Only with the sidecar: a hub without it may have no right to touch Secrets.
+            if self.rclone_sidecar:
+                await self._delete_session_secret()
 
     async def _create_session_secret(self) -> None:
         master = self.credentials_master_key  # type: ignore[attr-defined]

@@ -26,6 +26,9 @@ Everything else (``config/dump``, ``config/get``, ``core/command``, ``operations
 refreshed OAuth token back from a guarded rclone (that needs ``config/get``, which would show
 the token to the user's code too); rclone keeps renewing it with the refresh token it was given.
 
+With ``--hub-listen`` and ``--archive-root`` it also serves the hub-only bind API of hot attach
+(:mod:`.hubbind`) on a TCP port, with the token in ``DATALABS_HUB_BIND_TOKEN``.
+
 Run it as ``python -m datalabs_volumes.mount.rcguard --listen SOCKET --mount-root DIR``; see
 ``--help``. :func:`datalabs_volumes.mount.kubernetes.rclone_sidecar` builds the container.
 """

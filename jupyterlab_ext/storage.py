@@ -214,7 +214,12 @@ class DatalabsStorage(LoggingConfigurable):
             who = Who(self.user, tuple(json_env_list(contract.STANDALONE_GROUPS)))
         runtime = Path(self.rclone_runtime_dir) if self.rclone_runtime_dir else None
         # On Kubernetes the spawner says where the rclone sidecar is: connections go through it.
-        sidecar = sidecar_from_env(os.environ)
+        try:
+            sidecar = sidecar_from_env(os.environ)
+        except ValueError as e:
+            # Never a local rclone instead: in a pod it could mount nothing.
+            self.log.error("Connections are disabled: the rclone sidecar is unusable: %s", e)
+            sidecar, store = None, None
         return StorageSession(
             data_dir,
             who,

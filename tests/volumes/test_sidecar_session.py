@@ -17,6 +17,7 @@ from datalabs_volumes import contract
 from datalabs_volumes.mount.local import is_mount_point
 from datalabs_volumes.mount.rclone import RcClient, RcloneError
 from datalabs_volumes.mount.sidecar import SidecarDaemon, SidecarRclone
+from datalabs_volumes.session import StorageError
 from jupyterlab_ext.storage import DatalabsStorage
 from tests.servers import CANARY
 from tests.volumes.test_rcguard import Sidecar, _rclone_pids_with
@@ -144,3 +145,18 @@ async def test_a_wrong_rc_password_is_an_error_naming_the_sidecar(tmp_path, pod_
         await session.close()
     finally:
         sidecar.stop()
+
+
+async def test_a_missing_password_file_disables_connections_with_a_reason(
+    tmp_path, pod_env, monkeypatch, caplog
+):
+    home, _, _ = pod_env
+    monkeypatch.setenv(contract.RCLONE_SOCKET, str(tmp_path / "no-such.sock"))
+    monkeypatch.setenv(contract.RCLONE_RC_PASSWORD_FILE, str(tmp_path / "no-such-file"))
+    session = DatalabsStorage().build(str(home))
+    assert session.store is None  # connections answer with the reason, no local rclone
+    assert "rclone sidecar is unusable" in caplog.text and "no-such-file" in caplog.text
+    with pytest.raises(StorageError) as err:
+        await session.connections()
+    assert err.value.status == 503
+    await session.close()

@@ -75,6 +75,7 @@ async def _session_namespace(cluster: Cluster, kube_identity, rules) -> AsyncIte
             "subjects": [{"kind": "User", "name": "datalabs-hub"}],
         }
     )
+    policy = session_policy(cluster, name)
     await kube_identity(cluster.kubeconfig("datalabs-hub", name))
     try:
         yield name
@@ -84,6 +85,51 @@ async def _session_namespace(cluster: Cluster, kube_identity, rules) -> AsyncIte
         finally:
             await _forget_kubespawner_clients()
             cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+            for path in policy:
+                cluster.request("DELETE", path)
+
+
+def helm_template(namespace: str, template: str) -> list[dict]:
+    done = subprocess.run(
+        [str(BIN_DIR / "helm"), "template", "datalabs", str(CHART), "-n", namespace,
+         "--show-only", template],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def session_policy(cluster: Cluster, namespace: str) -> list[str]:
+    """The chart's session pod policy for ``namespace``, applied and in force; its paths."""
+    paths = []
+    for obj in helm_template(namespace, "templates/session-policy.yaml"):
+        plural = {
+            "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+        }[obj["kind"]]
+        collection = f"/apis/{obj['apiVersion']}/{plural}"
+        status, answer = cluster.request("POST", collection, obj)
+        assert status == 201, answer
+        paths.append(f"{collection}/{obj['metadata']['name']}")
+    # In force once a privileged pod that is not the sidecar is refused (policies and
+    # bindings reach the admission plugin asynchronously).
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}],
+        },
+    }
+
+    def refused():
+        status, _ = cluster.request(
+            "POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", probe
+        )
+        return status == 403
+
+    cluster.wait_for("the session pod policy in force", refused, timeout=60)
+    return paths
 
 
 @pytest_asyncio.fixture
@@ -96,12 +142,7 @@ async def session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[st
 @pytest_asyncio.fixture
 async def chart_session_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
     """With the rules of the chart's own hub Role (``helm template``), and nothing more."""
-    done = subprocess.run(
-        [str(BIN_DIR / "helm"), "template", "datalabs", str(CHART), "--show-only",
-         "templates/hub-rbac.yaml"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    [role] = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Role"]
+    [role] = [d for d in helm_template("default", "templates/hub-rbac.yaml") if d["kind"] == "Role"]
     async for name in _session_namespace(cluster, kube_identity, role["rules"]):
         yield name
 
@@ -310,5 +351,56 @@ async def test_with_the_charts_hub_role_a_restart_gets_a_new_secret_and_off_mean
     names = {e["name"] for e in container["env"]}
     assert not names & {contract.RCLONE_SOCKET, contract.CREDENTIALS_KEY_FILE}
     assert get(cluster, path)[0] == 404
+    async with asyncio.timeout(60):
+        await alice.stop(now=True)
+
+
+async def test_the_charts_session_policy_lets_only_the_sidecar_be_privileged(
+    cluster: Cluster, session_namespace, catalogue_dir
+):
+    # Pod Security enforces only "privileged" here; the chart's admission policy (in force in
+    # every namespace of this file, which alice's and bob's pods pass) refuses the rest.
+    ns = session_namespace
+    for claim in ("archive", "datalabs-archive"):
+        cluster.bound_volume(ns, claim)
+    alice = spawner(ns, catalogue_dir, "alice")
+    async with asyncio.timeout(90):
+        await alice.start()
+    [pod] = user_pods(cluster, ns).values()
+    good = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "copy"}, "spec": pod["spec"]}
+    good["spec"] = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
+
+    def changed(edit) -> dict:
+        bad = copy.deepcopy(good)
+        edit(bad["spec"])
+        return bad
+
+    def as_hub(body: dict) -> tuple[int, dict]:
+        return cluster.request(
+            "POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All", body, user="datalabs-hub"
+        )
+
+    assert as_hub(good)[0] == 201
+    cases = {
+        "sidecar runs a shell": lambda s: s["initContainers"][0].update(command=["sh", "-c", "id"]),
+        "sidecar has another image": lambda s: s["initContainers"][0].update(image="debian"),
+        "another privileged init container": lambda s: s["initContainers"].append(
+            {**s["initContainers"][0], "name": "other"}
+        ),
+        "user container privileged": lambda s: s["containers"][0]["securityContext"].update(
+            privileged=True, allowPrivilegeEscalation=True
+        ),
+        "user container adds a capability": lambda s: s["containers"][0]["securityContext"].update(
+            capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+        ),
+        "a hostPath volume": lambda s: s["volumes"].append(
+            {"name": "host", "hostPath": {"path": "/"}}
+        ),
+        "the host's network": lambda s: s.update(hostNetwork=True),
+    }
+    for case, edit in cases.items():
+        status, answer = as_hub(changed(edit))
+        assert status == 403, (case, answer)
+        assert "Datalabs session policy" in answer["message"], (case, answer)
     async with asyncio.timeout(60):
         await alice.stop(now=True)

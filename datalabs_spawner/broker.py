@@ -136,7 +136,7 @@ class VolumeAttachHandler(BrokerHandler):
             {
                 "id": chosen.id,
                 "version": chosen.version,
-                "path": f"data/{chosen.volume.folder}",
+                "path": spawner.volume_path(chosen.volume.folder),
                 "read_only": True,
                 "method": mounted.method,
             }
@@ -151,7 +151,7 @@ class VolumeDetachHandler(BrokerHandler):
         except AccessError as e:
             self.fail(e)
         self.log.info("Broker: detached %s for %s", vid, user_name)
-        self.reply({"id": volume.id, "path": f"data/{volume.folder}", "attached": False})
+        self.reply({"id": volume.id, "path": spawner.volume_path(volume.folder), "attached": False})
 
 
 _USER = rf"users/(?P<user_name>{_SEGMENT})"

@@ -46,6 +46,7 @@ from .catalogue import Catalogue, shared_catalogue
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
+from .kube_session import SidecarSecretMixin
 from .limits import RunLimitsMixin
 from .options import (
     ChoiceError,
@@ -283,6 +284,10 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             f"Volume '{chosen.id}' can only be attached when the session starts on this hub; "
             "restart the session with it.",
         )
+
+    def volume_path(self, folder: str) -> str:
+        """Where a volume attached while the session runs appears, from the user's home."""
+        return f"data/{folder}"
 
     async def hot_detach(self, vid: str) -> Volume:
         """Detach a volume from the running session (see ``hot_attach``)."""
@@ -875,7 +880,7 @@ def give_to(account: Account, root: Path, paths: list[Path]) -> None:
             path = path.parent
 
 
-class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
+class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner):
     """KubeSpawner driven by the Datalabs catalogue.
 
     ``profile_list`` is derived from the datalab catalogue for each user; the chosen volumes
@@ -975,6 +980,10 @@ class DatalabsKubeSpawner(DatalabsSpawnerMixin, KubeSpawner):
             )
         except UnmountableVolume as e:
             raise _http_error(400, str(e)) from None
+        if self.rclone_sidecar:
+            self._add_rclone_sidecar()
+        else:  # turned off since the last start: no sidecar parts left from it
+            self._remove_rclone_sidecar()
         paths = {c.id: mounts["datalabs-" + c.id]["mountPath"] for c in choice.volumes}
         self.environment = {**self.environment, **_escape_braces(self.volume_env(choice, paths))}
         for c in choice.volumes:

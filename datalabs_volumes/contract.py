@@ -40,6 +40,17 @@ CREDENTIALS_KEY = "DATALABS_CREDENTIALS_KEY"
 #: file descriptor number (the session reads it once and closes it; unlike ``os.environ.pop``,
 #: reading a pipe leaves nothing in ``/proc/<pid>/environ``).
 CREDENTIALS_KEY_FD = "DATALABS_CREDENTIALS_KEY_FD"
+#: On Kubernetes the key comes as a file of the session's Secret instead; this holds its path
+#: (the Secret is mounted in the user container only; see ``docs/kubernetes.md``).
+CREDENTIALS_KEY_FILE = "DATALABS_CREDENTIALS_KEY_FILE"
+#: The rclone sidecar's guarded rc socket (Kubernetes): when set, the session drives that
+#: sidecar for connections instead of starting its own ``rclone rcd``.
+RCLONE_SOCKET = "DATALABS_RCLONE_SOCKET"
+#: The file holding the rc password of that socket (a file of the session's Secret).
+RCLONE_RC_PASSWORD_FILE = "DATALABS_RCLONE_RC_PASSWORD_FILE"
+#: The folder the sidecar mounts connections in (the shared emptyDir, at the same path in both
+#: containers): connection ``<name>`` appears at ``<folder>/<name>``.
+CONNECTIONS_DIR = "DATALABS_CONNECTIONS_DIR"
 #: Where the user's encrypted connections file is (optional).
 CONNECTIONS_FILE = "DATALABS_CONNECTIONS_FILE"
 #: The session's pipeline run store; the same name as ``datalabs_pipelines.settings.ENV_HOME``.

@@ -96,6 +96,8 @@ class StorageSession:
     configured no credentials key, and connections are refused with a message saying so).
     ``allowed_networks``: the :class:`NetworkPolicy` (or the non-public networks it allows)
     that connections obey, when saved and at every connection rclone makes.
+    ``connections_dir``: where connections are mounted (default ``data_dir``; on Kubernetes the
+    folder the rclone sidecar shares with the user container).
     """
 
     def __init__(
@@ -110,12 +112,14 @@ class StorageSession:
         rclone: SessionRclone | None = None,
         catalogue_refresh_seconds: float = 2.0,
         broker: BrokerClient | None = None,
+        connections_dir: Path | None = None,
     ):
         self.broker = broker
         #: The broker's answer (ids the user may read) and when it was fetched.
         self._allowed: tuple[frozenset[str], float] | None = None
         self.data_dir = Path(data_dir)
         self._data_dir_abs = os.path.abspath(self.data_dir)
+        self.connections_dir = Path(connections_dir) if connections_dir else self.data_dir
         self.who = who
         self.catalogue = VolumeCatalogue(catalogue_dirs)
         self.catalogue_refresh_seconds = catalogue_refresh_seconds
@@ -258,20 +262,35 @@ class StorageSession:
         return {str(p) for p in mount_points()}
 
     def _is_mounted(self, volume: Volume, points: set[str]) -> bool:
-        return os.path.join(self._data_dir_abs, volume.folder) in points
+        return self._mounted_at(volume, points) is not None
+
+    def _mounted_at(self, volume: Volume, points: set[str]) -> Path | None:
+        """Where the volume is mounted: ``data/<folder>``, or on Kubernetes, when the broker
+        attached it while the session runs, the sidecar's folder; None when it is not."""
+        at_spawn = os.path.join(self._data_dir_abs, volume.folder)
+        if at_spawn in points:
+            return Path(at_spawn)
+        shared = os.path.join(os.path.abspath(self.connections_dir), volume.folder)
+        if self.connections_dir != self.data_dir and shared in points:
+            if volume.folder not in self.rclone.attached:  # not a connection of that name
+                return Path(shared)
+        return None
 
     def _describe(self, volume: Volume, points: set[str]) -> dict[str, Any]:
         """The volume as the API shows it; ``points`` is :meth:`_mount_points`."""
-        mounted = self._is_mounted(volume, points)
+        where = self._mounted_at(volume, points)
+        mounted = where is not None
         out = dict(self._catalogue_part(volume))
         out.update(mounted=mounted, size=None, health=None)
+        if where is not None and str(where.parent) != self._data_dir_abs:
+            out["path"] = os.path.relpath(where, os.path.dirname(self._data_dir_abs))
         try:
             size = self._size(volume)
             out["size"] = {"bytes": size.bytes, "files": size.files, "complete": size.complete}
         except StorageError:
             pass
-        if mounted:
-            out["health"] = self._volume_health(self.data_dir / volume.folder)
+        if where is not None:
+            out["health"] = self._volume_health(where)
         return out
 
     async def volumes(self) -> list[dict[str, Any]]:
@@ -479,13 +498,17 @@ class StorageSession:
         out = connection.redacted()
         attached = self.rclone.attached.get(connection.name)
         out["attached"] = attached is not None
-        out["mount"] = f"data/{connection.name}"
+        out["mount"] = self._connection_label(connection.name)
         out["read_only"] = attached.read_only if attached else not connection.writable
         if attached and health:
             out["health"] = (await self.rclone.health(connection.name)).to_json()
         else:
             out["health"] = None
         return out
+
+    def _connection_label(self, name: str) -> str:
+        """``data/<name>``: where the connection appears, relative to the server's root."""
+        return os.path.relpath(self.connections_dir / name, self.data_dir.parent)
 
     async def connections(self) -> list[dict[str, Any]]:
         """Every connection of the user, secrets redacted, with attached state and health."""
@@ -542,14 +565,15 @@ class StorageSession:
         if connection.spec.kernel:
             await self._test(connection)
         read_only = not (connection.writable if writable is None else writable)
-        target = self.data_dir / name
+        target = self.connections_dir / name
+        label = self._connection_label(name)
         if name in self.rclone.attached:
-            raise StorageError(409, f"'{name}' is already attached at data/{name}.")
+            raise StorageError(409, f"'{name}' is already attached at {label}.")
         if is_mount_point(target):
-            raise StorageError(409, f"data/{name} is already used by a volume.")
+            raise StorageError(409, f"{label} is already used by a volume.")
         if target.exists() and any(target.iterdir()):
             raise StorageError(
-                409, f"data/{name} is a folder with files in it; rename it or the connection."
+                409, f"{label} is a folder with files in it; rename it or the connection."
             )
         try:
             await self.rclone.attach(connection, target, read_only=read_only)

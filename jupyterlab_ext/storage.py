@@ -19,6 +19,7 @@ from datalabs_volumes.broker_client import BrokerClient
 from datalabs_volumes.credentials import CredentialError, CredentialStore
 from datalabs_volumes.egress import NetworkPolicy, parse_endpoint
 from datalabs_volumes.mount.rclone import SessionRclone
+from datalabs_volumes.mount.sidecar import sidecar_from_env
 from datalabs_volumes.remotes import parse_networks
 from datalabs_volumes.session import StorageSession
 
@@ -31,8 +32,15 @@ KEY_FD_ENV = contract.CREDENTIALS_KEY_FD
 
 def read_key() -> str:
     """The per-user credentials key: from the pipe named by ``DATALABS_CREDENTIALS_KEY_FD``
-    (read once, then closed), else from ``DATALABS_CREDENTIALS_KEY``; empty when neither."""
+    (read once, then closed), else from ``DATALABS_CREDENTIALS_KEY``, else (Kubernetes) from
+    the Secret's file ``DATALABS_CREDENTIALS_KEY_FILE`` names; empty when none."""
     key = os.environ.pop(KEY_ENV, "")
+    key_file = os.environ.pop(contract.CREDENTIALS_KEY_FILE, "")
+    if key_file and not key:
+        try:
+            key = Path(key_file).read_text(encoding="ascii").strip()
+        except OSError:
+            pass
     fd_text = os.environ.pop(KEY_FD_ENV, "")
     if fd_text.isdigit():
         try:
@@ -205,6 +213,13 @@ class DatalabsStorage(LoggingConfigurable):
         else:
             who = Who(self.user, tuple(json_env_list(contract.STANDALONE_GROUPS)))
         runtime = Path(self.rclone_runtime_dir) if self.rclone_runtime_dir else None
+        # On Kubernetes the spawner says where the rclone sidecar is: connections go through it.
+        try:
+            sidecar = sidecar_from_env(os.environ)
+        except ValueError as e:
+            # Never a local rclone instead: in a pod it could mount nothing.
+            self.log.error("Connections are disabled: the rclone sidecar is unusable: %s", e)
+            sidecar, store = None, None
         return StorageSession(
             data_dir,
             who,
@@ -216,6 +231,7 @@ class DatalabsStorage(LoggingConfigurable):
                 tuple(parse_endpoint(e) for e in self.refused_endpoints),
             ),
             mount_method=self.mount_method,
-            rclone=SessionRclone(runtime),
+            rclone=sidecar or SessionRclone(runtime),
             broker=broker,
+            connections_dir=sidecar.connections_dir if sidecar else None,
         )

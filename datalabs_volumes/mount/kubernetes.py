@@ -97,6 +97,12 @@ RC_SOCKET_VOLUME = "datalabs-rc"
 #: The Secret volume with the session's rclone config; mounted in the sidecar only.
 RCLONE_CONFIG_VOLUME = "datalabs-rclone-config"
 SIDECAR_NAME = "datalabs-rclone"
+#: The archive claim in the sidecar (hot attach binds its folders), and where it is mounted.
+ARCHIVE_VOLUME = "datalabs-archive"
+ARCHIVE_ROOT = "/srv/datalabs-archive"
+#: The sidecar's hub-only bind API (:mod:`.hubbind`; the same values, without its imports).
+HUB_BIND_PORT = 8099
+HUB_TOKEN_ENV = "DATALABS_HUB_BIND_TOKEN"
 
 
 #: The sidecar image: rclone behind the rc guard (``config/images/rclone-sidecar/Dockerfile``).
@@ -112,6 +118,8 @@ def rclone_sidecar(
     socket_dir: str = "/run/datalabs-rc",
     resources: dict[str, Any] | None = None,
     allowed_networks: tuple[str, ...] = (),
+    archive_claim: str = "",
+    hub_token_key: str = "",
 ) -> dict[str, Any]:
     """The rclone sidecar: a native sidecar (an init container that keeps running).
 
@@ -126,6 +134,11 @@ def rclone_sidecar(
     private copy) and the rc password from ``rc_secret`` through ``secretKeyRef``: the pod
     spec names the Secrets, it never holds a value. ``allowed_networks``: the private or
     loopback ranges connections may reach (the spawner's ``connection_allowed_networks``).
+
+    With ``archive_claim`` and ``hub_token_key`` the sidecar also serves the hub-only bind API
+    of hot attach (:mod:`.hubbind`) on port ``HUB_BIND_PORT``: the archive claim is mounted
+    here read-only (pod volume ``ARCHIVE_VOLUME``), and the token comes from ``rc_secret``'s
+    key ``hub_token_key``, which no other container is given.
     """
     args = [
         "--listen",
@@ -139,6 +152,8 @@ def rclone_sidecar(
     ]
     for network in allowed_networks:
         args += ["--allow-network", network]
+    if archive_claim and hub_token_key:
+        args += ["--archive-root", ARCHIVE_ROOT, "--hub-listen", f":{HUB_BIND_PORT}"]
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": image,
@@ -166,9 +181,28 @@ def rclone_sidecar(
             "failureThreshold": 30,
         },
     }
+    if archive_claim and hub_token_key:
+        container["env"].append(
+            {
+                "name": HUB_TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": rc_secret, "key": hub_token_key}},
+            }
+        )
+        container["volumeMounts"].append(
+            {"name": ARCHIVE_VOLUME, "mountPath": ARCHIVE_ROOT, "readOnly": True}
+        )
+        container["ports"] = [{"name": "datalabs-bind", "containerPort": HUB_BIND_PORT}]
     if resources:
         container["resources"] = resources
     return container
+
+
+def archive_volume(archive_claim: str) -> dict[str, Any]:
+    """The archive claim as the sidecar's pod volume (read-only), for hot attach."""
+    return {
+        "name": ARCHIVE_VOLUME,
+        "persistentVolumeClaim": {"claimName": archive_claim, "readOnly": True},
+    }
 
 
 def remote_storage_volumes(config_secret: str) -> list[dict[str, Any]]:
@@ -178,7 +212,12 @@ def remote_storage_volumes(config_secret: str) -> list[dict[str, Any]]:
         {"name": RC_SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {
             "name": RCLONE_CONFIG_VOLUME,
-            "secret": {"secretName": config_secret, "defaultMode": 0o400},
+            # Only the config: the Secret may hold values meant for the user container alone.
+            "secret": {
+                "secretName": config_secret,
+                "items": [{"key": "rclone.conf", "path": "rclone.conf"}],
+                "defaultMode": 0o400,
+            },
         },
     ]
 

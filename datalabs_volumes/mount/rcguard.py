@@ -26,6 +26,9 @@ Everything else (``config/dump``, ``config/get``, ``core/command``, ``operations
 refreshed OAuth token back from a guarded rclone (that needs ``config/get``, which would show
 the token to the user's code too); rclone keeps renewing it with the refresh token it was given.
 
+With ``--hub-listen`` and ``--archive-root`` it also serves the hub-only bind API of hot attach
+(:mod:`.hubbind`) on a TCP port, with the token in ``DATALABS_HUB_BIND_TOKEN``.
+
 Run it as ``python -m datalabs_volumes.mount.rcguard --listen SOCKET --mount-root DIR``; see
 ``--help``. :func:`datalabs_volumes.mount.kubernetes.rclone_sidecar` builds the container.
 """
@@ -56,6 +59,7 @@ from tornado.web import Application, RequestHandler
 
 from ..egress import as_policy
 from ..remotes import BACKENDS, InvalidConnection, check_path, parse_networks, validate
+from .hubbind import TOKEN_ENV, BindPolicy, HubBindServer
 from .rclone import TEST_PREFIX, RcloneDaemon, RcloneError
 
 log = logging.getLogger("datalabs.rcguard")
@@ -358,17 +362,24 @@ class Guard:
             self.daemon.config_path.unlink()
 
 
-async def _serve(guard: Guard) -> None:
+async def _serve(guard: Guard, binder: HubBindServer | None = None, hub_listen: str = "") -> None:
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
     await guard.start()
+    bind_server = None
+    if binder is not None:
+        host, _, port = hub_listen.rpartition(":")
+        bind_server = binder.app.listen(int(port), address=host or "")
+        log.info("serving the hub's bind API on %s", hub_listen)
     log.info("guarding rclone rc on %s (mount root %s)", guard.listen, guard.policy.mount_root)
     dead = asyncio.create_task(guard.daemon.process.wait()) if guard.daemon.process else None
     waits = [asyncio.create_task(stopped.wait()), *([dead] if dead else [])]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     asked = stopped.is_set()
+    if bind_server is not None:
+        bind_server.stop()
     await guard.stop()
     if not asked and dead is not None:
         # Without its rclone the sidecar is useless: exit so that Kubernetes restarts it.
@@ -391,13 +402,28 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="private or loopback range connections may reach (as the spawner's option)",
     )
+    parser.add_argument(
+        "--archive-root",
+        help="the archive (read-only) whose folders the hub may have bound into the mount root",
+    )
+    parser.add_argument(
+        "--hub-listen",
+        default="",
+        help=f"[HOST:]PORT of the hub-only bind API (token in {TOKEN_ENV}); off when empty",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rcguard %(message)s")
     policy = Policy(args.mount_root, parse_networks(args.allow_network))
     user = os.environ.pop("RCLONE_RC_USER", "datalabs")
     password = os.environ.pop("RCLONE_RC_PASS", "")
     guard = Guard(args.listen, policy, user, password, args.runtime_dir, args.config)
-    asyncio.run(_serve(guard))
+    binder = None
+    token = os.environ.pop(TOKEN_ENV, "")
+    if args.hub_listen:
+        if not args.archive_root:
+            parser.error("--hub-listen needs --archive-root")
+        binder = HubBindServer(BindPolicy(args.archive_root, args.mount_root), token)
+    asyncio.run(_serve(guard, binder, args.hub_listen))
     return 0
 
 

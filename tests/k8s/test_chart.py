@@ -164,6 +164,9 @@ async def test_the_hubs_identity_spawns_alice_with_the_demo_catalogue(
         catalogue_dirs=[str(tmp_path / "catalogue")],
         catalogue_refresh_seconds=0,
         archive_claim="datalabs-archive",
+        # this namespace enforces "restricted": no privileged sidecar (the chart's Role with
+        # the sidecar on: tests/k8s/test_rclone_sidecar_on_cluster.py)
+        rclone_sidecar=False,
     )
     spawner.user_options = {"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]}
     try:

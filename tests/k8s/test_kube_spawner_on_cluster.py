@@ -50,6 +50,9 @@ def spawner_for(make_kube_spawner, catalogue_dir, user="alice", groups=()):
         catalogue_dirs=[str(catalogue_dir)],
         catalogue_refresh_seconds=0,
         archive_claim="datalabs-archive",
+        # This namespace enforces "restricted", which the privileged rclone sidecar cannot
+        # meet: these pods go without it (test_rclone_sidecar_on_cluster.py has it on).
+        rclone_sidecar=False,
     )
 
 

@@ -91,6 +91,9 @@ access: {groups: [rosetta-team]}
 def make(k8s_api: K8sAPI, catalogue_dir, user="alice", groups=(), **traits):
     from tests.k8s_fixtures import MockUser
 
+    # The rclone sidecar is left out here (the emulator serves no Secrets); its pod parts are
+    # checked below and on the real API server in tests/k8s/test_rclone_sidecar_on_cluster.py.
+    traits.setdefault("rclone_sidecar", False)
     return k8s_api.make_spawner(
         DatalabsKubeSpawner,
         user=MockUser(user, groups=groups),
@@ -251,3 +254,22 @@ async def test_a_hand_written_profile_list_is_replaced_by_the_catalogue(
     spawner = make(k8s_api, catalogue_dir, config=config)
     assert [p["slug"] for p in spawner.profile_list(spawner)] == ["planetary"]
     assert "profile_list is derived from the datalab catalogue" in caplog.text
+
+
+async def test_the_pod_with_the_rclone_sidecar_is_valid_kubernetes(k8s_api, catalogue_dir):
+    spawner = make(k8s_api, catalogue_dir, rclone_sidecar=True, credentials_master_key="m" * 44)
+    spawner.user_options = {"profile": "planetary", "image": "1", "volumes": ["psa"]}
+    for _ in range(2):  # a second start replaces our parts instead of adding more
+        await spawner.load_user_options()
+        pod = await validated(await spawner.get_pod_manifest())
+    spec = pod["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == ["datalabs-rclone"]
+    names = [v["name"] for v in spec["volumes"]]
+    assert len(names) == len(set(names))
+    assert {"shared", "dlv-psa", "datalabs-remote", "datalabs-session-secret"} <= set(names)
+    [user] = spec["containers"]
+    assert "m" * 44 not in json.dumps(pod)
+    assert {e["name"] for e in user["env"]} >= {
+        "DATALABS_RCLONE_SOCKET",
+        "DATALABS_CREDENTIALS_KEY_FILE",
+    }

@@ -67,7 +67,12 @@ def test_mounts_propagate_from_the_sidecar_to_the_user_container_only():
     assert all(m["name"] != "datalabs-rclone-config" for m in user["volumeMounts"])
     assert {
         "name": "datalabs-rclone-config",
-        "secret": {"secretName": "datalabs-rclone-alice", "defaultMode": 0o400},
+        "secret": {
+            "secretName": "datalabs-rclone-alice",
+            # only the config: the session's Secret also holds what only the user container needs
+            "items": [{"key": "rclone.conf", "path": "rclone.conf"}],
+            "defaultMode": 0o400,
+        },
     } in spec["volumes"]
 
 

@@ -176,13 +176,20 @@ def _rclone_pids_with(marker: str) -> list[int]:
 class Sidecar:
     """The guard started as the sidecar starts it, with its folders and a client for it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        root: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.shared, self.private = tmp_path / "shared", tmp_path / "private"
-        self.root, self.log = tmp_path / "mnt", tmp_path / "guard.log"
+        self.root, self.log = root or tmp_path / "mnt", tmp_path / "guard.log"
         self.shared.mkdir()
-        self.root.mkdir()
+        self.root.mkdir(parents=True)
         self.socket = self.shared / "rc.sock"
         env = dict(os.environ, RCLONE_RC_USER="datalabs", RCLONE_RC_PASS="rc-secret-for-test")
+        env.update(extra_env or {})
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -197,6 +204,7 @@ class Sidecar:
                     str(self.private),
                     "--allow-network",
                     "127.0.0.1/32",
+                    *extra_args,
                 ],
                 env=env,
                 stdout=log,

@@ -95,6 +95,19 @@ def stored_pid(state: Path, user: str) -> int:
     return json.loads(raw)["pid"]
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+    return found
+
+
 def run_state(hub: Hub, user: str, run_id: str) -> dict:
     r = hub.server(user, "GET", f"datalabs/api/runs/{run_id}")
     assert r.status_code == 200, r.text
@@ -191,6 +204,9 @@ def test_a_session_that_died_while_the_hub_was_down_is_cleaned_and_shown_stopped
         for user in ("alice", "bob"):
             hub.wait_ready(user)
         alice_started = server_started(hub, "alice")
+        alice_pid = stored_pid(state, "alice")
+        alice_processes = {p: process_start(p) for p in descendants(alice_pid)}
+        assert len(alice_processes) >= (4 if sandbox else 1)  # supervisor, bwrap, init, server
         bob_data = state / "workspaces" / "bob" / "data"
         assert mounts_under(bob_data)
 
@@ -211,6 +227,15 @@ def test_a_session_that_died_while_the_hub_was_down_is_cleaned_and_shown_stopped
         hub.wait_ready("alice", timeout=60)
         assert server_started(hub, "alice") == alice_started
         assert data_listing(hub, "alice") == VOLUMES
+        # The restarted hub stops her session as its own: all of it, volumes included.
+        hub.stop_server("alice")
+        assert process_start(alice_pid) is None
+        assert mounts_under(state / "workspaces" / "alice") == []
+        wait_until(
+            "every process of alice's session to end",
+            lambda: all(process_start(p) != t for p, t in alice_processes.items()),
+            10,
+        )
 
 
 MOUNT_HOLD = """#!/bin/sh

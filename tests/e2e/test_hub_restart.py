@@ -12,7 +12,9 @@ routes to them through a new configurable-http-proxy.
   ``data/`` mount) and shown stopped, while the other one carries on (with and without the
   sandbox);
 - the hub killed with SIGKILL while it mounted a session's volumes: the restarted hub unmounts
-  what that start left, shows the user stopped, and the user starts again.
+  what that start left, shows the user stopped, and the user starts again;
+- the hub killed with SIGKILL after it launched a server that did not answer yet: the
+  restarted hub finds it (its pid was stored at launch) and keeps it once it answers.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ import os
 import shutil
 import signal
 import sqlite3
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from datalabs_pipelines.events import read_events
 from datalabs_spawner.spawner import process_start
@@ -295,3 +300,53 @@ def test_a_hub_killed_while_mounting_leaves_nothing_after_its_restart(tmp_path, 
         start(hub, "alice")
         hub.wait_ready("alice")
         assert data_listing(hub, "alice") == VOLUMES
+
+
+def test_a_server_launched_before_the_hub_was_killed_is_kept_once_it_answers(
+    tmp_path, demo_archive
+):
+    """SIGKILL after the server was launched but before it answered: its pid was stored at
+    launch, so the restarted hub finds it, waits for it to answer, and keeps the session."""
+    state = tmp_path / "hub"
+    state.mkdir()
+    gate = tmp_path / "gate"
+    # The single-user server as configured, once the gate file exists (test-made path).
+    cmd = [
+        "/bin/sh",
+        "-c",
+        f'while [ ! -e "{gate}" ]; do sleep 0.05; done; exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "datalabs_spawner.singleuser",
+    ]
+    with running_hub(state, demo_archive, [f"--Spawner.cmd={cmd!r}"]) as hub:
+        try:
+
+            def press_start() -> None:
+                # Its answer would come after the hub's slow_spawn_timeout: the hub dies first
+                # (the proxy answers 503 then, or the connection breaks).
+                with contextlib.suppress(requests.RequestException):
+                    hub.api("POST", "users/alice/server", json=BODY)
+
+            threading.Thread(target=press_start, daemon=True).start()
+
+            def launched() -> int | None:
+                with contextlib.suppress(sqlite3.Error, TypeError, KeyError):
+                    return stored_pid(state, "alice")
+                return None
+
+            pid = wait_until("alice's server launched", launched, 60)
+            started = process_start(pid)
+            assert started is not None
+            assert is_stopped(hub, "alice") is False
+
+            hub.process.stop(signal.SIGKILL)
+            hub.process.start()
+            gate.touch()
+
+            hub.wait_ready("alice", timeout=90)
+            assert data_listing(hub, "alice") == VOLUMES
+            assert process_start(stored_pid(state, "alice")) == started  # the same server
+        finally:
+            gate.touch()

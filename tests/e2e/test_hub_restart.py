@@ -71,6 +71,17 @@ def start(hub: Hub, user: str, body: dict = BODY) -> None:
     assert r.status_code in (201, 202), r.text
 
 
+def wait_answering(hub: Hub, user: str, timeout: float = 60) -> None:
+    """Ready in the hub's model, and answering through the proxy: a restarted hub answers
+    its API a moment before it has given the new proxy the session's route."""
+    hub.wait_ready(user, timeout=timeout)
+    wait_until(
+        f"{user}'s session answering through the proxy",
+        lambda: hub.server(user, "GET", "api/status").status_code == 200,
+        timeout,
+    )
+
+
 def server_started(hub: Hub, user: str) -> str:
     """When the user's jupyter server started, as it says through the proxy."""
     r = hub.server(user, "GET", "api/status")
@@ -159,7 +170,7 @@ def test_sessions_and_a_pipeline_run_survive_a_hub_restart(tmp_path, demo_archiv
             hub.process.restart()
 
             for user in ("alice", "bob"):
-                hub.wait_ready(user, timeout=60)
+                wait_answering(hub, user)
                 # The same servers (not started again), through the new proxy.
                 assert server_started(hub, user) == before[user]
                 assert data_listing(hub, user) == VOLUMES
@@ -229,7 +240,7 @@ def test_a_session_that_died_while_the_hub_was_down_is_cleaned_and_shown_stopped
         assert mounts_under(bob_data) == []
         assert not [p for p in VOLUMES if (bob_data / p).exists()]
         # alice's session carries on, through the proxy, with her volumes.
-        hub.wait_ready("alice", timeout=60)
+        wait_answering(hub, "alice")
         assert server_started(hub, "alice") == alice_started
         assert data_listing(hub, "alice") == VOLUMES
         # The restarted hub stops her session as its own: all of it, volumes included.
@@ -345,7 +356,7 @@ def test_a_server_launched_before_the_hub_was_killed_is_kept_once_it_answers(
             hub.process.start()
             gate.touch()
 
-            hub.wait_ready("alice", timeout=90)
+            wait_answering(hub, "alice", timeout=90)
             assert data_listing(hub, "alice") == VOLUMES
             assert process_start(stored_pid(state, "alice")) == started  # the same server
         finally:

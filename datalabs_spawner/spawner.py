@@ -445,6 +445,8 @@ class DatalabsLocalSpawner(
         archive root, the hub's state folder, other workspaces, ``/root``, ``/home``, ``/var``
         and ``/run`` are not visible. The connection key reaches the server through a pipe,
         never its environment. Kernels, terminals and pipeline runs are its children, inside.
+        Each sandbox runs under a small supervisor process (``supervise.py``), not as the
+        hub's child, so that sessions outlive a hub restart (README, "Hub restarts").
 
         Default False in this release: attaching a volume to a running session (the Data
         panel's hot attach) still mounts from inside the user's server, which needs root; in a

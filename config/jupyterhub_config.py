@@ -39,7 +39,10 @@ c.ConfigurableHTTPProxy.api_url = (
 c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
-c.JupyterHub.cleanup_servers = True
+# A hub restart (an upgrade, a config change) leaves running sessions, their volumes and their
+# pipeline runs alone: the restarted hub finds them from its database and routes to them again.
+# Sessions found dead are cleaned up (README.md, "Hub restarts").
+c.JupyterHub.cleanup_servers = False
 
 # -- Who may log in: the demo users, one shared demo password ------------------------------
 password = os.environ.get("DATALABS_DEMO_PASSWORD") or secrets.token_urlsafe(12)

@@ -211,8 +211,9 @@ def bwrap_argv(
     bubblewrap builds a new root from a tmpfs: only what is listed is visible (the archive
     root, the hub's state folder, ``/root``, ``/home``, ``/var``, ``/run``, ``/srv`` and other
     workspaces are not). ``--unshare-pid`` gives the session its own PID namespace and ``/proc``;
-    ``--die-with-parent`` ends it with the hub's process. Then ``setpriv`` drops to the account
-    with no groups, no capabilities (inheritable and bounding sets cleared) and
+    ``--die-with-parent`` ends it with its parent, the session's supervisor (``supervise.py``),
+    so that it outlives a hub restart but never the hub's handle on it. Then ``setpriv`` drops
+    to the account with no groups, no capabilities (inheritable and bounding sets cleared) and
     ``no_new_privs``, so set-uid programs cannot raise it back.
     """
     argv = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
@@ -270,14 +271,16 @@ def bwrap_argv(
     return argv
 
 
-def sandboxed_pid(bwrap_pid: int) -> int | None:
+def sandboxed_pid(bwrap_pid: int, levels: int = 2) -> int | None:
     """The host pid of the command bubblewrap ``bwrap_pid`` runs (bubblewrap's child is the
     PID namespace's init, whose first child is the command), or None when it is gone.
+    ``levels=3`` starts one level higher, from the supervisor whose child is bubblewrap
+    (``supervise.py``).
 
     bubblewrap forwards no signal: a signal to it kills it, and ``--die-with-parent`` then
     SIGKILLs the sandbox, so a graceful stop signals the command itself."""
     pid = bwrap_pid
-    for _ in range(2):
+    for _ in range(levels):
         try:
             with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
                 children = f.read().split()

@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from kubespawner import KubeSpawner
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
@@ -38,6 +39,7 @@ from datalabs_volumes.mount.local import (
     Mounted,
     MountError,
     is_mount_point,
+    mounts_under,
     resolve_source,
     run_command,
 )
@@ -73,6 +75,9 @@ from .sandbox import (
     share_data_dir,
     validate_prefix,
 )
+
+#: The parent of every sandboxed session (see its docstring), run by path with ``python -I -S``.
+SUPERVISOR = Path(__file__).with_name("supervise.py")
 
 #: Environment variable through which the single-user server learns its volumes (JSON list).
 VOLUMES_ENV = contract.VOLUMES
@@ -445,6 +450,8 @@ class DatalabsLocalSpawner(
         archive root, the hub's state folder, other workspaces, ``/root``, ``/home``, ``/var``
         and ``/run`` are not visible. The connection key reaches the server through a pipe,
         never its environment. Kernels, terminals and pipeline runs are its children, inside.
+        Each sandbox runs under a small supervisor process (``supervise.py``), not as the
+        hub's child, so that sessions outlive a hub restart (README, "Hub restarts").
 
         Default False in this release: attaching a volume to a running session (the Data
         panel's hot attach) still mounts from inside the user's server, which needs root; in a
@@ -494,6 +501,12 @@ class DatalabsLocalSpawner(
 
     _mounted: list[Mounted]
     account: Account | None = None
+    #: When the server's process started (``process_start``), so that after a hub restart a
+    #: pid the kernel has since given to another process is never taken for the server.
+    _pid_started: int | None = None
+    #: Whether the running session is sandboxed (its pid is then its supervisor's): kept in
+    #: the state, since the operator may change ``sandbox`` while sessions outlive the hub.
+    _sandboxed: bool | None = None
 
     @default("cmd")
     def _default_cmd(self):
@@ -597,8 +610,11 @@ class DatalabsLocalSpawner(
                 }
                 self._emit(f"Starting {choice.datalab.title}", 80)
                 if self.sandbox:
-                    return await self._start_sandboxed()
-                return await super().start()
+                    url = await self._start_sandboxed()
+                else:
+                    url = await super().start()
+                self._started(self.sandbox)
+                return url
             except Exception:
                 # Nothing attached is left behind, the sandbox's shared data/ mount included.
                 await self._detach_all()
@@ -740,7 +756,10 @@ class DatalabsLocalSpawner(
         if self.port == 0:
             self.port = random_port()
         env = self.get_env()
-        argv = bwrap_argv(self.sandbox_spec(), [*self.cmd, *self.get_args()])
+        # Under a supervisor, not as the hub's child: bubblewrap's --die-with-parent would end
+        # the session with the hub (supervise.py says why).
+        sandboxed = bwrap_argv(self.sandbox_spec(), [*self.cmd, *self.get_args()])
+        argv = [sys.executable, "-I", "-S", str(SUPERVISOR), *sandboxed]
         key = (
             user_key(self.credentials_master_key, self.user.name)
             if self.credentials_master_key
@@ -816,16 +835,75 @@ class DatalabsLocalSpawner(
         for p in problems:
             self.log.error("Detaching volumes of %s: %s", self.user.name, p)
 
+    # -- sessions that outlive the hub -------------------------------------------------------
+
+    def _started(self, sandboxed: bool) -> None:
+        """Remember what identifies the server's process, and store it in the hub's database
+        at once: JupyterHub stores the spawner's state only when start() has returned, so a
+        hub killed in between would lose the pid of a server that is running."""
+        self._pid_started = process_start(self.pid)
+        self._sandboxed = sandboxed
+        orm_spawner = getattr(self, "orm_spawner", None)
+        # The hub's own session for this row (Spawner.db is deprecated).
+        db = object_session(orm_spawner) if orm_spawner is not None else None
+        if db is None:
+            return  # not run by a hub (tests of the spawner alone)
+        orm_spawner.state = self.get_state()
+        db.commit()
+
+    def get_state(self):
+        """The pid (LocalProcessSpawner), when its process started and whether it is
+        sandboxed: what a restarted hub needs to find the session again (``poll``)."""
+        state = super().get_state()
+        if self.pid:
+            if self._pid_started is not None:
+                state["pid_started"] = self._pid_started
+            if self._sandboxed:
+                state["sandboxed"] = True
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._pid_started = state.get("pid_started")
+        self._sandboxed = bool(state.get("sandboxed", False))
+
+    def clear_state(self):
+        super().clear_state()
+        self._pid_started = None
+        self._sandboxed = None
+
+    def _process_alive(self) -> bool:
+        """Whether the server's process (found by pid after a hub restart) still runs: not
+        ended (a zombie nobody reaps counts as ended: where PID 1 is no init, none is ever
+        reaped), and still the process that was started, not a newer one with its pid."""
+        started = process_start(self.pid)
+        return started is not None and self._pid_started in (None, started)
+
+    def _left_mounted(self) -> bool:
+        if getattr(self, "_mounted", None):
+            return True
+        try:
+            data_dir = self.data_dir
+        except web.HTTPError:
+            return False
+        # Also what no object in this hub process knows of: a hub killed while it mounted
+        # (the session's spawn never ended), or one restarted since the session started.
+        return bool(mounts_under(data_dir))
+
     async def _signal(self, sig: int) -> bool:
-        if self.sandbox and sig not in (0, signal.SIGKILL):
-            server = sandboxed_pid(self.pid)
+        sandboxed = self.sandbox if self._sandboxed is None else self._sandboxed
+        if sig == 0 and self.proc is None and not self._process_alive():
+            return False
+        if sandboxed and sig not in (0, signal.SIGKILL):
+            # supervisor -> bubblewrap -> the namespace's init -> the server
+            server = sandboxed_pid(self.pid, levels=3)
             if server is not None:
                 # To the server itself, so that it shuts its kernels down as it would unboxed.
                 try:
                     os.kill(server, sig)
                 except ProcessLookupError:
                     pass
-                return await super()._signal(0)
+                return await self._signal(0)
         return await super()._signal(sig)
 
     async def stop(self, now: bool = False):
@@ -838,14 +916,29 @@ class DatalabsLocalSpawner(
         status = await super().poll()
         if (
             status is not None
-            and getattr(self, "_mounted", None)
             and not getattr(self, "_datalabs_starting", False)
+            and self._left_mounted()
         ):
-            # The server died (at start, or later), or its start was cancelled: JupyterHub
-            # calls stop() only for a live process, so the volumes would stay mounted until
-            # the user's next start.
+            # The server died (at start, later, or while the hub was down), or its start was
+            # cancelled or cut short by a hub killed mid-spawn: JupyterHub calls stop() only
+            # for a live process, so the volumes would stay mounted until the user's next start.
             await self._detach_all()
         return status
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot: field 22 of ``/proc/<pid>/stat``),
+    or None when there is no such process or it has ended (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and parentheses.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def python_env_paths() -> list[str]:

@@ -47,14 +47,13 @@ class Hub:
     password: str
     state: Path
     log: Path
-    process: subprocess.Popen | None = None
+    process: HubProcess | None = None
 
     def kill(self) -> None:
         """SIGKILL the hub process alone, as a crash would: its sessions and its proxy, which
         are not in its process, go on running."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        self.process.stop(signal.SIGKILL)
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"}
@@ -102,61 +101,153 @@ def lab_settings(state: Path) -> Path:
     return settings
 
 
-@contextlib.contextmanager
-def running_hub(
-    state: Path, archive: Path, extra_args: Sequence[str] = (), ports: HubPorts | None = None
-) -> Iterator[Hub]:
-    """Run the embedded hub until the block ends; then stop it and every mount it made.
+class HubProcess:
+    """One embedded hub: its settings (ports, tokens, state folder) and its current process,
+    which can be stopped (``SIGTERM``; ``SIGKILL`` plays a crash) and started again with the
+    same settings, as an operator restarts a hub."""
 
-    ``ports``: where it listens (default: free ports); give the same ones and ``state`` to
-    restart a hub.
-    """
-    ports = ports or HubPorts.free()
-    port = ports.public
-    token = secrets.token_hex(16)
-    password = secrets.token_urlsafe(12)
-    env = dict(
-        os.environ,
-        DATALABS_STATE_DIR=str(state),
-        DATALABS_ARCHIVE_DIR=str(archive),
-        DATALABS_PORT=str(port),
-        DATALABS_HUB_PORT=str(ports.hub),
-        DATALABS_PROXY_API_PORT=str(ports.proxy_api),
-        DATALABS_ADMIN_TOKEN=token,
-        DATALABS_DEMO_PASSWORD=password,
-        JUPYTERLAB_SETTINGS_DIR=str(lab_settings(state)),
-    )
-    log = state / "hub.log"
-    with open(log, "ab") as logf:  # a restarted hub adds to the log
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG), *extra_args],
-            cwd=state,
-            env=env,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    def __init__(
+        self,
+        state: Path,
+        archive: Path,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        ports: HubPorts | None = None,
+    ) -> None:
+        ports = ports or HubPorts.free()
+        token = secrets.token_hex(16)
+        password = secrets.token_urlsafe(12)
+        self.env = dict(
+            os.environ,
+            DATALABS_STATE_DIR=str(state),
+            DATALABS_ARCHIVE_DIR=str(archive),
+            DATALABS_PORT=str(ports.public),
+            DATALABS_HUB_PORT=str(ports.hub),
+            DATALABS_PROXY_API_PORT=str(ports.proxy_api),
+            DATALABS_ADMIN_TOKEN=token,
+            DATALABS_DEMO_PASSWORD=password,
+            JUPYTERLAB_SETTINGS_DIR=str(lab_settings(state)),
+            **(env or {}),
         )
-    hub = Hub(f"http://127.0.0.1:{port}", token, password, state, log, proc)
-    try:
+        self.argv = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG), *extra_args]
+        url = f"http://127.0.0.1:{ports.public}"
+        self.hub = Hub(url, token, password, state, state / "hub.log", self)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Hub:
+        """Start the hub and wait until its API answers."""
+        hub, log = self.hub, self.hub.log
+        with open(log, "ab") as logf:  # a restarted hub adds to the log
+            self.proc = proc = subprocess.Popen(
+                self.argv,
+                cwd=hub.state,
+                env=self.env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"the hub exited with {proc.returncode}:\n{log.read_text()}")
             try:
                 if hub.api("GET", "").status_code == 200:
-                    break
+                    return hub
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"the hub did not answer in 60 s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield hub
-    finally:
-        proc.send_signal(signal.SIGTERM)  # the hub stops its servers and the proxy
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the hub process alone: with ``cleanup_servers = False`` (the config's) the
+        sessions stay. SIGTERM stops the proxy it started too; SIGKILL leaves that to the
+        next start (which stops a proxy left running, from its pid file)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(sig)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        for point in mounts_under(state):
-            subprocess.run(["umount", "-l", str(point)], check=False)
+
+    def restart(self, sig: int = signal.SIGTERM) -> Hub:
+        self.stop(sig)
+        return self.start()
+
+    def stop_sessions(self, timeout: float = 120) -> None:
+        """Ask the hub to stop every session (all at once), and wait until it has."""
+        hub = self.hub
+
+        def active() -> list[str]:
+            # active: a server running, starting or stopping (200: the API's largest page)
+            users = hub.api("GET", "users?state=active&limit=200").json()
+            return [u["name"] for u in users if u.get("servers") or u.get("pending")]
+
+        for name in active():
+            r = hub.api("DELETE", f"users/{name}/server")
+            assert r.status_code in (202, 204, 400), r.text
+        deadline = time.monotonic() + timeout
+        while left := active():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sessions of {left} did not stop in {timeout} s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop every session (through the hub's API, as a user would), then the hub; then
+        whatever a failed test left: processes working in the state folder, and mounts.
+
+        A hub the test killed itself (``Hub.kill``) is left so: its sessions are meant to
+        outlive it, for a hub started next on the same state and ports."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            return
+        hub = self.hub
+        try:
+            self.stop_sessions()
+        except (requests.RequestException, AssertionError, ValueError):
+            pass  # the hub is not answering: the leftovers are killed below
+        finally:
+            self.stop()
+            for pid in processes_under(hub.state):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for point in mounts_under(hub.state):
+                subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Processes whose working folder is ``folder`` or below it (sessions, their runs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if cwd == folder or folder in cwd.parents:
+            found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_hub(
+    state: Path,
+    archive: Path,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ports: HubPorts | None = None,
+) -> Iterator[Hub]:
+    """Run the embedded hub until the block ends; then stop its sessions, it and every mount
+    it made. ``hub.process`` restarts it (``HubProcess``); ``env`` adds to its environment;
+    ``ports``: where it listens (default: free ports); give the same ones and ``state`` to
+    restart a hub in another block.
+    """
+    process = HubProcess(state, archive, extra_args, env, ports)
+    try:
+        yield process.start()
+    finally:
+        process.close()

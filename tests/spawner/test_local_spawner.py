@@ -7,14 +7,16 @@ the spawner does around it; tests/e2e starts real hubs and real JupyterLab serve
 import asyncio
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from tornado import web
 
-from datalabs_spawner.spawner import DatalabsLocalSpawner
-from datalabs_volumes.mount.local import is_mount_point, mounts_under
+from datalabs_spawner.spawner import DatalabsLocalSpawner, process_start
+from datalabs_volumes.mount.local import LocalMounter, is_mount_point, mounts_under
 from tests.helpers import datalab_yaml, volume_yaml, write
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -47,8 +49,9 @@ def catalogue_dir(tmp_path):
 def make_spawner(hub_user, tmp_path, archive, catalogue_dir):
     made = []
 
-    def make(name="alice", groups=(), **kw):
-        user = hub_user(name, groups)
+    def make(name="alice", groups=(), user=None, **kw):
+        # user: another spawner's user, as a restarted hub makes a new spawner for it
+        user = user or hub_user(name, groups)
         kw.setdefault("cmd", SLEEP)
         kw.setdefault("pipeline_run_slots_dir", str(tmp_path / "run-slots"))
         spawner = user._new_spawner(
@@ -367,3 +370,66 @@ async def test_a_server_that_dies_while_starting_leaves_no_mount(make_spawner):
     assert status == 3
     assert mounts_under(workspace) == []
     assert not (workspace / "data" / "psa").exists()
+
+
+async def test_a_restarted_hub_finds_the_session_from_its_state_never_a_reused_pid(make_spawner):
+    """What a restarted hub does: a new spawner, load_state() of what the database holds."""
+    require_root()
+    first = make_spawner()
+    first.user_options = {"profile": "lab", "volumes": ["psa"]}
+    await first.start()
+    data = Path(first.workspace) / "data"
+    try:
+        # Stored as soon as the process started, not only once start() returned to the hub.
+        stored = dict(first.orm_spawner.state)
+        assert stored == {"pid": first.pid, "pid_started": process_start(first.pid)}
+
+        again = make_spawner(user=first.user)
+        again.load_state(stored)
+        assert await again.poll() is None
+        assert is_mount_point(data / "psa")
+        await again.stop()
+        assert process_start(first.pid) is None
+        assert mounts_under(data) == []
+    finally:
+        await first.stop()
+
+    # A pid the kernel has since given to another process (started at another time) is not
+    # the session: shown stopped, and never signalled.
+    other = subprocess.Popen(SLEEP)
+    try:
+        stranger = make_spawner(user=first.user)
+        stranger.load_state({"pid": other.pid, "pid_started": process_start(other.pid) - 1})
+        assert await stranger.poll() == 0
+        await stranger.stop(now=True)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+async def test_poll_cleans_the_mounts_of_a_start_the_hub_never_finished(make_spawner, archive):
+    """A hub killed while it mounted left a volume mounted and no pid: the restarted hub's
+    poll() says stopped and unmounts it (JupyterHub calls stop() only for a live process)."""
+    require_root()
+    spawner = make_spawner()
+    data = Path(spawner.workspace) / "data"
+    await LocalMounter("bind").attach(archive / "psa", data / "psa")
+    spawner.load_state({})
+    assert await spawner.poll() == 0
+    assert mounts_under(data) == []
+
+
+def test_process_start_tells_a_running_process_from_an_ended_one(tmp_path):
+    assert isinstance(process_start(os.getpid()), int)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        # Not reaped yet: a zombie, which kill(pid, 0) still finds.
+        while process_start(child.pid) is not None:
+            assert time.monotonic() < deadline, "the child never ended"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)
+    finally:
+        child.wait()
+    assert process_start(child.pid) is None

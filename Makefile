@@ -50,7 +50,7 @@ sample-data: venv
 	$(PY) config/sample-data/make_sample_data.py .demo/archive
 
 ## The test cluster's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-## kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
+## kubelet, kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
 ## into a cache outside the repository (DATALABS_CLUSTER_BIN, default
 ## /var/cache/datalabs-cluster/bin); rebuilt only when a go.mod or go.sum changes.
 cluster:
@@ -66,7 +66,7 @@ images: system venv labextension
 demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv labextension cluster
+test: system venv labextension cluster images
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 

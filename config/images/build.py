@@ -39,6 +39,7 @@ import sys
 import tarfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,11 +333,27 @@ def datalabs_wheel(out: Path) -> Path:
     return wheel
 
 
+def wheel_digest(wheel: Path) -> str:
+    """A digest of what the wheel installs: its files' names and contents, with the metadata's
+    headers (dependencies) but not its long description (the README), and without the RECORD,
+    so that editing the README does not rebuild every image."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            data = z.read(name)
+            if name.endswith(".dist-info/RECORD"):
+                continue
+            if name.endswith(".dist-info/METADATA"):
+                data = data.split(b"\n\n", 1)[0]
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
 def image_key(recipe: dict, wheel: Path | None) -> str:
     copied = [REPO / src for src, _ in recipe.get("copy", [])]
     parts = [base_key(), json.dumps(recipe, sort_keys=True), tree_digest(copied)]
     if wheel is not None:
-        parts.append(sha256_file(wheel))
+        parts.append(wheel_digest(wheel))
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -8,6 +8,8 @@ pod log endpoint, which the API server fetches from the kubelet.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.cluster import Cluster
@@ -86,4 +88,131 @@ def test_a_pod_of_the_built_image_runs_on_the_real_kubelet(cluster: Cluster, kub
         assert int(words[5]) < 100, log
         assert words[7] == "probe", log
     finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """An archive folder the pods may read (uid 1000): ``psa/hello.txt``."""
+    root = tmp_path / "archive"
+    (root / "psa").mkdir(parents=True)
+    (root / "psa" / "hello.txt").write_text("from the archive\n")
+    for path in (tmp_path, root, root / "psa"):
+        path.chmod(0o755)
+    (root / "psa" / "hello.txt").chmod(0o644)
+    return root
+
+
+def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
+    cluster: Cluster, kubelet_node, tmp_path, archive
+):
+    import json
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.e2e.hubprocess import Hub
+    from tests.helpers import free_port, write
+    from tests.k8s.conftest import HUB_RULES
+
+    namespace = restricted_namespace(cluster)
+    rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
+    meta = {"name": "hub", "namespace": namespace}
+    cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": HUB_RULES})
+    cluster.apply(
+        {
+            **rbac,
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+    for claim in ("archive", "datalabs-archive"):
+        cluster.bound_volume(namespace, claim, path=str(archive))
+    catalogue = tmp_path / "catalogue"
+    write(
+        catalogue,
+        "rosetta/datalabs/planetary.yaml",
+        f"title: Planetary\nkind: notebook\nimage: {LAB_IMAGE}\ndefault_url: /lab\n",
+    )
+    write(
+        catalogue,
+        "rosetta/volumes/psa.yaml",
+        "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
+    )
+    placed = on_kubelet_node({})
+    state = tmp_path / "hub"
+    state.mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    node_ip = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")[1]["status"]["addresses"]
+    node_ip = next(a["address"] for a in node_ip if a["type"] == "InternalIP")
+    settings = {
+        "port": port,
+        "hub_port": free_port(),
+        "proxy_api_port": free_port(),
+        "node_ip": node_ip,
+        "state": str(state),
+        "token": token,
+        "namespace": namespace,
+        "catalogue": str(catalogue),
+        "node_selector": placed["nodeSelector"],
+        "tolerations": placed["tolerations"],
+    }
+    env = {
+        **os.environ,
+        "DATALABS_TEST_HUB": json.dumps(settings),
+        "KUBECONFIG": str(cluster.kubeconfig("datalabs-hub", namespace)),
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    log = state / "hub.log"
+    config = Path(__file__).with_name("hub_on_kubelet_config.py")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=state,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub = Hub(f"http://127.0.0.1:{port}", token, "", state, log)
+    try:
+
+        def hub_up():
+            assert proc.poll() is None, log.read_text()
+            try:
+                return hub.api("GET", "").status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        cluster.wait_for("the hub answering", hub_up, 60)
+        r = hub.api("POST", "users/alice")
+        assert r.status_code in (201, 409), r.text
+        r = hub.api("POST", "users/alice/server", json={"profile": "planetary", "volumes": ["psa"]})
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice", timeout=240)
+        [pod] = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")[1]["items"]
+        assert pod["spec"]["nodeName"] == KUBELET_NODE
+        assert pod["status"]["containerStatuses"][0]["containerID"].startswith("containerd://")
+        # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
+        r = hub.server("alice", "GET", "api/contents/data")
+        assert r.status_code == 200, r.text
+        assert [item["name"] for item in r.json()["content"]] == ["psa"]
+        r = hub.server("alice", "GET", "api/contents/data/psa")
+        assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
+        r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
+        assert r.json()["content"] == "from the archive\n"
+        hub.stop_server("alice", timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")

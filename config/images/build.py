@@ -14,8 +14,8 @@ from Debian packages and PyPI and handed to containerd as OCI layout archives:
 3. **pause**: the pod sandbox's process (``pause/pause.go``, a static Go binary) alone in a layer,
    containerd's ``sandbox_image`` on the test kubelet.
 
-Each image is described by ``config/images/<name>/image.toml`` (name, pip, datalabs, copy, env,
-cmd, user). Results are cached outside the repository (``DATALABS_IMAGES_DIR``, default
+Each image is described by ``config/images/<name>/image.toml`` (name, debian, pip, datalabs,
+copy, env, cmd, user). Results are cached outside the repository (``DATALABS_IMAGES_DIR``, default
 ``/var/cache/datalabs-images``) under a key hashed from everything that goes in (recipe, base
 key, wheel, copied files), so an unchanged image is not rebuilt. ``--import SOCKET`` loads the
 archives into a containerd (``ctr -n k8s.io images import``).
@@ -70,11 +70,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _copied(path: Path) -> bool:
+    """Whether a file under a recipe's ``copy`` folder goes into the image (no bytecode)."""
+    return path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+
+
 def tree_digest(paths: list[Path]) -> str:
     """A digest of files' relative names, modes and contents (not their times)."""
     h = hashlib.sha256()
     for root in paths:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if _copied(p))
         for p in files:
             h.update(str(p.relative_to(REPO)).encode() + b"\0")
             h.update(oct(p.stat().st_mode & 0o777).encode())
@@ -351,7 +356,13 @@ def wheel_digest(wheel: Path) -> str:
 
 def image_key(recipe: dict, wheel: Path | None) -> str:
     copied = [REPO / src for src, _ in recipe.get("copy", [])]
-    parts = [base_key(), json.dumps(recipe, sort_keys=True), tree_digest(copied)]
+    # the builder itself too: how it makes a layer is part of what the image is
+    parts = [
+        base_key(),
+        sha256_file(Path(__file__)),
+        json.dumps(recipe, sort_keys=True),
+        tree_digest(copied),
+    ]
     if wheel is not None:
         parts.append(wheel_digest(wheel))
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -384,17 +395,45 @@ def build_image(name: str, wheelhouse: Path) -> Path:
                 "PIP_DISABLE_PIP_VERSION_CHECK=1",
             ]
             venv = "/opt/datalabs/venv"
+            # name resolution inside the chroot for apt and pip; emptied again below
+            shutil.copy2("/etc/resolv.conf", merged / "etc/resolv.conf")
+            debian = list(recipe.get("debian", []))
+            if debian:
+                # Debian packages of this image alone (the mirror is plain http; apt checks
+                # the archive's signatures); the package lists go again afterwards
+                apt_env = [*env, "DEBIAN_FRONTEND=noninteractive"]
+                run(["chroot", str(merged), *apt_env, "apt-get", "update", "-qq"])
+                run(
+                    [
+                        "chroot",
+                        str(merged),
+                        *apt_env,
+                        "apt-get",
+                        "install",
+                        "-y",
+                        "-qq",
+                        "--no-install-recommends",
+                        *debian,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                run(["chroot", str(merged), *apt_env, "apt-get", "clean"])
+                for junk in ("var/lib/apt/lists", "var/cache/apt", "var/log"):
+                    for child in (merged / junk).glob("*"):
+                        if child.is_file() and child.name != "lock":
+                            child.unlink()
+                        elif child.is_dir() and child.name != "partial":
+                            shutil.rmtree(child)
             run(["chroot", str(merged), *env, "python3", "-m", "venv", venv])
-            packages = list(recipe.get("pip", []))
+            packages = list(recipe.get("pip", [])) or ["pip"]
             if wheel is not None:
                 (merged / "tmp/wheels").mkdir()
                 shutil.copy2(wheel, merged / "tmp/wheels" / wheel.name)
                 packages.insert(0, f"/tmp/wheels/{wheel.name}")
             # pip runs inside the chroot so that it picks packages for the image's Python
-            # (Debian's 3.11.2, which some releases refuse), with the build host's name
-            # resolution and CA bundle (PyPI may sit behind a TLS proxy) for this step only,
-            # and a download cache kept outside the image.
-            shutil.copy2("/etc/resolv.conf", merged / "etc/resolv.conf")
+            # (Debian's 3.11.2, which some releases refuse), with the build host's CA bundle
+            # (PyPI may sit behind a TLS proxy) for this step only, and a download cache kept
+            # outside the image.
             shutil.copy2(host_ca_bundle(), merged / "tmp/host-ca.crt")
             pip_cache = CACHE / "pip-cache"
             pip_cache.mkdir(exist_ok=True)
@@ -418,13 +457,13 @@ def build_image(name: str, wheelhouse: Path) -> Path:
             finally:
                 subprocess.run(["umount", str(merged / "tmp/pip-cache")], check=False)
                 (merged / "etc/resolv.conf").write_text("")
-            # the base's own (empty) resolv.conf stays; no copy of it in this layer
-            subprocess.run(["rm", "-f", str(upper / "etc/resolv.conf")], check=False)
             for src, dst in recipe.get("copy", []):
                 target = merged / dst.lstrip("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if (REPO / src).is_dir():
-                    shutil.copytree(REPO / src, target)
+                    shutil.copytree(
+                        REPO / src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    )
                 else:
                     shutil.copy2(REPO / src, target)
                 for p in [target, *target.rglob("*")]:
@@ -433,6 +472,8 @@ def build_image(name: str, wheelhouse: Path) -> Path:
             for junk in ("root/.cache", "tmp"):
                 for child in (merged / junk).glob("*"):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
+        # the base's own (empty) resolv.conf stays; no copy of it in this layer
+        (upper / "etc/resolv.conf").unlink(missing_ok=True)
         layer = work / "layer.tar"
         write_layer(upper, layer)
         user = str(recipe.get("user", 1000))

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from datalabs_volumes.mount.kubernetes import SIDECAR_IMAGE
 from tests.cluster import Cluster
 from tests.e2e.hubprocess import Hub
 from tests.helpers import free_port, write
@@ -105,6 +106,44 @@ def test_a_pod_of_the_built_image_runs_on_the_real_kubelet(cluster: Cluster, kub
         assert words[7] == "probe", log
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
+    cluster: Cluster, kubelet_node
+):
+    # root in its container as in the chart's sessions (FUSE), so not in a "restricted" namespace
+    name = f"sidecar-{secrets.token_hex(3)}"
+    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": on_kubelet_node(
+                {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {
+                            "name": "rclone",
+                            "image": SIDECAR_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", script],
+                        }
+                    ],
+                }
+            ),
+        }
+    )
+    try:
+        got = cluster.wait_for("the sidecar pod finished", finished(cluster, "default", name), 180)
+        assert got["status"]["phase"] == "Succeeded", got["status"]
+        status, log = cluster.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
+        assert status == 200, log
+        assert log.startswith("rclone v1.75.2"), log
+        assert "--mount-root" in log, log
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
 
 
 @pytest.fixture

@@ -305,7 +305,10 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
             conditions = (node.get("status") or {}).get("conditions") or [] if status == 200 else []
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-        cluster.wait_for(f"node {KUBELET_NODE} Ready (kubelet)", node_ready, timeout=120)
+        try:
+            cluster.wait_for(f"node {KUBELET_NODE} Ready (kubelet)", node_ready, timeout=120)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{node_log(cluster)}") from None
         yield KUBELET_NODE
     finally:
         _stop_node(cluster, root, socket, processes_before)

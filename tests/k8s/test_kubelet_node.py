@@ -31,7 +31,7 @@ from tests.cluster import Cluster
 from tests.e2e.hubprocess import Hub
 from tests.helpers import free_port, write
 from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
-from tests.kubelet_node import KUBELET_NODE, on_kubelet_node
+from tests.kubelet_node import KUBELET_NODE, node_log, on_kubelet_node
 
 pytestmark = pytest.mark.k8s
 
@@ -78,6 +78,14 @@ def finished(cluster: Cluster, namespace: str, name: str):
     return check
 
 
+def wait_finished(cluster: Cluster, namespace: str, name: str) -> dict:
+    """The pod once it has ended; on a timeout, the node's logs say why."""
+    try:
+        return cluster.wait_for(f"pod {name} finished", finished(cluster, namespace, name), 180)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\n{node_log(cluster)}") from None
+
+
 def test_a_pod_of_the_built_image_runs_on_the_real_kubelet(cluster: Cluster, kubelet_node):
     namespace = restricted_namespace(cluster)
     probe = (
@@ -88,7 +96,7 @@ def test_a_pod_of_the_built_image_runs_on_the_real_kubelet(cluster: Cluster, kub
     pod = lab_pod("probe", ["python", "-c", probe], restartPolicy="Never")
     cluster.apply({**pod, "metadata": {"name": "probe", "namespace": namespace}})
     try:
-        got = cluster.wait_for("the probe pod finished", finished(cluster, namespace, "probe"), 180)
+        got = wait_finished(cluster, namespace, "probe")
         assert got["spec"]["nodeName"] == KUBELET_NODE
         assert got["status"]["phase"] == "Succeeded", got["status"]
         [state] = got["status"]["containerStatuses"]
@@ -136,7 +144,7 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
         }
     )
     try:
-        got = cluster.wait_for("the sidecar pod finished", finished(cluster, "default", name), 180)
+        got = wait_finished(cluster, "default", name)
         assert got["status"]["phase"] == "Succeeded", got["status"]
         status, log = cluster.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
         assert status == 200, log

@@ -255,7 +255,6 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
     subnet = _free_subnet()
     cgroup_root = f"/datalabs-{bridge}"
     tunables = _read_tunables()
-    netns_before = set(os.listdir(NETNS)) if NETNS.exists() else set()
     processes_before = set(cluster.processes)
     try:
         for hierarchy in CGROUP.iterdir():
@@ -323,13 +322,24 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
                             sub.rmdir()
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-        for name in set(os.listdir(NETNS)) - netns_before if NETNS.exists() else ():
-            subprocess.run(["umount", str(NETNS / name)], capture_output=True, check=False)
-            with contextlib.suppress(OSError):
-                (NETNS / name).unlink()
         for tunable, value in tunables.items():
             with contextlib.suppress(OSError):
                 (Path("/proc/sys") / tunable).write_text(value)
+
+
+def _sandbox_netns(socket: Path) -> set[Path]:
+    """The network namespaces of the sandboxes this node's containerd still knows (only these
+    are removed at the end: another test run's node may have its own beside them)."""
+    ctr = ["ctr", "--address", str(socket), "-n", "k8s.io"]
+    found = set()
+    listed = subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True)
+    for container in listed.stdout.split():
+        info = subprocess.run([*ctr, "containers", "info", container], capture_output=True)
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            for ns in json.loads(info.stdout)["Spec"]["linux"]["namespaces"]:
+                if ns.get("type") == "network" and ns.get("path", "").startswith(str(NETNS)):
+                    found.add(Path(ns["path"]))
+    return found
 
 
 def _stop_node(cluster: Cluster, root: Path, socket: Path, processes_before: set[str]) -> None:
@@ -356,9 +366,11 @@ def _stop_node(cluster: Cluster, root: Path, socket: Path, processes_before: set
 
         with contextlib.suppress(TimeoutError):
             cluster.wait_for(f"pods on {KUBELET_NODE} gone", no_pods, timeout=60)
+    netns: set[Path] = set()
     for name in ("kubelet", "containerd"):
         proc = cluster.processes.get(name)
         if name == "containerd" and proc is not None and proc.poll() is None:
+            netns = _sandbox_netns(socket)
             _kill_leftover_tasks(socket)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -377,6 +389,10 @@ def _stop_node(cluster: Cluster, root: Path, socket: Path, processes_before: set
                 os.kill(int(pid), signal.SIGKILL)
     for point in _mounts_under(root):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    for path in netns:
+        subprocess.run(["umount", str(path)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):
+            path.unlink()
     for name in set(cluster.processes) - processes_before:
         del cluster.processes[name]
     shutil.rmtree(root, ignore_errors=True)

@@ -156,12 +156,14 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
 
 @pytest.fixture
 def archive(tmp_path):
-    """An archive folder the pods may read (uid 1000): ``psa/hello.txt``."""
+    """An archive folder with ``psa/hello.txt``; ``psa`` is writable by anyone on the host, so
+    only a read-only mount keeps a session from writing there."""
     root = tmp_path / "archive"
     (root / "psa").mkdir(parents=True)
     (root / "psa" / "hello.txt").write_text("from the archive\n")
-    for path in (tmp_path, root, root / "psa"):
+    for path in (tmp_path, root):
         path.chmod(0o755)
+    (root / "psa").chmod(0o777)
     (root / "psa" / "hello.txt").chmod(0o644)
     return root
 
@@ -267,22 +269,35 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
             r = hub.api("POST", "users/alice")
             assert r.status_code in (201, 409), r.text
             options = {"profile": "planetary", "volumes": ["psa"]}
-            r = hub.api("POST", "users/alice/server", json=options)
-            assert r.status_code in (201, 202), r.text
-            hub.wait_ready("alice", timeout=240)
-            status, answer = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")
-            [pod] = answer["items"]
-            assert pod["spec"]["nodeName"] == KUBELET_NODE
-            [state] = pod["status"]["containerStatuses"]
-            assert state["containerID"].startswith("containerd://") and state["ready"], state
-            # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
-            r = hub.server("alice", "GET", "api/contents/data")
-            assert r.status_code == 200, r.text
-            assert [item["name"] for item in r.json()["content"]] == ["psa"]
-            r = hub.server("alice", "GET", "api/contents/data/psa")
-            assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
-            r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
-            assert r.json()["content"] == "from the archive\n"
-            hub.stop_server("alice", timeout=120)
+            containers = set()
+            for _round in range(2):  # started, stopped, started again: the volume is back
+                r = hub.api("POST", "users/alice/server", json=options)
+                assert r.status_code in (201, 202), r.text
+                hub.wait_ready("alice", timeout=240)
+                status, answer = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+                [pod] = answer["items"]
+                assert pod["spec"]["nodeName"] == KUBELET_NODE
+                [state] = pod["status"]["containerStatuses"]
+                assert state["containerID"].startswith("containerd://") and state["ready"], state
+                containers.add(state["containerID"])
+                # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
+                r = hub.server("alice", "GET", "api/contents/data")
+                assert r.status_code == 200, r.text
+                assert [item["name"] for item in r.json()["content"]] == ["psa"]
+                r = hub.server("alice", "GET", "api/contents/data/psa")
+                assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
+                r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
+                assert r.json()["content"] == "from the archive\n"
+                # read-only in the container, although the folder itself is writable by all
+                r = hub.server(
+                    "alice",
+                    "PUT",
+                    "api/contents/data/psa/notes.txt",
+                    json={"type": "file", "format": "text", "content": "hello"},
+                )
+                assert r.status_code >= 400, r.text
+                assert not (archive / "psa" / "notes.txt").exists()
+                hub.stop_server("alice", timeout=120)
+            assert len(containers) == 2
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")

@@ -7,10 +7,13 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # tigervnc-standalone-server, openbox and topcat (with Java) make the TOPCAT desktop datalab;
 # x11-utils gives the desktop test xwininfo; bubblewrap is DatalabsLocalSpawner.sandbox.
-APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
+# debootstrap builds the images' base (make images); containerd, runc and the CNI plugins run
+# them on the test cluster's kubelet node.
+APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils \
+	debootstrap containerd runc containernetworking-plugins iptables
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv labextension sample-data cluster lint clean
+.PHONY: demo test bench system venv labextension sample-data cluster images lint clean
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -47,16 +50,23 @@ sample-data: venv
 	$(PY) config/sample-data/make_sample_data.py .demo/archive
 
 ## The test cluster's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-## kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
+## kubelet, kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
 ## into a cache outside the repository (DATALABS_CLUSTER_BIN, default
 ## /var/cache/datalabs-cluster/bin); rebuilt only when a go.mod or go.sum changes.
 cluster:
 	bash config/kubernetes/cluster/build.sh
 
+## The container images (config/images/*/image.toml and the pod sandbox's pause), built without
+## Docker from Debian packages (debootstrap) and PyPI into a cache outside the repository
+## (DATALABS_IMAGES_DIR, default /var/cache/datalabs-images); rebuilt only when what goes into one
+## changes. Needs root (chroot, overlay mounts).
+images: system venv labextension
+	$(PY) config/images/build.py
+
 demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv labextension cluster
+test: system venv labextension cluster images
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 

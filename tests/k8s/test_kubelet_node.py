@@ -1,0 +1,303 @@
+"""Pods run for real: the image built by ``make images`` on the kubelet node (containerd, runc).
+
+The namespaces enforce Pod Security "restricted"; pods come from the planetary-lab image built
+here from Debian packages and PyPI, imported into containerd without a registry
+(``imagePullPolicy: Never``).
+
+- A plain pod: what the container prints is read back through the API server's pod log
+  endpoint, which the API server fetches from the kubelet.
+- A session: a real JupyterHub (``hub_on_kubelet_config.py``) whose ``DatalabsKubeSpawner``
+  has only z2jh's hub rights starts alice's JupyterLab on the node; her server answers through
+  configurable-http-proxy and the hub's OAuth and lists the archive volume under ``data/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from datalabs_volumes.mount.kubernetes import SIDECAR_IMAGE
+from tests.cluster import Cluster
+from tests.e2e.hubprocess import Hub
+from tests.helpers import free_port, write
+from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
+from tests.kubelet_node import KUBELET_NODE, node_log, on_kubelet_node
+
+pytestmark = pytest.mark.k8s
+
+#: A container's settings that Pod Security "restricted" admits.
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def lab_pod(name: str, command: list[str], **spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": on_kubelet_node(
+            {
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "lab",
+                        "image": LAB_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": command,
+                        "securityContext": RESTRICTED,
+                    }
+                ],
+                **spec,
+            }
+        ),
+    }
+
+
+def finished(cluster: Cluster, namespace: str, name: str):
+    def check():
+        status, pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        assert status == 200, pod
+        return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    return check
+
+
+def wait_finished(cluster: Cluster, namespace: str, name: str) -> dict:
+    """The pod once it has ended; on a timeout, the node's logs say why."""
+    try:
+        return cluster.wait_for(f"pod {name} finished", finished(cluster, namespace, name), 180)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\n{node_log(cluster)}") from None
+
+
+def test_a_pod_of_the_built_image_runs_on_the_real_kubelet(cluster: Cluster, kubelet_node):
+    namespace = restricted_namespace(cluster)
+    probe = (
+        "import os, jupyterlab, datalabs_spawner, jupyterlab_ext; "
+        "print('uid', os.getuid(), 'jupyterlab', jupyterlab.__version__, "
+        "'pid', os.getpid(), 'host', os.uname().nodename)"
+    )
+    pod = lab_pod("probe", ["python", "-c", probe], restartPolicy="Never")
+    cluster.apply({**pod, "metadata": {"name": "probe", "namespace": namespace}})
+    try:
+        got = wait_finished(cluster, namespace, "probe")
+        assert got["spec"]["nodeName"] == KUBELET_NODE
+        assert got["status"]["phase"] == "Succeeded", got["status"]
+        [state] = got["status"]["containerStatuses"]
+        assert state["state"]["terminated"]["exitCode"] == 0
+        # a real container ID from containerd (kwok reports none)
+        assert state["containerID"].startswith("containerd://")
+        status, log = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/probe/log")
+        assert status == 200, log
+        # jupyterlab and the datalabs packages are importable as the image's user (uid 1000),
+        # in a PID namespace of its own (the process is not the host's), named after the pod
+        words = log.split()
+        assert words[:2] == ["uid", "1000"], log
+        assert words[2] == "jupyterlab" and words[3].startswith("4."), log
+        assert int(words[5]) < 100, log
+        assert words[7] == "probe", log
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
+    cluster: Cluster, kubelet_node
+):
+    # root in its container as in the chart's sessions (FUSE), so not in a "restricted" namespace
+    name = f"sidecar-{secrets.token_hex(3)}"
+    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": on_kubelet_node(
+                {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {
+                            "name": "rclone",
+                            "image": SIDECAR_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", script],
+                        }
+                    ],
+                }
+            ),
+        }
+    )
+    try:
+        got = wait_finished(cluster, "default", name)
+        assert got["status"]["phase"] == "Succeeded", got["status"]
+        status, log = cluster.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
+        assert status == 200, log
+        assert log.startswith("rclone v1.75.2"), log
+        assert "--mount-root" in log, log
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """An archive folder with ``psa/hello.txt``; ``psa`` is writable by anyone on the host, so
+    only a read-only mount keeps a session from writing there."""
+    root = tmp_path / "archive"
+    (root / "psa").mkdir(parents=True)
+    (root / "psa" / "hello.txt").write_text("from the archive\n")
+    for path in (tmp_path, root):
+        path.chmod(0o755)
+    (root / "psa").chmod(0o777)
+    (root / "psa" / "hello.txt").chmod(0o644)
+    return root
+
+
+def hub_namespace_on(cluster: Cluster, archive: Path) -> str:
+    """A "restricted" namespace where the hub's identity has z2jh's hub rights, with the
+    archive claims bound to ``archive``."""
+    namespace = restricted_namespace(cluster)
+    rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
+    meta = {"name": "hub", "namespace": namespace}
+    cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": HUB_RULES})
+    cluster.apply(
+        {
+            **rbac,
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+    for claim in ("archive", "datalabs-archive"):
+        cluster.bound_volume(namespace, claim, path=str(archive))
+    return namespace
+
+
+@contextlib.contextmanager
+def hub_on_kubelet(cluster: Cluster, namespace: str, catalogue: Path, state: Path) -> Iterator[Hub]:
+    """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node."""
+    status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
+    assert status == 200, node
+    node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    placed = on_kubelet_node({})
+    port, token = free_port(), secrets.token_hex(16)
+    settings = {
+        "port": port,
+        "hub_port": free_port(),
+        "proxy_api_port": free_port(),
+        "node_ip": node_ip,
+        "state": str(state),
+        "token": token,
+        "namespace": namespace,
+        "catalogue": str(catalogue),
+        "node_selector": placed["nodeSelector"],
+        "tolerations": placed["tolerations"],
+    }
+    env = {
+        **os.environ,
+        "DATALABS_TEST_HUB": json.dumps(settings),
+        "KUBECONFIG": str(cluster.kubeconfig("datalabs-hub", namespace)),
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    state.mkdir()
+    log = state / "hub.log"
+    config = Path(__file__).with_name("hub_on_kubelet_config.py")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=state,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub = Hub(f"http://127.0.0.1:{port}", token, "", state, log)
+    try:
+
+        def hub_up():
+            assert proc.poll() is None, log.read_text()
+            try:
+                return hub.api("GET", "").status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        cluster.wait_for("the hub answering", hub_up, 60)
+        yield hub
+    finally:
+        # the hub stops its servers (cleanup_servers): KubeSpawner deletes alice's pod
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
+    cluster: Cluster, kubelet_node, tmp_path, archive
+):
+    namespace = hub_namespace_on(cluster, archive)
+    catalogue = tmp_path / "catalogue"
+    write(
+        catalogue,
+        "rosetta/datalabs/planetary.yaml",
+        f"title: Planetary\nkind: notebook\nimage: {LAB_IMAGE}\ndefault_url: /lab\n",
+    )
+    write(
+        catalogue,
+        "rosetta/volumes/psa.yaml",
+        "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
+    )
+    try:
+        with hub_on_kubelet(cluster, namespace, catalogue, tmp_path / "hub") as hub:
+            r = hub.api("POST", "users/alice")
+            assert r.status_code in (201, 409), r.text
+            options = {"profile": "planetary", "volumes": ["psa"]}
+            containers = set()
+            for _round in range(2):  # started, stopped, started again: the volume is back
+                r = hub.api("POST", "users/alice/server", json=options)
+                assert r.status_code in (201, 202), r.text
+                hub.wait_ready("alice", timeout=240)
+                status, answer = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+                [pod] = answer["items"]
+                assert pod["spec"]["nodeName"] == KUBELET_NODE
+                [state] = pod["status"]["containerStatuses"]
+                assert state["containerID"].startswith("containerd://") and state["ready"], state
+                containers.add(state["containerID"])
+                # JupyterLab in the pod, through the proxy and the hub's OAuth: data/psa is there
+                r = hub.server("alice", "GET", "api/contents/data")
+                assert r.status_code == 200, r.text
+                assert [item["name"] for item in r.json()["content"]] == ["psa"]
+                r = hub.server("alice", "GET", "api/contents/data/psa")
+                assert [item["name"] for item in r.json()["content"]] == ["hello.txt"]
+                r = hub.server("alice", "GET", "api/contents/data/psa/hello.txt")
+                assert r.json()["content"] == "from the archive\n"
+                # read-only in the container, although the folder itself is writable by all
+                r = hub.server(
+                    "alice",
+                    "PUT",
+                    "api/contents/data/psa/notes.txt",
+                    json={"type": "file", "format": "text", "content": "hello"},
+                )
+                assert r.status_code >= 400, r.text
+                assert not (archive / "psa" / "notes.txt").exists()
+                hub.stop_server("alice", timeout=120)
+            assert len(containers) == 2
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")

@@ -1,0 +1,420 @@
+"""A real node for the test cluster: kubelet with Debian's containerd and runc (``k8s`` tests).
+
+``running_kubelet_node(cluster)`` adds one node, ``datalabs-kubelet``, to a control plane of
+tests/cluster.py, next to the kwok node, and runs pods on it for real:
+
+- containerd (Debian's package) with its own config, root, state and socket under the cluster's
+  folder, the CRI plugin's sandbox image being the ``pause`` image of ``make images``;
+- runc, and the CNI ``bridge`` plugin (Debian's containernetworking-plugins) on a bridge and a
+  /24 of 10.88.0.0/16 made for this run, without masquerading or routes: pods reach the host and
+  each other, nothing else;
+- the images of ``make images`` (config/images/build.py) imported with ``ctr images import``;
+  there is no registry, pods use ``imagePullPolicy: Never``;
+- the kubelet built by ``make cluster``, with the cgroupfs driver and ``failCgroupV1: false``
+  (this kernel has cgroup v1 and PID 1 is not systemd), swap allowed, its root folder, pod
+  logs, plugin folders and a cgroup root of its own; it serves on 127.0.0.1 and accepts only
+  the API server (client certificate of the cluster's CA), so pod logs and exec go through the
+  API.
+
+The node is tainted ``datalabs.test/kubelet=real:NoSchedule``: pods land on it only when they
+tolerate that and select it (:func:`on_kubelet_node`), so tests written for kwok's node keep
+their pods there.
+
+On exit every pod on the node is deleted and its containers stopped, then kubelet and containerd
+stop, leftover containers are killed, mounts under the node's folder and the pods' network
+namespaces are removed, the bridge and the cgroups are deleted, and the kernel settings the
+kubelet changes (``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops``) are put
+back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.cluster import BIN_DIR, Cluster, _alive_or_raise, _log_tail, _start
+from tests.helpers import free_port
+
+KUBELET_NODE = "datalabs-kubelet"
+TAINT = {"key": "datalabs.test/kubelet", "value": "real", "effect": "NoSchedule"}
+CNI_BIN = Path("/usr/lib/cni")
+REPO = Path(__file__).resolve().parents[1]
+#: The sysctls kubelet sets when ``protectKernelDefaults`` is false; restored on exit.
+KERNEL_TUNABLES = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+CGROUP = Path("/sys/fs/cgroup")
+NETNS = Path("/var/run/netns")
+
+
+class NodeMissing(RuntimeError):
+    """Something the real node needs is not installed or not built."""
+
+
+def _image_builder():
+    spec = importlib.util.spec_from_file_location("image_build", REPO / "config/images/build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def missing_parts() -> list[str]:
+    """What is missing for the node, each with the command that provides it."""
+    missing = []
+    if not os.access(BIN_DIR / "kubelet", os.X_OK):
+        missing.append(f"kubelet in {BIN_DIR} (make cluster)")
+    for tool in ("containerd", "ctr", "runc"):
+        if not shutil.which(tool):
+            missing.append(f"{tool} (make system: Debian's containerd and runc)")
+    if not (CNI_BIN / "bridge").exists():
+        missing.append(f"{CNI_BIN}/bridge (make system: containernetworking-plugins)")
+    builder = _image_builder()
+    built = builder.built_archives()
+    if builder.PAUSE_NAME not in built:
+        missing.append("the pause image (make images)")
+    if os.geteuid() != 0:
+        missing.append("root (containerd and kubelet run as root)")
+    return missing
+
+
+def on_kubelet_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """``pod_spec`` placed on the real node (node selector and toleration added)."""
+    selector = {**pod_spec.get("nodeSelector", {}), "kubernetes.io/hostname": KUBELET_NODE}
+    return {
+        **pod_spec,
+        "nodeSelector": selector,
+        "tolerations": [*pod_spec.get("tolerations", []), {**TAINT, "operator": "Equal"}],
+    }
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """A /24 of 10.88.0.0/16 that no route of this host covers (another run's bridge)."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    used = []
+    for line in routes.splitlines():
+        with contextlib.suppress(ValueError):
+            used.append(ipaddress.ip_network(line.split()[0], strict=False))
+    candidates = list(ipaddress.ip_network("10.88.0.0/16").subnets(new_prefix=24))
+    random.shuffle(candidates)
+    for net in candidates:
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+            return net
+    raise RuntimeError("no free /24 left in 10.88.0.0/16 for the pod network")
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def _containerd_config(root: Path, socket: Path, cni_conf: Path) -> Path:
+    """containerd's config: own root, state and sockets; CRI with runc, cgroupfs, our CNI."""
+    text = f"""version = 2
+root = "{root / "root"}"
+state = "{root / "state"}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/{_image_builder().PAUSE_NAME}"
+  # kubelet asks for negative OOM scores (-998 for sandboxes), which this machine refuses
+  # (runc: "failed to update /proc/self/oom_score_adj: Permission denied"); containerd then
+  # raises them to its own score
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{cni_conf}"
+"""
+    path = root / "containerd.toml"
+    path.write_text(text)
+    return path
+
+
+def _kubelet_config(
+    root: Path, cluster: Cluster, socket: Path, cgroup_root: str, node_ip: str
+) -> Path:
+    return _write_json(
+        root / "kubelet-config.json",
+        {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": node_ip,
+            "port": free_port(),
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": free_port(),
+            "containerRuntimeEndpoint": f"unix://{socket}",
+            # cgroup v1 and no systemd as PID 1 (FACTS.md); 1.34 refuses v1 unless told
+            "cgroupDriver": "cgroupfs",
+            "failCgroupV1": False,
+            "cgroupRoot": cgroup_root,
+            "failSwapOn": False,
+            # only the API server may call the kubelet: it shows a certificate of the test CA
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": False},
+                "x509": {"clientCAFile": str(cluster.ca)},
+            },
+            "authorization": {"mode": "AlwaysAllow"},
+            "podLogsDir": str(root / "pod-logs"),
+            "volumePluginDir": str(root / "volume-plugins"),
+            "resolvConf": "",
+            "registerWithTaints": [TAINT],
+            "maxPods": 30,
+            # the machine's disk is shared with other work: never evict or collect images for it
+            "evictionHard": {
+                "memory.available": "1Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+            "nodeStatusUpdateFrequency": "5s",
+        },
+    )
+
+
+def _cni_config(root: Path, bridge: str, subnet: ipaddress.IPv4Network) -> Path:
+    folder = root / "net.d"
+    folder.mkdir()
+    _write_json(
+        folder / "10-datalabs.conflist",
+        {
+            "cniVersion": "1.0.0",
+            "name": f"datalabs-{bridge}",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": True,
+                    # local traffic only: no NAT to the outside, no default route
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": str(subnet)}]],
+                        "dataDir": str(root / "ipam"),
+                    },
+                }
+            ],
+        },
+    )
+    return folder
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+    prefix = str(folder) + "/"
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def _read_tunables() -> dict[str, str]:
+    return {t: (Path("/proc/sys") / t).read_text().strip() for t in KERNEL_TUNABLES}
+
+
+@contextlib.contextmanager
+def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run the real node beside ``cluster``'s control plane; yields the node's name.
+
+    ``images`` are image names (``datalabs/planetary-lab:1.0``) of ``make images`` to load into
+    containerd besides the pause image."""
+    missing = missing_parts()
+    builder = _image_builder()
+    built = builder.built_archives()
+    missing += [f"image {i} (make images)" for i in images if i not in built]
+    if missing:
+        raise NodeMissing("The real kubelet node needs: " + "; ".join(missing))
+    root = cluster.root / "node"
+    root.mkdir()
+    socket = root / "containerd.sock"
+    bridge = f"dl{os.urandom(3).hex()}"
+    subnet = _free_subnet()
+    cgroup_root = f"/datalabs-{bridge}"
+    tunables = _read_tunables()
+    processes_before = set(cluster.processes)
+    try:
+        for hierarchy in CGROUP.iterdir():
+            if hierarchy.is_dir() and not hierarchy.is_symlink():
+                (hierarchy / cgroup_root.lstrip("/")).mkdir(exist_ok=True)
+        # The bridge is made here rather than by the CNI plugin on the first pod: its address is
+        # the node's (kubelet refuses a loopback node IP), where the API server reaches the
+        # kubelet; the plugin takes the bridge as it finds it.
+        node_ip = str(subnet[1])
+        for argv in (
+            ["ip", "link", "add", "name", bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{node_ip}/{subnet.prefixlen}", "dev", bridge],
+            ["ip", "link", "set", bridge, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+        cni_conf = _cni_config(root, bridge, subnet)
+        _start(
+            cluster,
+            "containerd",
+            ["containerd", "--config", str(_containerd_config(root, socket, cni_conf))],
+        )
+        cluster.wait_for(
+            "containerd's socket", lambda: _alive_or_raise(cluster) or socket.exists(), 60
+        )
+        builder.import_archives(
+            socket, [built[builder.PAUSE_NAME], *(built[name] for name in images)]
+        )
+        (root / "kubelet").mkdir()
+        _start(
+            cluster,
+            "kubelet",
+            [
+                str(BIN_DIR / "kubelet"),
+                f"--config={_kubelet_config(root, cluster, socket, cgroup_root, node_ip)}",
+                f"--kubeconfig={cluster.kubeconfig(f'system:node:{KUBELET_NODE}')}",
+                f"--root-dir={root / 'kubelet'}",
+                f"--cert-dir={root / 'kubelet-pki'}",
+                f"--hostname-override={KUBELET_NODE}",
+                f"--node-ip={node_ip}",
+                "--v=1",
+            ],
+        )
+
+        def node_ready():
+            _alive_or_raise(cluster)
+            status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
+            conditions = (node.get("status") or {}).get("conditions") or [] if status == 200 else []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        try:
+            cluster.wait_for(f"node {KUBELET_NODE} Ready (kubelet)", node_ready, timeout=120)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{node_log(cluster)}") from None
+        yield KUBELET_NODE
+    finally:
+        _stop_node(cluster, root, socket, processes_before)
+        # the bridge plugin's bridge and the cgroups made for this run
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+        for hierarchy in CGROUP.iterdir():
+            folder = hierarchy / cgroup_root.lstrip("/")
+            if folder.is_dir():
+                for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    if sub.is_dir():
+                        with contextlib.suppress(OSError):
+                            sub.rmdir()
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        for tunable, value in tunables.items():
+            with contextlib.suppress(OSError):
+                (Path("/proc/sys") / tunable).write_text(value)
+
+
+def _sandbox_netns(socket: Path) -> set[Path]:
+    """The network namespaces of the sandboxes this node's containerd still knows (only these
+    are removed at the end: another test run's node may have its own beside them)."""
+    ctr = ["ctr", "--address", str(socket), "-n", "k8s.io"]
+    found = set()
+    listed = subprocess.run([*ctr, "containers", "ls", "-q"], capture_output=True, text=True)
+    for container in listed.stdout.split():
+        info = subprocess.run([*ctr, "containers", "info", container], capture_output=True)
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            for ns in json.loads(info.stdout)["Spec"]["linux"]["namespaces"]:
+                if ns.get("type") == "network" and ns.get("path", "").startswith(str(NETNS)):
+                    found.add(Path(ns["path"]))
+    return found
+
+
+def _stop_node(cluster: Cluster, root: Path, socket: Path, processes_before: set[str]) -> None:
+    """Pods deleted through the API (the kubelet stops their containers and networks), then
+    kubelet and containerd stopped, then whatever is left killed and unmounted."""
+    kubelet = cluster.processes.get("kubelet")
+    if kubelet is not None and kubelet.poll() is None:
+        status, pods = cluster.request(
+            "GET", f"/api/v1/pods?fieldSelector=spec.nodeName={KUBELET_NODE}"
+        )
+        for pod in pods.get("items", []) if status == 200 else []:
+            meta = pod["metadata"]
+            cluster.request(
+                "DELETE",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 1},
+            )
+
+        def no_pods():
+            status, pods = cluster.request(
+                "GET", f"/api/v1/pods?fieldSelector=spec.nodeName={KUBELET_NODE}"
+            )
+            return status == 200 and not pods["items"]
+
+        with contextlib.suppress(TimeoutError):
+            cluster.wait_for(f"pods on {KUBELET_NODE} gone", no_pods, timeout=60)
+    netns: set[Path] = set()
+    for name in ("kubelet", "containerd"):
+        proc = cluster.processes.get(name)
+        if name == "containerd" and proc is not None and proc.poll() is None:
+            netns = _sandbox_netns(socket)
+            _kill_leftover_tasks(socket)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    # the shims of this containerd outlive it; they are found by its socket on their command line
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"containerd-shim" in cmdline[0] and str(socket).encode() in cmdline:
+                os.kill(int(pid), signal.SIGKILL)
+    for point in _mounts_under(root):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    for path in netns:
+        subprocess.run(["umount", str(path)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for name in set(cluster.processes) - processes_before:
+        del cluster.processes[name]
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_leftover_tasks(socket: Path) -> None:
+    """Kill and delete every container still running in the node's containerd."""
+    ctr = ["ctr", "--address", str(socket), "-n", "k8s.io"]
+    tasks = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
+    for task in tasks.stdout.split():
+        subprocess.run([*ctr, "tasks", "kill", "-a", "-s", "SIGKILL", task], capture_output=True)
+    deadline = time.monotonic() + 20
+    for task in tasks.stdout.split():
+        while time.monotonic() < deadline:
+            done = subprocess.run([*ctr, "tasks", "delete", task], capture_output=True)
+            if done.returncode == 0 or b"not found" in done.stderr:
+                break
+            time.sleep(0.2)
+
+
+def node_log(cluster: Cluster) -> str:
+    """The ends of kubelet's and containerd's logs, for failure messages."""
+    return "\n".join(
+        f"--- {name}\n{_log_tail(cluster, name)}" for name in ("kubelet", "containerd")
+    )

@@ -32,6 +32,7 @@ from datalabs_pipelines.executors.slots import ENV_SLOTS_DIR
 from datalabs_volumes import contract
 from datalabs_volumes.access import AccessError, authorize_volume, may_read, refuse_volume
 from datalabs_volumes.credentials import user_key
+from datalabs_volumes.egress import NetworkPolicy
 from datalabs_volumes.models import ChosenVolume, Volume
 from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
 from datalabs_volumes.mount.local import (
@@ -45,6 +46,7 @@ from datalabs_volumes.mount.local import (
 )
 
 from .catalogue import Catalogue, shared_catalogue
+from .connections import HostConnections
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
@@ -199,6 +201,13 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
                 found.append(endpoint)
         return found
 
+    def network_policy(self) -> NetworkPolicy:
+        """Where this user's connections may connect (``connection_allowed_networks``,
+        ``refused_endpoints()``)."""
+        return NetworkPolicy.from_strings(
+            self.connection_allowed_networks, self.refused_endpoints()
+        )
+
     pipeline_runs_dir = Unicode(
         "~/pipeline-runs",
         config=True,
@@ -298,6 +307,13 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """Detach a volume from the running session (see ``hot_attach``)."""
         raise AccessError(
             409, f"Volume '{vid}' can only be detached by restarting the session on this hub."
+        )
+
+    def host_connections(self) -> HostConnections:
+        """The user's connections as the hub mounts them into the running session (the
+        broker's connection calls). Only sandboxed sessions need it; elsewhere 409."""
+        raise AccessError(
+            409, "Your session mounts its connections itself on this hub; use its Data panel."
         )
 
     # -- the spawn form ----------------------------------------------------------------------
@@ -635,6 +651,8 @@ class DatalabsLocalSpawner(
         }
         if self.credentials_master_key and not self.sandbox:
             env[contract.CREDENTIALS_KEY] = user_key(self.credentials_master_key, self.user.name)
+        if self.sandbox:
+            env[contract.CONNECTION_MOUNTS] = "broker"  # FUSE cannot mount inside bubblewrap
         return env
 
     @property
@@ -693,6 +711,23 @@ class DatalabsLocalSpawner(
                 raise AccessError(500, f"Volume '{vid}' could not be detached: {e}.") from None
             self._mounted = [m for m in getattr(self, "_mounted", []) if m.target != target]
         return volume
+
+    def host_connections(self) -> HostConnections:
+        """A sandboxed session's connections, mounted by the hub (``connections.py``)."""
+        if not self.sandbox:
+            return super().host_connections()
+        if not self.ready or self.account is None:
+            raise AccessError(409, "Start your session before attaching a connection to it.")
+        if not self.credentials_master_key:
+            raise AccessError(503, "Connections are not available: no credentials key is set.")
+        found = self.__dict__.get("_host_connections")
+        if found is None:
+            key = user_key(self.credentials_master_key, self.user.name)
+            found = HostConnections(
+                self.account, self.workspace, key, self.network_policy(), self._volume_lock
+            )
+            self.__dict__["_host_connections"] = found
+        return found
 
     # -- the sandbox -------------------------------------------------------------------------
 
@@ -816,6 +851,9 @@ class DatalabsLocalSpawner(
     async def _detach_all(self) -> None:
         mounter = LocalMounter(self.mount_method)
         problems = []
+        connections = self.__dict__.pop("_host_connections", None)
+        if connections is not None:
+            await connections.close()
         for m in reversed(getattr(self, "_mounted", [])):
             try:
                 await mounter.detach(m.target)
@@ -880,8 +918,8 @@ class DatalabsLocalSpawner(
         return started is not None and self._pid_started in (None, started)
 
     def _left_mounted(self) -> bool:
-        if getattr(self, "_mounted", None):
-            return True
+        if getattr(self, "_mounted", None) or "_host_connections" in self.__dict__:
+            return True  # the hub's rclone for the session's connections runs until closed
         try:
             data_dir = self.data_dir
         except web.HTTPError:

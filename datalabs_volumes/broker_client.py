@@ -78,6 +78,21 @@ class BrokerClient:
         """Ask the broker to detach ``vid`` from the user's session."""
         return await self._call("POST", self._url("volumes", vid, "detach"), {})
 
+    async def connections(self) -> list[dict[str, Any]]:
+        """The user's connections the hub mounted into their session (a sandboxed one), each
+        ``{"name", "path", "attached", "read_only", "health"}``."""
+        answer = await self._call("GET", self._url("connections"))
+        return list(answer.get("connections", []))
+
+    async def attach_connection(self, name: str, writable: bool | None = None) -> dict[str, Any]:
+        """Ask the broker to mount the user's own connection ``name`` into their session."""
+        body = {} if writable is None else {"writable": writable}
+        return await self._call("POST", self._url("connections", name, "attach"), body)
+
+    async def detach_connection(self, name: str) -> dict[str, Any]:
+        """Ask the broker to unmount the user's connection ``name`` from their session."""
+        return await self._call("POST", self._url("connections", name, "detach"), {})
+
 
 def hub_unavailable(during: bool) -> AccessError:
     """The retryable error of a hub that does not answer; ``during``: it stopped answering in

@@ -98,6 +98,8 @@ class StorageSession:
     that connections obey, when saved and at every connection rclone makes.
     ``connections_dir``: where connections are mounted (default ``data_dir``; on Kubernetes the
     folder the rclone sidecar shares with the user container).
+    ``connections_by_broker``: the broker mounts connections (a sandboxed session); the
+    session's own rclone then only tests them.
     """
 
     def __init__(
@@ -113,8 +115,12 @@ class StorageSession:
         catalogue_refresh_seconds: float = 2.0,
         broker: BrokerClient | None = None,
         connections_dir: Path | None = None,
+        connections_by_broker: bool = False,
     ):
         self.broker = broker
+        #: A sandboxed session cannot FUSE-mount (``fusermount3`` is stopped by
+        #: no_new_privs): the hub's broker mounts its connections on the host instead.
+        self.connections_by_broker = broker is not None and connections_by_broker
         #: The broker's answer (ids the user may read) and when it was fetched.
         self._allowed: tuple[frozenset[str], float] | None = None
         self.data_dir = Path(data_dir)
@@ -492,10 +498,37 @@ class StorageSession:
         except RcloneError as e:
             raise StorageError(e.status, e.message, reason=e.kind) from None
 
+    async def _brokered(self) -> dict[str, dict[str, Any]]:
+        """The connections the broker mounted for this session, by name (empty when the
+        session mounts its own)."""
+        if not self.connections_by_broker or self.broker is None:
+            return {}
+        found = await self._broker_call(self.broker.connections())
+        return {str(c.get("name")): c for c in found}
+
+    async def _is_attached(self, name: str) -> bool:
+        if self.connections_by_broker:
+            return name in await self._brokered()
+        return name in self.rclone.attached
+
     async def _describe_connection(
-        self, connection: Connection, health: bool = True
+        self,
+        connection: Connection,
+        health: bool = True,
+        brokered: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         out = connection.redacted()
+        if self.connections_by_broker:
+            if brokered is None:
+                brokered = await self._brokered()
+            mounted = brokered.get(connection.name)
+            out["attached"] = mounted is not None
+            out["mount"] = f"data/{connection.name}"
+            out["read_only"] = (
+                bool(mounted.get("read_only", True)) if mounted else not connection.writable
+            )
+            out["health"] = (mounted.get("health") if mounted and health else None) or None
+            return out
         attached = self.rclone.attached.get(connection.name)
         out["attached"] = attached is not None
         out["mount"] = self._connection_label(connection.name)
@@ -516,7 +549,10 @@ class StorageSession:
             stored = self._store().list()
         except CredentialError as e:
             raise StorageError(500, str(e)) from None
-        return list(await asyncio.gather(*(self._describe_connection(c) for c in stored)))
+        brokered = await self._brokered()
+        return list(
+            await asyncio.gather(*(self._describe_connection(c, brokered=brokered) for c in stored))
+        )
 
     async def connection(self, name: str) -> dict[str, Any]:
         """One connection, secrets redacted."""
@@ -536,7 +572,7 @@ class StorageSession:
     async def update_connection(self, name: str, patch: Any) -> dict[str, Any]:
         """Change a connection (not while attached); tested again before it is saved."""
         current = self._get(name)
-        if name in self.rclone.attached:
+        if await self._is_attached(name):
             raise StorageError(409, f"Detach '{name}' before changing it.")
         try:
             doc = merge_patch(current, patch)
@@ -550,7 +586,7 @@ class StorageSession:
     async def delete_connection(self, name: str) -> None:
         """Detach (if attached) and forget a connection."""
         self._get(name)
-        if name in self.rclone.attached:
+        if await self._is_attached(name):
             await self.detach_connection(name)
         self._store().delete(name)
 
@@ -564,6 +600,11 @@ class StorageSession:
         connection = self._get(name)
         if connection.spec.kernel:
             await self._test(connection)
+        if self.connections_by_broker and self.broker is not None:
+            # The broker reads the connection from the user's own store itself; the name
+            # only picks one of theirs.
+            await self._broker_call(self.broker.attach_connection(name, writable))
+            return await self._describe_connection(connection)
         read_only = not (connection.writable if writable is None else writable)
         target = self.connections_dir / name
         label = self._connection_label(name)
@@ -584,6 +625,9 @@ class StorageSession:
     async def detach_connection(self, name: str) -> dict[str, Any]:
         """Unmount a connection."""
         connection = self._get(name)
+        if self.connections_by_broker and self.broker is not None:
+            await self._broker_call(self.broker.detach_connection(name))
+            return await self._describe_connection(connection, health=False)
         try:
             await self.rclone.detach(name)
         except RcloneError as e:

@@ -469,11 +469,9 @@ class DatalabsLocalSpawner(
         Each sandbox runs under a small supervisor process (``supervise.py``), not as the
         hub's child, so that sessions outlive a hub restart (README, "Hub restarts").
 
-        Default False in this release: attaching a volume to a running session (the Data
-        panel's hot attach) still mounts from inside the user's server, which needs root; in a
-        sandbox it is refused until the hub-side broker that attaches into running sandboxes
-        lands. Volumes chosen at start are attached in the sandbox as usual. FUSE mounts
-        (rclone connections) do not work inside the sandbox yet (docs/security.md).
+        Default False in this release. Volumes attached to a running session and the user's
+        connections (FUSE, which cannot mount inside bubblewrap) are mounted by the hub's
+        broker on the host and propagate into the sandbox (docs/security.md).
         """,
     )
 

@@ -27,6 +27,9 @@ API (versioned; documented in ``docs/api/broker.openapi.yaml``), under the hub p
 - ``POST /hub/datalabs/v1/users/<user>/volumes/<id>/attach`` (body ``{"version": "v2"}``,
   optional): mount it read-only into the user's running session, at ``data/<folder>``
 - ``POST /hub/datalabs/v1/users/<user>/volumes/<id>/detach``
+- ``GET  /hub/datalabs/v1/users/<user>/volumes/<id>/size`` and ``.../browse?path=<folder>``:
+  a volume's size and a folder's listing, read by the hub (a sandboxed session cannot see the
+  archive), only for a volume the user may read
 - ``GET  /hub/datalabs/v1/users/<user>/connections``: the user's connections the hub mounted
   into their (sandboxed) session, with their health
 - ``POST /hub/datalabs/v1/users/<user>/connections/<name>/attach`` (body
@@ -42,12 +45,16 @@ request without one is 401.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 
 from datalabs_volumes.access import AccessError
+from datalabs_volumes.archive import BrowseError, FolderSize, browse_folder, folder_size
 from datalabs_volumes.contract import BROKER_PATH
 
 from .spawner import DatalabsSpawnerMixin, _http_error
@@ -160,6 +167,43 @@ class VolumeDetachHandler(BrokerHandler):
         self.reply({"id": volume.id, "path": spawner.volume_path(volume.folder), "attached": False})
 
 
+#: Volume sizes the broker walked, by folder: (size, when). A walk is redone after 5 minutes,
+#: as in a session that sees the archive itself.
+_SIZES: dict[Path, tuple[FolderSize, float]] = {}
+SIZE_MAX_AGE = 300.0
+
+
+class VolumeSizeHandler(BrokerHandler):
+    async def get(self, user_name: str, vid: str):
+        spawner = self.spawner(user_name)
+        try:
+            chosen = spawner.authorize_volume(vid)
+            folder = spawner.volume_folder(chosen)
+        except AccessError as e:
+            self.fail(e)
+        cached = _SIZES.get(folder)
+        if cached is None or time.monotonic() - cached[1] > SIZE_MAX_AGE:
+            cached = (await asyncio.to_thread(folder_size, folder), time.monotonic())
+            _SIZES[folder] = cached
+        self.reply({"id": chosen.id, **cached[0].to_json()})
+
+
+class VolumeBrowseHandler(BrokerHandler):
+    async def get(self, user_name: str, vid: str):
+        spawner = self.spawner(user_name)
+        path = self.get_argument("path", "")
+        try:
+            chosen = spawner.authorize_volume(vid)
+            folder = spawner.volume_folder(chosen)
+        except AccessError as e:
+            self.fail(e)
+        try:
+            listing = await asyncio.to_thread(browse_folder, chosen.id, folder, path)
+        except BrowseError as e:
+            raise _http_error(e.status, e.message) from None
+        self.reply(listing)
+
+
 class UserConnectionsHandler(BrokerHandler):
     async def get(self, user_name: str):
         spawner = self.spawner(user_name)
@@ -212,6 +256,8 @@ default_handlers = [
     (rf"/{BROKER_PATH}{_USER}/volumes", UserVolumesHandler),
     (rf"/{BROKER_PATH}{_VOLUME}/attach", VolumeAttachHandler),
     (rf"/{BROKER_PATH}{_VOLUME}/detach", VolumeDetachHandler),
+    (rf"/{BROKER_PATH}{_VOLUME}/size", VolumeSizeHandler),
+    (rf"/{BROKER_PATH}{_VOLUME}/browse", VolumeBrowseHandler),
     (rf"/{BROKER_PATH}{_USER}/connections", UserConnectionsHandler),
     (rf"/{BROKER_PATH}{_CONNECTION}/attach", ConnectionAttachHandler),
     (rf"/{BROKER_PATH}{_CONNECTION}/detach", ConnectionDetachHandler),

@@ -309,6 +309,11 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
             409, f"Volume '{vid}' can only be detached by restarting the session on this hub."
         )
 
+    def volume_folder(self, chosen: ChosenVolume) -> Path:
+        """The host folder of an authorized volume, for the broker's size and browse (a
+        sandboxed session cannot see the archive). Spawners without one refuse (501)."""
+        raise AccessError(501, f"Volume '{chosen.id}' cannot be read by the hub here.")
+
     def host_connections(self) -> HostConnections:
         """The user's connections as the hub mounts them into the running session (the
         broker's connection calls). Only sandboxed sessions need it; elsewhere 409."""
@@ -709,6 +714,12 @@ class DatalabsLocalSpawner(
                 raise AccessError(500, f"Volume '{vid}' could not be detached: {e}.") from None
             self._mounted = [m for m in getattr(self, "_mounted", []) if m.target != target]
         return volume
+
+    def volume_folder(self, chosen: ChosenVolume) -> Path:
+        try:
+            return self.source_folder(chosen)
+        except MountError as e:
+            raise AccessError(500, f"Volume '{chosen.id}' cannot be read: {e}.") from None
 
     def host_connections(self) -> HostConnections:
         """A sandboxed session's connections, mounted by the hub (``connections.py``)."""

@@ -17,16 +17,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, cast
 
 from . import listing
 from .access import AccessError, Who, may_read, refuse_volume
+from .archive import BrowseError, FolderSize, browse_folder, folder_size
 from .broker_client import BrokerClient
 from .catalogue import VolumeCatalogue
 from .credentials import CredentialError, CredentialStore
 from .egress import NetworkPolicy, as_policy
-from .models import Volume, choose, is_safe_relative_path
+from .models import Volume, choose
 from .mount.local import (
     LocalMounter,
     MountError,
@@ -38,10 +39,6 @@ from .mount.local import (
 from .mount.rclone import RcloneError, SessionRclone
 from .remotes import Connection, InvalidConnection, merge_patch, validate
 
-#: Largest number of entries walked to size a volume; beyond it the size is a lower bound.
-SIZE_WALK_LIMIT = 20_000
-#: Largest listing returned by browse; the answer says when it was cut.
-BROWSE_LIMIT = 5_000
 #: The ``reason`` of an error the user can retry: the hub (and its broker) did not answer.
 HUB_UNAVAILABLE = "hub_unavailable"
 
@@ -142,6 +139,8 @@ class StorageSession:
         self._described: dict[str, tuple[Volume, dict[str, Any]]] = {}
         self._readable_cache: _Readable | None = None
         self._volume_lock = asyncio.Lock()
+        self._archive_hidden: bool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- hosted volumes ------------------------------------------------------------------------
 
@@ -157,6 +156,7 @@ class StorageSession:
         ``catalogue_refresh_seconds`` (the same freshness as the catalogue itself)."""
         if self.broker is None:
             return
+        self._loop = asyncio.get_running_loop()
         if self._allowed and time.monotonic() - self._allowed[1] < self.catalogue_refresh_seconds:
             return
         try:
@@ -222,20 +222,39 @@ class StorageSession:
         cached = self._sizes.get(volume.id)
         if cached and time.monotonic() - cached.at < 300:
             return cached
-        folder = self._source(volume)
-        total = files = 0
-        complete = True
-        for dirpath, _dirs, names in os.walk(folder):
-            for n in names:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, n)).st_size
-                files += 1
-            if files > SIZE_WALK_LIMIT:
-                complete = False
-                break
-        size = _Size(total, files, complete, time.monotonic())
+        if self._archive_by_broker():
+            found = self._size_from_broker(volume.id)
+        else:
+            found = folder_size(self._source(volume))
+        size = _Size(found.bytes, found.files, found.complete, time.monotonic())
         self._sizes[volume.id] = size
         return size
+
+    def _archive_by_broker(self) -> bool:
+        """Whether the broker reads the archive for this session (sizes, browse): a hub
+        session that cannot see the archive root (a sandboxed one)."""
+        if self._archive_hidden is None:
+            self._archive_hidden = not (self.archive_root and os.path.isdir(self.archive_root))
+        return self.broker is not None and self._archive_hidden
+
+    def _size_from_broker(self, vid: str) -> FolderSize:
+        """The broker's size of ``vid``; called from the worker thread that describes
+        volumes (``volumes()`` and friends), so it waits for a call made on the event loop."""
+        loop = self._loop
+        if loop is None or self.broker is None:
+            raise StorageError(503, "The hub's volume broker is not reachable from here.")
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            # On the loop's own thread waiting would never end.
+            raise StorageError(500, "A volume size was asked for on the event loop.")
+        call = asyncio.run_coroutine_threadsafe(self.broker.volume_size(vid), loop)
+        try:
+            answer = call.result(timeout=self.broker.timeout + 5)
+        except AccessError as e:
+            raise StorageError(e.status, e.message) from None
+        return FolderSize(
+            int(answer["bytes"]), int(answer["files"]), bool(answer.get("complete", True))
+        )
 
     def _volume_health(self, target: Path) -> dict[str, str]:
         try:
@@ -414,44 +433,17 @@ class StorageSession:
             raise StorageError.from_broker(e) from None
 
     async def browse_volume(self, vid: str, path: str = "") -> dict[str, Any]:
-        """List a folder of a volume through fsspec, without mounting it."""
+        """List a folder of a volume through fsspec, without mounting it (through the broker
+        when this session cannot see the archive)."""
         await self._ask_broker()
         volume = self._volume(vid)
+        if self._archive_by_broker() and self.broker is not None:
+            return await self._broker_call(self.broker.browse(vid, path))
         source = self._source(volume)
-        path = (path or "").strip("/")
-        if path and not is_safe_relative_path(path):
-            raise StorageError(400, "'path' must be a folder inside the volume, without '..'.")
-        return await asyncio.to_thread(self._browse, volume, source, path)
-
-    def _browse(self, volume: Volume, source: Path, path: str) -> dict[str, Any]:
-        from fsspec.implementations.dirfs import DirFileSystem
-        from fsspec.implementations.local import LocalFileSystem
-
-        folder = Path(os.path.realpath(source / path)) if path else source
-        # Symbolic links inside the archive must not lead out of the volume.
-        if folder != source and source not in folder.parents:
-            raise StorageError(400, f"'{path}' is not a folder of volume '{volume.id}'.")
-        if folder.is_file():
-            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.")
-        fs = DirFileSystem(path=str(source), fs=LocalFileSystem())
-        rel = folder.relative_to(source).as_posix() if folder != source else ""
         try:
-            entries = fs.ls(rel, detail=True)
-        except FileNotFoundError:
-            raise StorageError(404, f"Volume '{volume.id}' has no folder '{path}'.") from None
-        except NotADirectoryError:
-            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.") from None
-        items = []
-        for e in entries[:BROWSE_LIMIT]:
-            name = PurePosixPath(e["name"]).name
-            items.append({"name": name, "type": e["type"], "size": e.get("size")})
-        items.sort(key=lambda i: (i["type"] != "directory", i["name"]))
-        return {
-            "volume": volume.id,
-            "path": rel,
-            "entries": items,
-            "truncated": len(entries) > BROWSE_LIMIT,
-        }
+            return await asyncio.to_thread(browse_folder, volume.id, source, path)
+        except BrowseError as e:
+            raise StorageError(e.status, e.message) from None
 
     # -- connections ---------------------------------------------------------------------------
 

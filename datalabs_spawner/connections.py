@@ -164,7 +164,7 @@ class HostConnections:
 
     def connection(self, name: str) -> Connection:
         """The user's own connection ``name``, from their encrypted store, validated again."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise AccessError(404, f"There is no connection '{name}'.")
         raw = read_store(self.workspace, self.account)
         try:
@@ -207,6 +207,9 @@ class HostConnections:
         engine = self._engine()
         stage = self._stage(name)
         try:
+            # As when it was saved: a clear error now (credentials, network policy) rather
+            # than a mount that answers nothing; the store may not hold what the session saved.
+            await engine.test(connection)
             await engine.attach(connection, stage, read_only=read_only)
         except RcloneError as e:
             raise AccessError(e.status, e.message) from None

@@ -201,3 +201,110 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
 def owner(path: Path) -> tuple[int, int]:
     info = path.stat()
     return info.st_uid, info.st_gid
+
+
+#: What the refused host answers; it must never reach the user.
+REFUSED_BODY = "RefusedHostBody" + os.urandom(6).hex()
+
+
+@contextlib.contextmanager
+def http_server(answer, host: str = "127.0.0.1"):
+    """A plain HTTP server on ``host`` answering every request with ``answer(path)``; yields
+    (its URL, the paths it was asked for)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self):
+            asked.append(self.path)
+            status, headers, body = answer(self.path)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_PROPFIND = do_HEAD = do_OPTIONS = _any
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer((host, 0), Handler)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{httpd.server_address[1]}", asked
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_broker_checks_the_stored_connection_again_and_rclone_obeys_the_network_policy(
+    tmp_path_factory, demo_archive, accounts
+):
+    """alice can write anything into her own store (her key reaches her session, so her code
+    can find it). A connection with an option users may not set (webdav's
+    ``bearer_token_command``, which rclone would run as her account outside the sandbox) is
+    refused by the broker, and nothing runs; a connection to an allowed server that redirects
+    to a refused address fails with the policy's words, and the refused host is never asked:
+    the hub's rclone goes through the egress proxy like a session's."""
+    from datalabs_volumes.credentials import CredentialStore, user_key
+    from datalabs_volumes.remotes import Connection
+
+    state = tmp_path_factory.mktemp("sandbox-policy-state")
+    args = [
+        "--DatalabsLocalSpawner.sandbox=True",
+        f"--DatalabsLocalSpawner.account_prefix={accounts}",
+    ]
+    refused_host = contextlib.ExitStack()
+    with contextlib.ExitStack() as cleanup:
+        # 127.0.0.2 is loopback, outside the demo's allowed 127.0.0.1/32.
+        target, target_asked = cleanup.enter_context(
+            http_server(
+                lambda p: (500, {"Content-Type": "text/plain"}, REFUSED_BODY.encode()), "127.0.0.2"
+            )
+        )
+        redirector, redirector_asked = cleanup.enter_context(
+            http_server(lambda p: (302, {"Location": target + p}, b"moved"))
+        )
+        cleanup.enter_context(refused_host)
+        hub = cleanup.enter_context(running_hub(state, demo_archive, args))
+        r = hub.api("POST", "users/alice/server", json={"profile": "planetary-lab", "volumes": []})
+        assert r.status_code in (201, 202), r.text
+        cleanup.callback(hub.stop_server, "alice")
+        hub.wait_ready("alice")
+        alice = state / "workspaces" / "alice"
+        account = pwd.getpwnam(accounts + "alice")
+        pwned = Path("/tmp") / f"datalabs-pwned-{os.getpid()}"
+        key = user_key((state / "credentials.key").read_text().strip(), "alice")
+        store_file = alice / ".datalabs" / "connections.json"
+        store = CredentialStore(store_file, key)
+        store.put(
+            Connection(
+                "cmd",
+                "webdav",
+                {"url": redirector, "vendor": "other", "bearer_token_command": f"touch {pwned}"},
+            )
+        )
+        store.put(Connection("moved", "webdav", {"url": redirector, "vendor": "other"}))
+        os.chown(store_file.parent, account.pw_uid, account.pw_gid)
+        os.chown(store_file, account.pw_uid, account.pw_gid)
+        api = "datalabs/api/"
+
+        r = hub.server("alice", "POST", api + "connections/cmd/attach")
+        assert r.status_code == 400, r.text
+        assert "bearer_token_command" in r.json()["message"], r.text
+        assert not pwned.exists()
+        assert redirector_asked == []
+
+        r = hub.server("alice", "POST", api + "connections/moved/attach")
+        assert r.status_code == 403, r.text
+        assert r.json()["reason"] == "policy" or "network policy" in r.json()["message"], r.text
+        assert redirector_asked, "the allowed server was never asked"
+        assert target_asked == [], "the refused host was contacted"
+        assert REFUSED_BODY not in r.text
+        assert mounts_under(alice / "data") == [alice / "data"]
+    assert mounts_under(state) == []

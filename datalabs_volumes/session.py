@@ -541,7 +541,7 @@ class StorageSession:
             stored = self._store().list()
         except CredentialError as e:
             raise StorageError(500, str(e)) from None
-        brokered = await self._brokered()
+        brokered = await self._brokered() if stored else {}
         return list(
             await asyncio.gather(*(self._describe_connection(c, brokered=brokered) for c in stored))
         )

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -49,6 +50,7 @@ from datalabs_volumes.mount.local import (
     is_mount_point,
     mounts_under,
     open_mount_point,
+    run_command,
 )
 from datalabs_volumes.mount.rclone import RcloneError, SessionRclone
 from datalabs_volumes.remotes import NAME_RE, Connection, InvalidConnection, validate
@@ -103,6 +105,36 @@ def read_store(workspace: Path, account: Account) -> bytes:
             os.close(fd)
 
 
+def folder_prefix(account: Account) -> str:
+    """The name prefix of a session's connections folder in the host's temporary folder: by
+    uid, so that no account name is a prefix of another's (``dl-al`` and ``dl-al-x``)."""
+    return f"datalabs-connections-{account.uid}-"
+
+
+async def clean_stale(account: Account) -> list[Path]:
+    """Remove the connections folders an earlier hub process left for ``account`` (it died
+    without stopping the session: rclone went with it, but its folder stayed, with rclone's
+    config). Only root-owned folders of exactly our name; anything still mounted in one is
+    unmounted lazily first, and a folder that still holds a mount is left. Called when the
+    user's session starts, before anything of this hub process uses such a folder."""
+    pattern = re.compile(re.escape(folder_prefix(account)) + r"[a-z0-9_]{8}")
+    removed = []
+    for folder in Path(tempfile.gettempdir()).iterdir():
+        if not pattern.fullmatch(folder.name):
+            continue
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+            continue  # not made by the hub (anyone may create names in /tmp)
+        for point in mounts_under(folder):
+            await run_command("umount", "-l", str(point))
+        if mounts_under(folder):
+            log.error("Left %s in place: something is still mounted there", folder)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 class HostConnections:
     """The connections of one running sandboxed session, mounted on the host by the hub.
 
@@ -135,7 +167,7 @@ class HostConnections:
     def _folders(self) -> Path:
         """The session's root-owned folder (0711): ``rcd/`` and ``mnt/<name>`` of the account."""
         if self._root is None:
-            root = Path(tempfile.mkdtemp(prefix=f"datalabs-connections-{self.account.name}-"))
+            root = Path(tempfile.mkdtemp(prefix=folder_prefix(self.account)))
             os.chmod(root, 0o711)  # the account passes through to its own folders only
             (root / "mnt").mkdir(mode=0o711)
             self._root = root

@@ -46,7 +46,7 @@ from datalabs_volumes.mount.local import (
 )
 
 from .catalogue import Catalogue, shared_catalogue
-from .connections import HostConnections
+from .connections import HostConnections, clean_stale
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
@@ -754,6 +754,8 @@ class DatalabsLocalSpawner(
             self.log.error("Sandbox account for %s: %s", self.user.name, e)
             raise _http_error(500, f"Your session account could not be prepared: {e}") from None
         self._emit(f"Running as system account {self.account.name}")
+        for folder in await clean_stale(self.account):
+            self.log.warning("Removed %s, left by an earlier hub process", folder)
 
     async def _share_data_dir(self) -> None:
         try:

@@ -190,7 +190,7 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
             "the connection is still mounted after her server died",
         )
         wait_for(lambda: processes_of(alice_uid) == [], "processes of her account are left")
-        assert not list(Path("/tmp").glob(f"datalabs-connections-{accounts}alice-*"))
+        assert not list(Path("/tmp").glob(f"datalabs-connections-{alice_uid}-*"))
 
         # The password never shows: not in an answer, the hub's log, or any command line.
         assert not [a for a in answers if CANARY in a]
@@ -307,4 +307,45 @@ def test_the_broker_checks_the_stored_connection_again_and_rclone_obeys_the_netw
         assert target_asked == [], "the refused host was contacted"
         assert REFUSED_BODY not in r.text
         assert mounts_under(alice / "data") == [alice / "data"]
+    assert mounts_under(state) == []
+
+
+def test_a_hub_killed_with_a_connection_attached_leaves_nothing_after_the_next_start(
+    tmp_path_factory, demo_archive, accounts, serve
+):
+    """The hub dies (SIGKILL) while alice has a connection attached: her sandbox and the
+    hub's rclone go with it, but their folder (rclone's config with her obscured password)
+    stays in the host's /tmp. When her session next starts, under a new hub process, it is
+    removed."""
+    dav = serve("webdav")
+    state = tmp_path_factory.mktemp("sandbox-crash-state")
+    args = [
+        "--DatalabsLocalSpawner.sandbox=True",
+        f"--DatalabsLocalSpawner.account_prefix={accounts}",
+        f"--JupyterHub.pid_file={state / 'hub.pid'}",
+    ]
+    start = {"profile": "planetary-lab", "volumes": []}
+    with running_hub(state, demo_archive, args) as hub:
+        r = hub.api("POST", "users/alice/server", json=start)
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice")
+        uid = pwd.getpwnam(accounts + "alice").pw_uid
+        conn = {"name": "my-dav", "backend": "webdav", "options": dav.options()}
+        r = hub.server("alice", "POST", "datalabs/api/connections", json=conn)
+        assert r.status_code == 201, r.text
+        r = hub.server("alice", "POST", "datalabs/api/connections/my-dav/attach")
+        assert r.status_code == 200, r.text
+        os.kill(int((state / "hub.pid").read_text()), signal.SIGKILL)
+        wait_for(lambda: processes_of(uid) == [], "processes of her account outlived the hub")
+        left = list(Path("/tmp").glob(f"datalabs-connections-{uid}-*"))
+        assert left, "nothing was left to clean: the test proves nothing"
+    with running_hub(state, demo_archive, args) as hub:
+        r = hub.api("POST", "users/alice/server", json=start)
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice")
+        assert [p for p in left if p.exists()] == []
+        assert mounts_under(state / "workspaces" / "alice" / "data") == [
+            state / "workspaces" / "alice" / "data"
+        ]
+        hub.stop_server("alice")
     assert mounts_under(state) == []

@@ -232,9 +232,9 @@ class StorageSession:
 
     def _archive_by_broker(self) -> bool:
         """Whether the broker reads the archive for this session (sizes, browse): a hub
-        session that cannot see the archive root (a sandboxed one)."""
+        session told of an archive root it cannot see (a sandboxed one)."""
         if self._archive_hidden is None:
-            self._archive_hidden = not (self.archive_root and os.path.isdir(self.archive_root))
+            self._archive_hidden = bool(self.archive_root) and not os.path.isdir(self.archive_root)
         return self.broker is not None and self._archive_hidden
 
     def _size_from_broker(self, vid: str) -> FolderSize:
@@ -250,11 +250,16 @@ class StorageSession:
         call = asyncio.run_coroutine_threadsafe(self.broker.volume_size(vid), loop)
         try:
             answer = call.result(timeout=self.broker.timeout + 5)
+            return FolderSize(
+                int(answer["bytes"]), int(answer["files"]), bool(answer.get("complete", True))
+            )
         except AccessError as e:
             raise StorageError(e.status, e.message) from None
-        return FolderSize(
-            int(answer["bytes"]), int(answer["files"]), bool(answer.get("complete", True))
-        )
+        except TimeoutError:
+            call.cancel()
+            raise StorageError(504, "The hub's volume broker did not answer in time.") from None
+        except (KeyError, TypeError, ValueError):
+            raise StorageError(502, "The hub's volume broker answered nonsense.") from None
 
     def _volume_health(self, target: Path) -> dict[str, str]:
         try:

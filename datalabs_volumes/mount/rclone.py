@@ -324,7 +324,7 @@ class RcloneDaemon:
             # Its own process group: a terminal's Ctrl-C reaches the server, which then
             # unmounts in order, instead of killing rclone under its mounts.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if self.run_as is None else _killed_with_parent,
         )
         self.client = RcClient(self.socket_path, self._user, self._password)
         deadline = time.monotonic() + timeout
@@ -371,6 +371,19 @@ class RcloneDaemon:
             await proc.wait()
         if self.egress is not None:
             await asyncio.to_thread(self.egress.stop)
+
+
+def _killed_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the parent (the hub) dies.
+
+    For an rcd the hub runs for a sandboxed user: on SIGTERM rclone unmounts its staging
+    mount and then waits for the FUSE connection to close, which never happens while the hub's
+    bind of that mount under the user's ``data/`` remains (measured: it was still running a
+    minute after the hub was killed). Killed, it leaves dead mounts that the user's next start
+    removes (``datalabs_spawner.connections.clean_stale`` and the spawner's stale-mount clean).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _die_with_parent() -> None:

@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
 def sandbox_hub(tmp_path_factory, demo_archive):
     """The embedded hub with sandboxed sessions for alice and bob (no volumes at start)."""
     assert os.geteuid() == 0, "this test needs root (accounts, mounts); run it as CI does"
-    prefix = "dltest-"
+    # Its own accounts: another test run on the same machine shares and removes dltest- ones.
+    prefix = "dlarch-"
     before = {p.pw_name for p in pwd.getpwall()}
     state = tmp_path_factory.mktemp("sandbox-archive-state")
     args = [
@@ -50,7 +51,11 @@ def sandbox_hub(tmp_path_factory, demo_archive):
         assert mounts_under(state) == []
     finally:
         for p in pwd.getpwall():
-            if p.pw_name not in before and p.pw_name.startswith(prefix):
+            if (
+                p.pw_name not in before
+                and p.pw_name.startswith(prefix)
+                and p.pw_gecos.startswith("Datalabs ")
+            ):
                 subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
 
 

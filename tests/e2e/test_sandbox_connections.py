@@ -4,6 +4,10 @@ Inside bubblewrap ``fusermount3`` cannot mount (no_new_privs stops the set-uid h
 hub's broker mounts the connection on the host, as the user's own account, under their
 ``data/``, and the mount propagates into the running sandbox. Real hub with ``sandbox=True``,
 real kernels, real ``rclone serve webdav`` on 127.0.0.1 as the user's storage.
+
+The accounts are ``dlconn-<user>``, not the ``dltest-<user>`` of other sandbox tests: these
+tests count the processes of an account, and another test run on the same machine would share
+(and remove) ``dltest-`` accounts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,22 @@ from tests.servers import CANARY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
 
+
+@pytest.fixture
+def accounts():
+    """The account prefix of these tests (``dlconn-``); accounts made with it during a test
+    (by ``useradd``, with the Datalabs comment) are removed after it."""
+    before = {p.pw_name for p in pwd.getpwall()}
+    yield "dlconn-"
+    for p in pwd.getpwall():
+        if (
+            p.pw_name not in before
+            and p.pw_name.startswith("dlconn-")
+            and p.pw_gecos.startswith("Datalabs ")
+        ):
+            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
+
+
 READ = """
 import errno, json, os
 def attempt(fn):
@@ -50,13 +70,16 @@ def read_probe(execute) -> dict:
     return json.loads(execute(READ).split("RESULT", 1)[1])
 
 
-def wait_for(condition, what: str, timeout: float = 60.0):
+def wait_for(condition, what, timeout: float = 60.0):
+    """Poll ``condition`` until it is true; fail with ``what`` (a text, or a function giving
+    one) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
-        assert time.monotonic() < deadline, f"{what} (after {timeout:.0f} s)"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what() if callable(what) else what} (after {timeout:.0f} s)")
         time.sleep(0.1)
 
 
@@ -336,7 +359,10 @@ def test_a_hub_killed_with_a_connection_attached_leaves_nothing_after_the_next_s
         r = hub.server("alice", "POST", "datalabs/api/connections/my-dav/attach")
         assert r.status_code == 200, r.text
         os.kill(int((state / "hub.pid").read_text()), signal.SIGKILL)
-        wait_for(lambda: processes_of(uid) == [], "processes of her account outlived the hub")
+        wait_for(
+            lambda: processes_of(uid) == [],
+            lambda: f"processes of her account outlived the hub: {processes_of(uid)}",
+        )
         left = list(Path("/tmp").glob(f"datalabs-connections-{uid}-*"))
         assert left, "nothing was left to clean: the test proves nothing"
     with running_hub(state, demo_archive, args) as hub:

@@ -254,7 +254,7 @@ class StorageSession:
                 int(answer["bytes"]), int(answer["files"]), bool(answer.get("complete", True))
             )
         except AccessError as e:
-            raise StorageError(e.status, e.message) from None
+            raise StorageError.from_broker(e) from None
         except TimeoutError:
             call.cancel()
             raise StorageError(504, "The hub's volume broker did not answer in time.") from None

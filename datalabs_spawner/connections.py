@@ -105,6 +105,14 @@ def read_store(workspace: Path, account: Account) -> bytes:
             os.close(fd)
 
 
+def mount_point_field(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it (space, tab, newline and backslash
+    escaped as octal), unescaped."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
 def folder_prefix(account: Account) -> str:
     """The name prefix of a session's connections folder in the host's temporary folder: by
     uid, so that no account name is a prefix of another's (``dl-al`` and ``dl-al-x``)."""
@@ -230,6 +238,19 @@ class HostConnections:
         target = self.data_dir / name
         if name in self.read_only:
             raise AccessError(409, f"'{name}' is already attached at data/{name}.")
+        if self._root is None:
+            # First use in this hub process: what an earlier one left (its rclone was killed
+            # with it; sessions outlive a hub restart) goes first.
+            for folder in await clean_stale(self.account):
+                log.warning("Removed %s, left by an earlier hub process", folder)
+        if is_mount_point(target) and self._stale_fuse(target):
+            # This account's FUSE mount that no object of this hub process made: the mount of
+            # an rclone killed with an earlier hub process (dead, "transport endpoint is not
+            # connected"). A session cannot FUSE-mount by itself in its sandbox.
+            try:
+                await LocalMounter().detach(target)
+            except MountError as e:
+                raise AccessError(500, f"data/{name} holds a dead mount: {e}.") from None
         if is_mount_point(target):
             raise AccessError(409, f"data/{name} is already in use (attached).")
         if not target.is_symlink() and target.is_dir() and any(target.iterdir()):
@@ -256,6 +277,21 @@ class HostConnections:
             ) from None
         self.read_only[name] = read_only
         return self.describe(name)
+
+    def _stale_fuse(self, target: Path) -> bool:
+        """Whether ``target`` is a FUSE mount of this account (from the mount table)."""
+        where = os.path.abspath(target)
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or mount_point_field(fields[4]) != where:
+                    continue
+                after = fields[fields.index("-") + 1 :]
+                if after[0].startswith("fuse") and f"user_id={self.account.uid}," in (
+                    after[2] + ","
+                ):
+                    return True
+        return False
 
     def _bind(self, stage: Path, target: Path) -> None:
         # As LocalMounter._bind: never onto a path, onto the folder opened without following

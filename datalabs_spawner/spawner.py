@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -69,7 +70,9 @@ from .sandbox import (
     Account,
     AccountError,
     SandboxSpec,
+    account_name,
     bwrap_argv,
+    check_account,
     ensure_account,
     host_links,
     prepare_workspace,
@@ -725,6 +728,13 @@ class DatalabsLocalSpawner(
         """A sandboxed session's connections, mounted by the hub (``connections.py``)."""
         if not self.sandbox:
             return super().host_connections()
+        if self.ready and self.account is None:
+            # A session started by an earlier hub process (sessions outlive a restart).
+            try:
+                name = account_name(self.user.name, self.account_prefix)
+                self.account = check_account(pwd.getpwnam(name), self.user.name)
+            except (KeyError, AccountError):
+                pass
         if not self.ready or self.account is None:
             raise AccessError(409, "Start your session before attaching a connection to it.")
         if not self.credentials_master_key:

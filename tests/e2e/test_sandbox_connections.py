@@ -27,6 +27,7 @@ import pytest
 from datalabs_volumes.mount.local import mount_points, mounts_under
 from tests.e2e.hubprocess import running_hub
 from tests.e2e.test_broker import Broker, user_token
+from tests.e2e.test_hub_restart import wait_answering
 from tests.e2e.test_sandbox_hub import kernel
 from tests.servers import CANARY
 
@@ -333,45 +334,50 @@ def test_the_broker_checks_the_stored_connection_again_and_rclone_obeys_the_netw
     assert mounts_under(state) == []
 
 
-def test_a_hub_killed_with_a_connection_attached_leaves_nothing_after_the_next_start(
+def test_after_a_hub_restart_a_connection_attaches_again_and_the_old_rclone_is_gone(
     tmp_path_factory, demo_archive, accounts, serve
 ):
-    """The hub dies (SIGKILL) while alice has a connection attached: her sandbox and the
-    hub's rclone go with it, but their folder (rclone's config with her obscured password)
-    stays in the host's /tmp. When her session next starts, under a new hub process, it is
-    removed."""
+    """Sessions outlive a hub restart, but the hub's rclone for alice's connection does not
+    (it is killed with the hub's process): her data/my-dav is left a dead mount, and the old
+    rclone's folder (its config, her obscured password) stays in the host's /tmp. Under the
+    new hub process she attaches it again: the dead mount is replaced, the folder removed, and
+    the file reads; stopping her session leaves nothing."""
     dav = serve("webdav")
-    state = tmp_path_factory.mktemp("sandbox-crash-state")
+    state = tmp_path_factory.mktemp("sandbox-restart-state")
     args = [
         "--DatalabsLocalSpawner.sandbox=True",
         f"--DatalabsLocalSpawner.account_prefix={accounts}",
-        f"--JupyterHub.pid_file={state / 'hub.pid'}",
     ]
-    start = {"profile": "planetary-lab", "volumes": []}
+    api = "datalabs/api/"
     with running_hub(state, demo_archive, args) as hub:
-        r = hub.api("POST", "users/alice/server", json=start)
+        r = hub.api("POST", "users/alice/server", json={"profile": "planetary-lab", "volumes": []})
         assert r.status_code in (201, 202), r.text
         hub.wait_ready("alice")
         uid = pwd.getpwnam(accounts + "alice").pw_uid
         conn = {"name": "my-dav", "backend": "webdav", "options": dav.options()}
-        r = hub.server("alice", "POST", "datalabs/api/connections", json=conn)
+        r = hub.server("alice", "POST", api + "connections", json=conn)
         assert r.status_code == 201, r.text
-        r = hub.server("alice", "POST", "datalabs/api/connections/my-dav/attach")
+        r = hub.server("alice", "POST", api + "connections/my-dav/attach")
         assert r.status_code == 200, r.text
-        os.kill(int((state / "hub.pid").read_text()), signal.SIGKILL)
+        old = list(Path("/tmp").glob(f"datalabs-connections-{uid}-*"))
+        assert len(old) == 1, old
+
+        hub.process.restart()
+        wait_answering(hub, "alice")
         wait_for(
-            lambda: processes_of(uid) == [],
-            lambda: f"processes of her account outlived the hub: {processes_of(uid)}",
+            lambda: not [p for p in processes_of(uid) if str(old[0]) in p],
+            lambda: f"the old rclone outlived the hub: {processes_of(uid)}",
         )
-        left = list(Path("/tmp").glob(f"datalabs-connections-{uid}-*"))
-        assert left, "nothing was left to clean: the test proves nothing"
-    with running_hub(state, demo_archive, args) as hub:
-        r = hub.api("POST", "users/alice/server", json=start)
-        assert r.status_code in (201, 202), r.text
-        hub.wait_ready("alice")
-        assert [p for p in left if p.exists()] == []
-        assert mounts_under(state / "workspaces" / "alice" / "data") == [
-            state / "workspaces" / "alice" / "data"
-        ]
+        assert old[0].exists(), "nothing was left to clean: the test proves nothing"
+        r = hub.server("alice", "GET", api + "connections")
+        assert r.status_code == 200 and r.json()[0]["attached"] is False, r.text
+
+        r = hub.server("alice", "POST", api + "connections/my-dav/attach")
+        assert r.status_code == 200 and r.json()["health"]["state"] == "ok", r.text
+        hello = hub.server("alice", "GET", "api/contents/data/my-dav/hello.txt").json()
+        assert hello["content"] == "hello from webdav\n", hello
+        assert not old[0].exists()
         hub.stop_server("alice")
+        wait_for(lambda: processes_of(uid) == [], "processes of her account are left")
+        assert list(Path("/tmp").glob(f"datalabs-connections-{uid}-*")) == []
     assert mounts_under(state) == []

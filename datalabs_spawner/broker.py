@@ -27,6 +27,15 @@ API (versioned; documented in ``docs/api/broker.openapi.yaml``), under the hub p
 - ``POST /hub/datalabs/v1/users/<user>/volumes/<id>/attach`` (body ``{"version": "v2"}``,
   optional): mount it read-only into the user's running session, at ``data/<folder>``
 - ``POST /hub/datalabs/v1/users/<user>/volumes/<id>/detach``
+- ``GET  /hub/datalabs/v1/users/<user>/volumes/<id>/size`` and ``.../browse?path=<folder>``:
+  a volume's size and a folder's listing, read by the hub (a sandboxed session cannot see the
+  archive), only for a volume the user may read
+- ``GET  /hub/datalabs/v1/users/<user>/connections``: the user's connections the hub mounted
+  into their (sandboxed) session, with their health
+- ``POST /hub/datalabs/v1/users/<user>/connections/<name>/attach`` (body
+  ``{"writable": true}``, optional): mount the user's own connection ``<name>`` (read from their
+  encrypted store, never from the request) at ``data/<name>`` of their sandboxed session
+- ``POST /hub/datalabs/v1/users/<user>/connections/<name>/detach``
 
 Every request carries a token of ``<user>`` themselves (their server's
 ``JUPYTERHUB_API_TOKEN``, or any token of theirs with ``access:servers`` on their default
@@ -36,12 +45,16 @@ request without one is 401.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 
 from datalabs_volumes.access import AccessError
+from datalabs_volumes.archive import BrowseError, FolderSize, browse_folder, folder_size
 from datalabs_volumes.contract import BROKER_PATH
 
 from .spawner import DatalabsSpawnerMixin, _http_error
@@ -154,12 +167,98 @@ class VolumeDetachHandler(BrokerHandler):
         self.reply({"id": volume.id, "path": spawner.volume_path(volume.folder), "attached": False})
 
 
+#: Volume sizes the broker walked, by folder: (size, when). A walk is redone after 5 minutes,
+#: as in a session that sees the archive itself.
+_SIZES: dict[Path, tuple[FolderSize, float]] = {}
+SIZE_MAX_AGE = 300.0
+
+
+class VolumeSizeHandler(BrokerHandler):
+    async def get(self, user_name: str, vid: str):
+        spawner = self.spawner(user_name)
+        try:
+            chosen = spawner.authorize_volume(vid)
+            folder = spawner.volume_folder(chosen)
+        except AccessError as e:
+            self.fail(e)
+        cached = _SIZES.get(folder)
+        if cached is None or time.monotonic() - cached[1] > SIZE_MAX_AGE:
+            cached = (await asyncio.to_thread(folder_size, folder), time.monotonic())
+            _SIZES[folder] = cached
+        self.reply({"id": chosen.id, **cached[0].to_json()})
+
+
+class VolumeBrowseHandler(BrokerHandler):
+    async def get(self, user_name: str, vid: str):
+        spawner = self.spawner(user_name)
+        path = self.get_argument("path", "")
+        try:
+            chosen = spawner.authorize_volume(vid)
+            folder = spawner.volume_folder(chosen)
+        except AccessError as e:
+            self.fail(e)
+        try:
+            listing = await asyncio.to_thread(browse_folder, chosen.id, folder, path)
+        except BrowseError as e:
+            raise _http_error(e.status, e.message) from None
+        self.reply(listing)
+
+
+class UserConnectionsHandler(BrokerHandler):
+    async def get(self, user_name: str):
+        spawner = self.spawner(user_name)
+        try:
+            attached = await spawner.host_connections().attached()
+        except AccessError as e:
+            self.fail(e)
+        self.reply({"user": user_name, "connections": attached})
+
+
+class ConnectionAttachHandler(BrokerHandler):
+    async def post(self, user_name: str, name: str):
+        spawner = self.spawner(user_name)
+        body = self.get_json_body()
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise _http_error(400, 'The body must be a JSON object such as {"writable": true}.')
+        unknown = sorted(set(body) - {"writable"})
+        if unknown:
+            raise _http_error(400, f"Unknown field(s) {', '.join(unknown)}: only 'writable'.")
+        writable = body.get("writable")
+        if writable is not None and not isinstance(writable, bool):
+            raise _http_error(400, "'writable' must be true or false.")
+        try:
+            answer = await spawner.host_connections().attach(name, writable)
+        except AccessError as e:
+            self.fail(e)
+        self.log.info("Broker: attached connection %s for %s", name, user_name)
+        self.reply(answer)
+
+
+class ConnectionDetachHandler(BrokerHandler):
+    async def post(self, user_name: str, name: str):
+        spawner = self.spawner(user_name)
+        try:
+            answer = await spawner.host_connections().detach(name)
+        except AccessError as e:
+            self.fail(e)
+        self.log.info("Broker: detached connection %s for %s", name, user_name)
+        self.reply(answer)
+
+
 _USER = rf"users/(?P<user_name>{_SEGMENT})"
 _VOLUME = rf"{_USER}/volumes/(?P<vid>{_SEGMENT})"
+_CONNECTION = rf"{_USER}/connections/(?P<name>{_SEGMENT})"
 
 #: Routes relative to the hub prefix; add them with ``c.JupyterHub.extra_handlers``.
 default_handlers = [
     (rf"/{BROKER_PATH}{_USER}/volumes", UserVolumesHandler),
     (rf"/{BROKER_PATH}{_VOLUME}/attach", VolumeAttachHandler),
     (rf"/{BROKER_PATH}{_VOLUME}/detach", VolumeDetachHandler),
+    (rf"/{BROKER_PATH}{_VOLUME}/size", VolumeSizeHandler),
+    (rf"/{BROKER_PATH}{_VOLUME}/browse", VolumeBrowseHandler),
+    (rf"/{BROKER_PATH}{_USER}/connections", UserConnectionsHandler),
+    (rf"/{BROKER_PATH}{_CONNECTION}/attach", ConnectionAttachHandler),
+    (rf"/{BROKER_PATH}{_CONNECTION}/detach", ConnectionDetachHandler),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from datalabs_pipelines.executors.slots import ENV_SLOTS_DIR
 from datalabs_volumes import contract
 from datalabs_volumes.access import AccessError, authorize_volume, may_read, refuse_volume
 from datalabs_volumes.credentials import user_key
+from datalabs_volumes.egress import NetworkPolicy
 from datalabs_volumes.models import ChosenVolume, Volume
 from datalabs_volumes.mount.kubernetes import UnmountableVolume, merge_named, session_volumes
 from datalabs_volumes.mount.local import (
@@ -45,6 +47,7 @@ from datalabs_volumes.mount.local import (
 )
 
 from .catalogue import Catalogue, shared_catalogue
+from .connections import HostConnections, clean_stale
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
@@ -67,7 +70,9 @@ from .sandbox import (
     Account,
     AccountError,
     SandboxSpec,
+    account_name,
     bwrap_argv,
+    check_account,
     ensure_account,
     host_links,
     prepare_workspace,
@@ -199,6 +204,13 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
                 found.append(endpoint)
         return found
 
+    def network_policy(self) -> NetworkPolicy:
+        """Where this user's connections may connect (``connection_allowed_networks``,
+        ``refused_endpoints()``)."""
+        return NetworkPolicy.from_strings(
+            self.connection_allowed_networks, self.refused_endpoints()
+        )
+
     pipeline_runs_dir = Unicode(
         "~/pipeline-runs",
         config=True,
@@ -298,6 +310,18 @@ class DatalabsSpawnerMixin(LoggingConfigurable):
         """Detach a volume from the running session (see ``hot_attach``)."""
         raise AccessError(
             409, f"Volume '{vid}' can only be detached by restarting the session on this hub."
+        )
+
+    def volume_folder(self, chosen: ChosenVolume) -> Path:
+        """The host folder of an authorized volume, for the broker's size and browse (a
+        sandboxed session cannot see the archive). Spawners without one refuse (501)."""
+        raise AccessError(501, f"Volume '{chosen.id}' cannot be read by the hub here.")
+
+    def host_connections(self) -> HostConnections:
+        """The user's connections as the hub mounts them into the running session (the
+        broker's connection calls). Only sandboxed sessions need it; elsewhere 409."""
+        raise AccessError(
+            409, "Your session mounts its connections itself on this hub; use its Data panel."
         )
 
     # -- the spawn form ----------------------------------------------------------------------
@@ -453,11 +477,9 @@ class DatalabsLocalSpawner(
         Each sandbox runs under a small supervisor process (``supervise.py``), not as the
         hub's child, so that sessions outlive a hub restart (README, "Hub restarts").
 
-        Default False in this release: attaching a volume to a running session (the Data
-        panel's hot attach) still mounts from inside the user's server, which needs root; in a
-        sandbox it is refused until the hub-side broker that attaches into running sandboxes
-        lands. Volumes chosen at start are attached in the sandbox as usual. FUSE mounts
-        (rclone connections) do not work inside the sandbox yet (docs/security.md).
+        Default False in this release. Volumes attached to a running session and the user's
+        connections (FUSE, which cannot mount inside bubblewrap) are mounted by the hub's
+        broker on the host and propagate into the sandbox (docs/security.md).
         """,
     )
 
@@ -635,6 +657,8 @@ class DatalabsLocalSpawner(
         }
         if self.credentials_master_key and not self.sandbox:
             env[contract.CREDENTIALS_KEY] = user_key(self.credentials_master_key, self.user.name)
+        if self.sandbox:
+            env[contract.CONNECTION_MOUNTS] = "broker"  # FUSE cannot mount inside bubblewrap
         return env
 
     @property
@@ -694,6 +718,36 @@ class DatalabsLocalSpawner(
             self._mounted = [m for m in getattr(self, "_mounted", []) if m.target != target]
         return volume
 
+    def volume_folder(self, chosen: ChosenVolume) -> Path:
+        try:
+            return self.source_folder(chosen)
+        except MountError as e:
+            raise AccessError(500, f"Volume '{chosen.id}' cannot be read: {e}.") from None
+
+    def host_connections(self) -> HostConnections:
+        """A sandboxed session's connections, mounted by the hub (``connections.py``)."""
+        if not self.sandbox:
+            return super().host_connections()
+        if self.ready and self.account is None:
+            # A session started by an earlier hub process (sessions outlive a restart).
+            try:
+                name = account_name(self.user.name, self.account_prefix)
+                self.account = check_account(pwd.getpwnam(name), self.user.name)
+            except (KeyError, AccountError):
+                pass
+        if not self.ready or self.account is None:
+            raise AccessError(409, "Start your session before attaching a connection to it.")
+        if not self.credentials_master_key:
+            raise AccessError(503, "Connections are not available: no credentials key is set.")
+        found = self.__dict__.get("_host_connections")
+        if found is None:
+            key = user_key(self.credentials_master_key, self.user.name)
+            found = HostConnections(
+                self.account, self.workspace, key, self.network_policy(), self._volume_lock
+            )
+            self.__dict__["_host_connections"] = found
+        return found
+
     # -- the sandbox -------------------------------------------------------------------------
 
     async def _prepare_account(self, workspace: Path) -> None:
@@ -710,6 +764,8 @@ class DatalabsLocalSpawner(
             self.log.error("Sandbox account for %s: %s", self.user.name, e)
             raise _http_error(500, f"Your session account could not be prepared: {e}") from None
         self._emit(f"Running as system account {self.account.name}")
+        for folder in await clean_stale(self.account):
+            self.log.warning("Removed %s, left by an earlier hub process", folder)
 
     async def _share_data_dir(self) -> None:
         try:
@@ -816,6 +872,9 @@ class DatalabsLocalSpawner(
     async def _detach_all(self) -> None:
         mounter = LocalMounter(self.mount_method)
         problems = []
+        connections = self.__dict__.pop("_host_connections", None)
+        if connections is not None:
+            await connections.close()
         for m in reversed(getattr(self, "_mounted", [])):
             try:
                 await mounter.detach(m.target)
@@ -880,8 +939,8 @@ class DatalabsLocalSpawner(
         return started is not None and self._pid_started in (None, started)
 
     def _left_mounted(self) -> bool:
-        if getattr(self, "_mounted", None):
-            return True
+        if getattr(self, "_mounted", None) or "_host_connections" in self.__dict__:
+            return True  # the hub's rclone for the session's connections runs until closed
         try:
             data_dir = self.data_dir
         except web.HTTPError:

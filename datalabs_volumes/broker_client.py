@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
@@ -77,6 +77,30 @@ class BrokerClient:
     async def detach(self, vid: str) -> dict[str, Any]:
         """Ask the broker to detach ``vid`` from the user's session."""
         return await self._call("POST", self._url("volumes", vid, "detach"), {})
+
+    async def volume_size(self, vid: str) -> dict[str, Any]:
+        """The size of volume ``vid`` (``{"bytes", "files", "complete"}``), read by the hub."""
+        return await self._call("GET", self._url("volumes", vid, "size"))
+
+    async def browse(self, vid: str, path: str = "") -> dict[str, Any]:
+        """A listing of folder ``path`` of volume ``vid``, read by the hub."""
+        query = "?" + urlencode({"path": path}) if path else ""
+        return await self._call("GET", self._url("volumes", vid, "browse") + query)
+
+    async def connections(self) -> list[dict[str, Any]]:
+        """The user's connections the hub mounted into their session (a sandboxed one), each
+        ``{"name", "path", "attached", "read_only", "health"}``."""
+        answer = await self._call("GET", self._url("connections"))
+        return list(answer.get("connections", []))
+
+    async def attach_connection(self, name: str, writable: bool | None = None) -> dict[str, Any]:
+        """Ask the broker to mount the user's own connection ``name`` into their session."""
+        body = {} if writable is None else {"writable": writable}
+        return await self._call("POST", self._url("connections", name, "attach"), body)
+
+    async def detach_connection(self, name: str) -> dict[str, Any]:
+        """Ask the broker to unmount the user's connection ``name`` from their session."""
+        return await self._call("POST", self._url("connections", name, "detach"), {})
 
 
 def hub_unavailable(during: bool) -> AccessError:

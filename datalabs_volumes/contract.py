@@ -51,6 +51,9 @@ RCLONE_RC_PASSWORD_FILE = "DATALABS_RCLONE_RC_PASSWORD_FILE"
 #: The folder the sidecar mounts connections in (the shared emptyDir, at the same path in both
 #: containers): connection ``<name>`` appears at ``<folder>/<name>``.
 CONNECTIONS_DIR = "DATALABS_CONNECTIONS_DIR"
+#: ``broker`` when the hub mounts the user's connections for the session (a sandboxed one,
+#: where ``fusermount3`` cannot mount); unset: the session mounts them with its own rclone.
+CONNECTION_MOUNTS = "DATALABS_CONNECTION_MOUNTS"
 #: Where the user's encrypted connections file is (optional).
 CONNECTIONS_FILE = "DATALABS_CONNECTIONS_FILE"
 #: The session's pipeline run store; the same name as ``datalabs_pipelines.settings.ENV_HOME``.

@@ -89,6 +89,9 @@ class CredentialStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> dict[str, str]:
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -126,6 +129,13 @@ class CredentialStore:
         if connection.backend not in BACKENDS:
             raise CredentialError(f"the stored connection {name!r} has an unknown backend")
         return connection
+
+    def get_from(self, raw: bytes, name: str) -> Connection | None:
+        """The named connection in ``raw``, the bytes of a store file read by the caller (the
+        hub reads a user's file itself, without following links; see
+        ``datalabs_spawner.connections``), or None."""
+        token = self._parse(raw).get(name)
+        return None if token is None else self._decrypt(name, token)
 
     def names(self) -> list[str]:
         """The names of the stored connections, sorted."""

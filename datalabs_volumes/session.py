@@ -17,16 +17,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, cast
 
 from . import listing
 from .access import AccessError, Who, may_read, refuse_volume
+from .archive import BrowseError, FolderSize, browse_folder, folder_size
 from .broker_client import BrokerClient
 from .catalogue import VolumeCatalogue
 from .credentials import CredentialError, CredentialStore
 from .egress import NetworkPolicy, as_policy
-from .models import Volume, choose, is_safe_relative_path
+from .models import Volume, choose
 from .mount.local import (
     LocalMounter,
     MountError,
@@ -38,10 +39,6 @@ from .mount.local import (
 from .mount.rclone import RcloneError, SessionRclone
 from .remotes import Connection, InvalidConnection, merge_patch, validate
 
-#: Largest number of entries walked to size a volume; beyond it the size is a lower bound.
-SIZE_WALK_LIMIT = 20_000
-#: Largest listing returned by browse; the answer says when it was cut.
-BROWSE_LIMIT = 5_000
 #: The ``reason`` of an error the user can retry: the hub (and its broker) did not answer.
 HUB_UNAVAILABLE = "hub_unavailable"
 
@@ -98,6 +95,8 @@ class StorageSession:
     that connections obey, when saved and at every connection rclone makes.
     ``connections_dir``: where connections are mounted (default ``data_dir``; on Kubernetes the
     folder the rclone sidecar shares with the user container).
+    ``connections_by_broker``: the broker mounts connections (a sandboxed session); the
+    session's own rclone then only tests them.
     """
 
     def __init__(
@@ -113,8 +112,12 @@ class StorageSession:
         catalogue_refresh_seconds: float = 2.0,
         broker: BrokerClient | None = None,
         connections_dir: Path | None = None,
+        connections_by_broker: bool = False,
     ):
         self.broker = broker
+        #: A sandboxed session cannot FUSE-mount (``fusermount3`` is stopped by
+        #: no_new_privs): the hub's broker mounts its connections on the host instead.
+        self.connections_by_broker = broker is not None and connections_by_broker
         #: The broker's answer (ids the user may read) and when it was fetched.
         self._allowed: tuple[frozenset[str], float] | None = None
         self.data_dir = Path(data_dir)
@@ -136,6 +139,8 @@ class StorageSession:
         self._described: dict[str, tuple[Volume, dict[str, Any]]] = {}
         self._readable_cache: _Readable | None = None
         self._volume_lock = asyncio.Lock()
+        self._archive_hidden: bool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- hosted volumes ------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class StorageSession:
         ``catalogue_refresh_seconds`` (the same freshness as the catalogue itself)."""
         if self.broker is None:
             return
+        self._loop = asyncio.get_running_loop()
         if self._allowed and time.monotonic() - self._allowed[1] < self.catalogue_refresh_seconds:
             return
         try:
@@ -216,20 +222,44 @@ class StorageSession:
         cached = self._sizes.get(volume.id)
         if cached and time.monotonic() - cached.at < 300:
             return cached
-        folder = self._source(volume)
-        total = files = 0
-        complete = True
-        for dirpath, _dirs, names in os.walk(folder):
-            for n in names:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, n)).st_size
-                files += 1
-            if files > SIZE_WALK_LIMIT:
-                complete = False
-                break
-        size = _Size(total, files, complete, time.monotonic())
+        if self._archive_by_broker():
+            found = self._size_from_broker(volume.id)
+        else:
+            found = folder_size(self._source(volume))
+        size = _Size(found.bytes, found.files, found.complete, time.monotonic())
         self._sizes[volume.id] = size
         return size
+
+    def _archive_by_broker(self) -> bool:
+        """Whether the broker reads the archive for this session (sizes, browse): a hub
+        session told of an archive root it cannot see (a sandboxed one)."""
+        if self._archive_hidden is None:
+            self._archive_hidden = bool(self.archive_root) and not os.path.isdir(self.archive_root)
+        return self.broker is not None and self._archive_hidden
+
+    def _size_from_broker(self, vid: str) -> FolderSize:
+        """The broker's size of ``vid``; called from the worker thread that describes
+        volumes (``volumes()`` and friends), so it waits for a call made on the event loop."""
+        loop = self._loop
+        if loop is None or self.broker is None:
+            raise StorageError(503, "The hub's volume broker is not reachable from here.")
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            # On the loop's own thread waiting would never end.
+            raise StorageError(500, "A volume size was asked for on the event loop.")
+        call = asyncio.run_coroutine_threadsafe(self.broker.volume_size(vid), loop)
+        try:
+            answer = call.result(timeout=self.broker.timeout + 5)
+            return FolderSize(
+                int(answer["bytes"]), int(answer["files"]), bool(answer.get("complete", True))
+            )
+        except AccessError as e:
+            raise StorageError.from_broker(e) from None
+        except TimeoutError:
+            call.cancel()
+            raise StorageError(504, "The hub's volume broker did not answer in time.") from None
+        except (KeyError, TypeError, ValueError):
+            raise StorageError(502, "The hub's volume broker answered nonsense.") from None
 
     def _volume_health(self, target: Path) -> dict[str, str]:
         try:
@@ -408,44 +438,17 @@ class StorageSession:
             raise StorageError.from_broker(e) from None
 
     async def browse_volume(self, vid: str, path: str = "") -> dict[str, Any]:
-        """List a folder of a volume through fsspec, without mounting it."""
+        """List a folder of a volume through fsspec, without mounting it (through the broker
+        when this session cannot see the archive)."""
         await self._ask_broker()
         volume = self._volume(vid)
+        if self._archive_by_broker() and self.broker is not None:
+            return await self._broker_call(self.broker.browse(vid, path))
         source = self._source(volume)
-        path = (path or "").strip("/")
-        if path and not is_safe_relative_path(path):
-            raise StorageError(400, "'path' must be a folder inside the volume, without '..'.")
-        return await asyncio.to_thread(self._browse, volume, source, path)
-
-    def _browse(self, volume: Volume, source: Path, path: str) -> dict[str, Any]:
-        from fsspec.implementations.dirfs import DirFileSystem
-        from fsspec.implementations.local import LocalFileSystem
-
-        folder = Path(os.path.realpath(source / path)) if path else source
-        # Symbolic links inside the archive must not lead out of the volume.
-        if folder != source and source not in folder.parents:
-            raise StorageError(400, f"'{path}' is not a folder of volume '{volume.id}'.")
-        if folder.is_file():
-            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.")
-        fs = DirFileSystem(path=str(source), fs=LocalFileSystem())
-        rel = folder.relative_to(source).as_posix() if folder != source else ""
         try:
-            entries = fs.ls(rel, detail=True)
-        except FileNotFoundError:
-            raise StorageError(404, f"Volume '{volume.id}' has no folder '{path}'.") from None
-        except NotADirectoryError:
-            raise StorageError(400, f"'{path}' in volume '{volume.id}' is a file.") from None
-        items = []
-        for e in entries[:BROWSE_LIMIT]:
-            name = PurePosixPath(e["name"]).name
-            items.append({"name": name, "type": e["type"], "size": e.get("size")})
-        items.sort(key=lambda i: (i["type"] != "directory", i["name"]))
-        return {
-            "volume": volume.id,
-            "path": rel,
-            "entries": items,
-            "truncated": len(entries) > BROWSE_LIMIT,
-        }
+            return await asyncio.to_thread(browse_folder, volume.id, source, path)
+        except BrowseError as e:
+            raise StorageError(e.status, e.message) from None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -492,10 +495,37 @@ class StorageSession:
         except RcloneError as e:
             raise StorageError(e.status, e.message, reason=e.kind) from None
 
+    async def _brokered(self) -> dict[str, dict[str, Any]]:
+        """The connections the broker mounted for this session, by name (empty when the
+        session mounts its own)."""
+        if not self.connections_by_broker or self.broker is None:
+            return {}
+        found = await self._broker_call(self.broker.connections())
+        return {str(c.get("name")): c for c in found}
+
+    async def _is_attached(self, name: str) -> bool:
+        if self.connections_by_broker:
+            return name in await self._brokered()
+        return name in self.rclone.attached
+
     async def _describe_connection(
-        self, connection: Connection, health: bool = True
+        self,
+        connection: Connection,
+        health: bool = True,
+        brokered: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         out = connection.redacted()
+        if self.connections_by_broker:
+            if brokered is None:
+                brokered = await self._brokered()
+            mounted = brokered.get(connection.name)
+            out["attached"] = mounted is not None
+            out["mount"] = f"data/{connection.name}"
+            out["read_only"] = (
+                bool(mounted.get("read_only", True)) if mounted else not connection.writable
+            )
+            out["health"] = (mounted.get("health") if mounted and health else None) or None
+            return out
         attached = self.rclone.attached.get(connection.name)
         out["attached"] = attached is not None
         out["mount"] = self._connection_label(connection.name)
@@ -516,7 +546,10 @@ class StorageSession:
             stored = self._store().list()
         except CredentialError as e:
             raise StorageError(500, str(e)) from None
-        return list(await asyncio.gather(*(self._describe_connection(c) for c in stored)))
+        brokered = await self._brokered() if stored else {}
+        return list(
+            await asyncio.gather(*(self._describe_connection(c, brokered=brokered) for c in stored))
+        )
 
     async def connection(self, name: str) -> dict[str, Any]:
         """One connection, secrets redacted."""
@@ -536,7 +569,7 @@ class StorageSession:
     async def update_connection(self, name: str, patch: Any) -> dict[str, Any]:
         """Change a connection (not while attached); tested again before it is saved."""
         current = self._get(name)
-        if name in self.rclone.attached:
+        if await self._is_attached(name):
             raise StorageError(409, f"Detach '{name}' before changing it.")
         try:
             doc = merge_patch(current, patch)
@@ -550,7 +583,7 @@ class StorageSession:
     async def delete_connection(self, name: str) -> None:
         """Detach (if attached) and forget a connection."""
         self._get(name)
-        if name in self.rclone.attached:
+        if await self._is_attached(name):
             await self.detach_connection(name)
         self._store().delete(name)
 
@@ -564,6 +597,11 @@ class StorageSession:
         connection = self._get(name)
         if connection.spec.kernel:
             await self._test(connection)
+        if self.connections_by_broker and self.broker is not None:
+            # The broker reads the connection from the user's own store itself; the name
+            # only picks one of theirs.
+            await self._broker_call(self.broker.attach_connection(name, writable))
+            return await self._describe_connection(connection)
         read_only = not (connection.writable if writable is None else writable)
         target = self.connections_dir / name
         label = self._connection_label(name)
@@ -584,6 +622,9 @@ class StorageSession:
     async def detach_connection(self, name: str) -> dict[str, Any]:
         """Unmount a connection."""
         connection = self._get(name)
+        if self.connections_by_broker and self.broker is not None:
+            await self._broker_call(self.broker.detach_connection(name))
+            return await self._describe_connection(connection, health=False)
         try:
             await self.rclone.detach(name)
         except RcloneError as e:

@@ -234,4 +234,5 @@ class DatalabsStorage(LoggingConfigurable):
             rclone=sidecar or SessionRclone(runtime),
             broker=broker,
             connections_dir=sidecar.connections_dir if sidecar else None,
+            connections_by_broker=os.environ.get(contract.CONNECTION_MOUNTS) == "broker",
         )

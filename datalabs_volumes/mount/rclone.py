@@ -228,9 +228,13 @@ class RcloneDaemon:
         runtime_dir: Path,
         log_level: str = "NOTICE",
         network_policy: NetworkPolicy | None = None,
+        run_as: tuple[int, int] | None = None,
     ):
         self.runtime_dir = runtime_dir
         self.log_level = log_level
+        #: ``(uid, gid)`` to run rclone as (the hub mounts a sandboxed user's connections as
+        #: their own account); None: as this process.
+        self.run_as = run_as
         #: Where rclone may connect; None: nowhere but public internet addresses.
         self.network_policy = network_policy or NetworkPolicy()
         self.egress: EgressProxy | None = None
@@ -263,6 +267,8 @@ class RcloneDaemon:
         """Start the daemon and wait until it answers; raise RcloneError if it does not."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.runtime_dir, 0o700)
+        if self.run_as is not None:
+            os.chown(self.runtime_dir, *self.run_as, follow_symlinks=False)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         # A fresh rc password per start: nothing else ever needs to know it.
@@ -303,16 +309,22 @@ class RcloneDaemon:
             "--ftp-http-proxy",
             proxy,
         ]
+        # As another account: its uid and gid, no supplementary group (the hub's are root's).
+        # Not no_new_privs: fusermount3 is set-uid root and must work.
+        account: dict[str, Any] = {}
+        if self.run_as is not None:
+            account = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
         self.process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             env=env,
+            **account,
             # Its own process group: a terminal's Ctrl-C reaches the server, which then
             # unmounts in order, instead of killing rclone under its mounts.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if self.run_as is None else _killed_with_parent,
         )
         self.client = RcClient(self.socket_path, self._user, self._password)
         deadline = time.monotonic() + timeout
@@ -359,6 +371,19 @@ class RcloneDaemon:
             await proc.wait()
         if self.egress is not None:
             await asyncio.to_thread(self.egress.stop)
+
+
+def _killed_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the parent (the hub) dies.
+
+    For an rcd the hub runs for a sandboxed user: on SIGTERM rclone unmounts its staging
+    mount and then waits for the FUSE connection to close, which never happens while the hub's
+    bind of that mount under the user's ``data/`` remains (measured: it was still running a
+    minute after the hub was killed). Killed, it leaves dead mounts that the user's next start
+    removes (``datalabs_spawner.connections.clean_stale`` and the spawner's stale-mount clean).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _die_with_parent() -> None:
@@ -421,6 +446,7 @@ class SessionRclone:
 
     ``runtime_dir``: a private folder for the daemon (created 0700; a temporary one when None).
     ``watch_interval``: how often the watchdog checks that the daemon is alive (seconds).
+    ``run_as``: ``(uid, gid)`` of the account rclone runs as (default: this process's).
     """
 
     def __init__(
@@ -429,10 +455,11 @@ class SessionRclone:
         watch_interval: float = 1.0,
         allow_other: bool | None = None,
         network_policy: NetworkPolicy | None = None,
+        run_as: tuple[int, int] | None = None,
     ):
         self._own_runtime = runtime_dir is None
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="datalabs-rclone-"))
-        self.daemon = RcloneDaemon(self.runtime_dir, network_policy=network_policy)
+        self.daemon = RcloneDaemon(self.runtime_dir, network_policy=network_policy, run_as=run_as)
         self.watch_interval = watch_interval
         # Other users (a root sidecar serving a jovyan container) need allow_other; root only.
         self.allow_other = os.geteuid() == 0 if allow_other is None else allow_other

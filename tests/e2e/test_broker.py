@@ -229,3 +229,20 @@ def test_alices_browser_cookie_alone_does_not_reach_the_broker(sessions):
         r = s.request(method, broker.root + path, headers=headers, timeout=60)
         assert r.status_code == 401, (path, r.status_code, r.text)
     assert mounts_under(workspace(hub, "alice")) == []
+
+
+def test_connections_go_through_the_broker_only_for_sandboxed_sessions(sessions):
+    """On a hub without the sandbox a session mounts its own connections: the broker's
+    connection calls answer 409 saying so, after checking the body."""
+    hub = sessions
+    broker = Broker(hub)
+    token = user_token(hub, "alice")
+    attach = "users/alice/connections/my-dav/attach"
+    r = broker.request("POST", attach, token, json={"writable": "yes"})
+    assert r.status_code == 400 and "'writable'" in r.json()["message"], r.text
+    r = broker.request("POST", attach, token, json={"path": "/etc"})
+    assert r.status_code == 400 and "only 'writable'" in r.json()["message"], r.text
+    r = broker.request("POST", attach, token)
+    assert r.status_code == 409 and "itself" in r.json()["message"], r.text
+    r = broker.request("GET", "users/alice/connections", user_token(hub, "bob"))
+    assert r.status_code == 403, r.text

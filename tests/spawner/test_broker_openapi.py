@@ -16,7 +16,7 @@ def test_every_broker_route_is_described_and_nothing_else():
     assert spec["openapi"].startswith("3.")
     # The version in the URL and in the description's servers agree.
     assert spec["servers"][0]["url"] == "/hub/" + BROKER_PATH.rstrip("/")
-    names = {"user_name": "user", "vid": "id"}
+    names = {"user_name": "user", "vid": "id", "name": "name"}
     served = {
         re.sub(
             r"\(\?P<(\w+)>\[\^/\]\+\)",

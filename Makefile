@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-server openbox topcat x11-utils
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv labextension sample-data cluster lint clean
+.PHONY: demo test bench system venv labextension sample-data cluster calrissian-venv lint clean
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -53,10 +53,19 @@ sample-data: venv
 cluster:
 	bash config/kubernetes/cluster/build.sh
 
+## Calrissian from PyPI in a venv of its own (it pins cwltool and kubernetes versions that the
+## project's venv does not use): the k8s tests build step pods with its real builders.
+calrissian-venv: .venv-calrissian/.installed
+
+.venv-calrissian/.installed:
+	test -x .venv-calrissian/bin/python || $(PYTHON) -m venv .venv-calrissian
+	.venv-calrissian/bin/pip install -q calrissian==0.18.1
+	touch $@
+
 demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv labextension cluster
+test: system venv labextension cluster calrissian-venv
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 

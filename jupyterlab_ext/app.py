@@ -219,11 +219,24 @@ class DatalabsExtension(ExtensionApp):
     k8s_archive_claims = Dict(
         value_trait=Unicode(),
         config=True,
-        help="""PersistentVolumeClaim of each archive volume, by volume id, e.g.
-        ``{"psa-rosetta": "archive-psa-rosetta"}``. The user's volumes (``$DATALABS_VOLUMES``)
-        that have a claim here are attached to every run read-only at the same path as in the
-        session; inputs on other volumes are not visible to the run.""",
+        help="""PersistentVolumeClaim of each archive volume, by volume id, optionally with the
+        volume's folder in it: ``{"psa-rosetta": "datalabs-archive/psa-rosetta"}`` (one archive
+        claim holding ``local`` volumes) or ``{"spice": "spice-claim"}`` (the whole claim). A
+        run gets read-only, at the same path as in the session, only the volumes its inputs lie
+        on; an input on a volume with no claim here refuses the run before its Job is made.""",
     )
+
+    k8s_default_container = Unicode(
+        config=True,
+        help="""The image of every step without a DockerRequirement (Calrissian's
+        ``--default-container``). Default: the session's own image (``$JUPYTER_IMAGE_SPEC``,
+        which KubeSpawner sets), so that a pipeline runs with the tools of the datalab it was
+        launched from.""",
+    )
+
+    @default("k8s_default_container")
+    def _default_container(self) -> str:
+        return os.environ.get("JUPYTER_IMAGE_SPEC", "") or os.environ.get("JUPYTER_IMAGE", "")
 
     k8s_max_ram = Unicode(
         "8G",
@@ -331,7 +344,8 @@ class DatalabsExtension(ExtensionApp):
         for volume in workspace.volumes:
             claim = self.k8s_archive_claims.get(volume.id)
             if claim:
-                archives.append(ArchiveVolume(volume.id, claim, str(volume.path)))
+                claim, _, folder = claim.partition("/")
+                archives.append(ArchiveVolume(volume.id, claim, str(volume.path), folder or None))
             else:
                 # Not an error: runs that do not read from it still work.
                 self.log.warning(
@@ -352,6 +366,7 @@ class DatalabsExtension(ExtensionApp):
             max_ram=self.k8s_max_ram,
             max_cores=self.k8s_max_cores,
             provenance=self.provenance,
+            default_container=self.k8s_default_container,
             kubeconfig=self.k8s_kubeconfig,
         )
 

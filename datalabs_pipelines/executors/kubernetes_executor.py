@@ -61,8 +61,10 @@ from .kubernetes import (
     CALRISSIAN_IMAGE,
     ArchiveVolume,
     CalrissianJob,
+    InputNotReadable,
     job_name,
     make_calrissian_job,
+    volumes_for_inputs,
 )
 from .local import (
     CALRISSIAN_ARGV0,
@@ -99,6 +101,8 @@ class KubernetesSettings:
     max_ram: str = "8G"
     max_cores: int = 4
     provenance: bool = True
+    #: The image of steps without a DockerRequirement (the session's datalab image).
+    default_container: str = ""
     #: A kubeconfig file; empty: in-cluster configuration if available, else the default one.
     kubeconfig: str = ""
     request_timeout: float = 10.0
@@ -273,10 +277,11 @@ class KubernetesExecutor:
             return {**value, "path": f"{base}/inputs/{slot}/{source.name}"}
         return {k: self._stage_inputs(v, staging, base, slots) for k, v in value.items()}
 
-    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str]:
+    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str, dict[str, Any]]:
         """Write the job, its workspace files and the pipeline's folder to the input claim.
 
-        Returns the pipeline's and the job's paths as the Job sees them. The whole pipeline
+        Returns the pipeline's and the job's paths as the Job sees them, and the job. The whole
+        pipeline
         folder is copied because a workflow names its steps' files relative to it.
         """
         staging = Path(self.k8s.input_dir) / run_id
@@ -287,10 +292,19 @@ class KubernetesExecutor:
         shutil.copytree(pipeline.parent, staging / "pipeline", symlinks=False)
         job = self._stage_inputs(request.inputs, staging, base, itertools.count())
         (staging / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
-        return f"{base}/pipeline/{pipeline.name}{hash_}{process}", f"{base}/{JOB_FILE}"
+        return f"{base}/pipeline/{pipeline.name}{hash_}{process}", f"{base}/{JOB_FILE}", job
 
-    def manifest(self, run_id: str, user: str, pipeline_path: str, job_path: str) -> dict:
-        """The Job this executor creates for a run (public so that tests can check it)."""
+    def manifest(
+        self, run_id: str, user: str, pipeline_path: str, job_path: str, job: Any = None
+    ) -> dict:
+        """The Job this executor creates for a run (public so that tests can check it).
+
+        With ``job``, only the archive volumes its inputs lie on are attached; a path on none
+        of them (nor staged) is :class:`InputNotReadable`."""
+        archives = self.k8s.archive_volumes
+        if job is not None:
+            staged = [f"{CalrissianJob.input_mount}/{run_id}"]
+            archives = volumes_for_inputs(job, archives, staged)
         return make_calrissian_job(
             CalrissianJob(
                 run_id=run_id,
@@ -298,8 +312,9 @@ class KubernetesExecutor:
                 namespace=self.k8s.namespace,
                 pipeline_path=pipeline_path,
                 job_path=job_path,
-                archive_volumes=self.k8s.archive_volumes,
+                archive_volumes=archives,
                 image=self.k8s.image,
+                default_container=self.k8s.default_container,
                 service_account=self.k8s.service_account,
                 input_claim=self.k8s.input_claim,
                 tmpout_claim=self.k8s.tmpout_claim,
@@ -319,12 +334,15 @@ class KubernetesExecutor:
         now = time.time()
         reason: str | None = None
         try:
-            pipeline_path, job_path = self._stage(run_id, request)
-            manifest = self.manifest(run_id, settings.user, pipeline_path, job_path)
+            pipeline_path, job_path, job = self._stage(run_id, request)
+            manifest = self.manifest(run_id, settings.user, pipeline_path, job_path, job)
             argv = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
         except OSError as exc:
             pipeline_path, job_path, manifest = request.pipeline_path, None, None
             argv, reason = [], f"could not write the run's files to the input claim: {exc}"
+        except InputNotReadable as exc:
+            pipeline_path, job_path, manifest = request.pipeline_path, None, None
+            argv, reason = [], str(exc)
         run = Run(
             id=run_id,
             user=settings.user,

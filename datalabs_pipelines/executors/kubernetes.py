@@ -40,6 +40,19 @@ ENV_MAX_RAM = "DATALABS_STEP_MAX_RAM"
 #: The label every pod of a run carries (the Job's, and each step pod): cancel deletes by it.
 RUN_LABEL = "datalabs.io/run-id"
 USER_LABEL = "datalabs.io/user"
+#: The owner's :func:`user_folder` (unique per user, unlike the cleaned-up user name): what the
+#: broker checks before it cancels or reports a run.
+OWNER_LABEL = "datalabs.io/owner"
+#: What a run's identity may do: exactly what Calrissian does with its step pods (create,
+#: follow, read the log of, delete). No Jobs, no secrets, no claims, no other resource.
+RUN_ROLE_RULES = [
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
 #: What Pod Security "restricted" asks of every pod and container.
 POD_SECURITY = {
     "runAsNonRoot": True,
@@ -159,6 +172,26 @@ def volumes_for_inputs(
     return tuple(v for v in readable if v.id in needed)
 
 
+#: What the broker (the hub's identity) needs in the runs' namespace on top of spawning: the
+#: Jobs, the users' run identities, and every right it grants them (RBAC lets no identity grant
+#: a right it does not hold); pods are also what cancel deletes. The chart's hub Role has these.
+BROKER_RULES = [
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create", "get"]},
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles", "rolebindings"],
+        "verbs": ["create", "get", "update"],
+    },
+]
+
+
 @dataclass(frozen=True)
 class CalrissianJob:
     """Everything that varies between runs of the Kubernetes executor."""
@@ -207,7 +240,45 @@ def run_labels(run_id: str, user: str) -> dict[str, str]:
         "app.kubernetes.io/name": "datalabs-pipeline-run",
         RUN_LABEL: _label_value(run_id),
         USER_LABEL: _label_value(user),
+        OWNER_LABEL: user_folder(user),
     }
+
+
+def run_service_account(user: str) -> str:
+    """The name of the user's run identity (its service account, Role and RoleBinding)."""
+    return f"datalabs-runs-{user_folder(user)}"
+
+
+def run_identity(user: str, namespace: str) -> list[dict[str, Any]]:
+    """The user's run identity: a service account the user's Calrissian pods run as, and a
+    Role bound to it allowing :data:`RUN_ROLE_RULES` in ``namespace`` and nothing else.
+
+    RBAC cannot narrow a rule to pods with a label, so the Role covers the namespace's pods;
+    the step pods Calrissian creates carry the run's labels, and no user code holds this
+    token (step pods get none; the Calrissian pod runs only Calrissian)."""
+    name = run_service_account(user)
+    labels = {
+        "app.kubernetes.io/name": "datalabs-pipeline-run",
+        USER_LABEL: _label_value(user),
+        OWNER_LABEL: user_folder(user),
+    }
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": dict(meta),
+            "rules": copy.deepcopy(RUN_ROLE_RULES),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(meta),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
 
 
 def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:

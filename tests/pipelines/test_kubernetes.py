@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import kubernetes_validate
 import pytest
 
@@ -65,6 +67,7 @@ def test_the_whole_job():
         "app.kubernetes.io/component": "calrissian",
         "datalabs.io/run-id": "0123456789abcdef",
         "datalabs.io/user": "alice-example.org",
+        "datalabs.io/owner": user_folder("alice@example.org"),
     }
     out = "/calrissian/output-data/0123456789abcdef"
     folder = user_folder("alice@example.org")
@@ -125,11 +128,12 @@ def test_the_whole_job():
                                 {"name": "DATALABS_RUN_ID", "value": "0123456789abcdef"},
                                 {
                                     "name": "DATALABS_STEP_LABELS",
-                                    "value": (
-                                        '{"app.kubernetes.io/component": "step", '
-                                        '"app.kubernetes.io/name": "datalabs-pipeline-run", '
-                                        '"datalabs.io/run-id": "0123456789abcdef", '
-                                        '"datalabs.io/user": "alice-example.org"}'
+                                    "value": json.dumps(
+                                        {
+                                            **labels,
+                                            "app.kubernetes.io/component": "step",
+                                        },
+                                        sort_keys=True,
                                     ),
                                 },
                                 {"name": "DATALABS_STEP_MAX_CORES", "value": "4"},

@@ -1,0 +1,276 @@
+"""Cluster runs submitted by the broker, on the real API server (RBAC, Pod Security, kwok).
+
+The broker acts as the hub's identity (``datalabs-hub``, with the Role the chart gives it for
+runs); it checks the job with the launcher's checks against folders standing for the hub's
+view of the input and archive claims, makes the user's run identity on demand and creates the
+Job as that identity. What a user holds never creates a Job: neither the run identity's token
+nor a user pod's. bob's runs naming the restricted volume, in every input shape, are refused
+with nothing created. Cancel removes the Job and a step pod a killed Calrissian left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datalabs_pipelines.catalogue import load_pipeline
+from datalabs_pipelines.executors.kubernetes import (
+    BROKER_RULES,
+    RUN_ROLE_RULES,
+    job_name,
+    run_service_account,
+    user_folder,
+)
+from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings, RunRefused
+from datalabs_volumes.access import Who, readable
+from datalabs_volumes.models import Access, Volume, VolumeSource
+from tests.cluster import Cluster
+from tests.k8s.pipeline_runs import job_pods, run_namespace, wait_pod_running
+
+RUN = "00c0ffee00c0ffee"
+TOOL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: ls
+inputs:
+  table:
+    type: File
+    secondaryFiles: [{pattern: ^.lblx, required: false}]
+  kernels: Directory?
+  frames: File[]?
+  calib:
+    type:
+      - "null"
+      - type: record
+        fields:
+          flat: File
+outputs: []
+"""
+ENTRIES = {
+    v.id: v
+    for v in (
+        Volume("psa-rosetta", "PSA", "Rosetta", VolumeSource("local", path="psa-rosetta")),
+        Volume("spice-juice", "SPICE", "JUICE", VolumeSource("local", path="spice-juice")),
+        Volume(
+            "rosetta-restricted",
+            "Team",
+            "Rosetta",
+            VolumeSource("local", path="rosetta-restricted"),
+            access=Access(groups=("rosetta-team",)),
+        ),
+    )
+}
+ALICE = readable(ENTRIES, Who("alice", ("rosetta-team",)))
+BOB = readable(ENTRIES, Who("bob"))
+TABLE = {
+    "class": "File",
+    "path": "/data/psa-rosetta/bundle/x.xml",
+    "secondaryFiles": [{"class": "File", "path": "/data/psa-rosetta/bundle/x.lblx"}],
+}
+
+
+@pytest.fixture
+def namespace(cluster: Cluster):
+    name = run_namespace(cluster)
+    meta = {"name": "hub-runs", "namespace": name}
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": BROKER_RULES,
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "hub-runs",
+            },
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+    yield name
+    cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def claims(tmp_path: Path) -> tuple[Path, Path]:
+    """The hub's view of the input claim and of the archive claim, with the demo files."""
+    inputs, archive = tmp_path / "input-data", tmp_path / "archive"
+    for rel in (
+        "psa-rosetta/bundle/x.xml",
+        "psa-rosetta/bundle/x.lblx",
+        "spice-juice/kernels/a.bsp",
+        "rosetta-restricted/cal/flat.fits",
+        "rosetta-restricted/cal/x.lblx",
+    ):
+        (archive / rel).parent.mkdir(parents=True, exist_ok=True)
+        (archive / rel).write_text(rel)
+    inputs.mkdir()
+    return inputs, archive
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path):
+    folder = tmp_path / "catalogue" / "rosetta" / "pipelines"
+    folder.mkdir(parents=True)
+    (folder / "inspect.cwl").write_text(TOOL)
+    return load_pipeline(folder / "inspect.cwl", "rosetta")
+
+
+@pytest.fixture
+def broker(cluster: Cluster, namespace: str, claims) -> RunBroker:
+    inputs, archive = claims
+    return RunBroker(
+        RunBrokerSettings(
+            namespace=namespace,
+            input_dir=str(inputs),
+            archive_dir=str(archive),
+            max_ram="4Gi",
+            max_cores=2,
+            max_time_limit=7200,
+            kubeconfig=str(cluster.kubeconfig("datalabs-hub", namespace)),
+        )
+    )
+
+
+def _stage(claims, user: str, run_id: str) -> str:
+    """What the session does first: its workspace file, in its folder of the input claim."""
+    staged = claims[0] / user_folder(user) / run_id / "inputs" / "0" / "frame.fits"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("frame")
+    return f"/calrissian/input-data/{run_id}/inputs/0/frame.fits"
+
+
+async def _alice_run(broker, pipeline, claims) -> dict:
+    frame = _stage(claims, "alice", RUN)
+    inputs = {
+        "table": TABLE,
+        "kernels": {"class": "Directory", "path": "/data/spice-juice"},
+        "frames": [{"class": "File", "path": frame}],
+    }
+    return await broker.submit(
+        "alice", RUN, pipeline, inputs, ALICE, "datalabs/planetary-lab:0.1", time_limit=600
+    )
+
+
+async def test_the_broker_creates_alices_run_with_her_own_identity(
+    cluster: Cluster, namespace, broker, pipeline, claims
+):
+    answer = await _alice_run(broker, pipeline, claims)
+    account = run_service_account("alice")
+    assert answer["service_account"] == account
+    assert answer["volumes"] == ["psa-rosetta", "spice-juice"]
+
+    status, job = cluster.request(
+        "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name(RUN)}"
+    )
+    assert status == 200, job
+    spec = job["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == account
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert sorted(v["name"] for v in spec["volumes"] if v["name"].startswith("archive-")) == [
+        "archive-psa-rosetta",
+        "archive-spice-juice",
+    ]
+    # The job the Job reads is the one the broker checked, with the Job's paths.
+    written = json.loads((claims[0] / user_folder("alice") / RUN / "job.json").read_text())
+    assert written["table"]["path"] == "/data/psa-rosetta/bundle/x.xml"
+    assert written["frames"][0]["path"] == f"/calrissian/input-data/{RUN}/inputs/0/frame.fits"
+    assert (claims[0] / user_folder("alice") / RUN / "pipeline" / "inspect.cwl").is_file()
+
+    status, role = cluster.request(
+        "GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{account}"
+    )
+    assert status == 200 and role["rules"] == RUN_ROLE_RULES, role
+    (pod,) = cluster.wait_for("the Job's pod", lambda: job_pods(cluster, namespace, RUN))
+    wait_pod_running(cluster, namespace, pod["metadata"]["name"])
+
+    # The run identity runs step pods and can do nothing else.
+    token = cluster.service_account_token(namespace, account)
+    status, refused = cluster.request(
+        "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", job, token=token
+    )
+    assert status == 403, refused
+    for path in ("secrets", "persistentvolumeclaims", "serviceaccounts"):
+        status, _ = cluster.request("GET", f"/api/v1/namespaces/{namespace}/{path}", token=token)
+        assert status == 403, path
+    status, pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods", token=token)
+    assert status == 200, pods
+
+
+def test_a_user_pods_credentials_get_403_for_create_jobs(cluster: Cluster, namespace):
+    """A user pod runs as the namespace's default account (where a token is mounted at all:
+    the spawner mounts none); that token may not create Jobs. Without a token the API server
+    does not know the caller (401: anonymous requests are off)."""
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "mine"}}
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    token = cluster.service_account_token(namespace, "default")
+    status, answer = cluster.request("POST", path, job, token=token)
+    assert status == 403, answer
+    assert 'cannot create resource "jobs"' in answer["message"]
+    status, answer = cluster.request("POST", path, job, token="not-a-token")
+    assert status == 401, answer
+
+
+RESTRICTED_FILE = {"class": "File", "path": "/data/rosetta-restricted/cal/flat.fits"}
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"table": RESTRICTED_FILE},
+        {
+            "table": {
+                **RESTRICTED_FILE,
+                "path": "/data/psa-rosetta/../rosetta-restricted/cal/flat.fits",
+            }
+        },
+        {"table": {"class": "File", "location": "file:///data/rosetta-restricted/cal/flat.fits"}},
+        {"table": TABLE, "kernels": {"class": "Directory", "path": "/data/rosetta-restricted"}},
+        {
+            "table": {
+                **TABLE,
+                "secondaryFiles": [
+                    {"class": "File", "path": "/data/rosetta-restricted/cal/x.lblx"}
+                ],
+            }
+        },
+        {"table": TABLE, "frames": [TABLE, RESTRICTED_FILE]},
+        {"table": TABLE, "calib": {"flat": RESTRICTED_FILE}},
+        {
+            "table": TABLE,
+            "kernels": {
+                "class": "Directory",
+                "path": "/data/spice-juice",
+                "listing": [RESTRICTED_FILE],
+            },
+        },
+    ],
+    ids=["file", "dotdot", "location", "directory", "secondary", "array", "record", "listing"],
+)
+async def test_bobs_run_naming_the_restricted_volume_is_refused_before_any_object(
+    cluster: Cluster, namespace, broker, pipeline, claims, inputs
+):
+    with pytest.raises(RunRefused) as refused:
+        await broker.submit("bob", RUN, pipeline, inputs, BOB, "datalabs/planetary-lab:0.1")
+    assert refused.value.status in (400, 403)
+    assert "rosetta-restricted" in refused.value.message or "outside" in refused.value.message
+    for path in (
+        f"/apis/batch/v1/namespaces/{namespace}/jobs",
+        f"/api/v1/namespaces/{namespace}/pods",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    ):
+        status, answer = cluster.request("GET", path)
+        names = [o["metadata"]["name"] for o in answer["items"]]
+        assert status == 200 and names in ([], ["hub-runs"]), (path, names)
+    _, accounts = cluster.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts")
+    assert [a["metadata"]["name"] for a in accounts["items"]] in ([], ["default"])
+    assert not (claims[0] / user_folder("bob")).exists()

@@ -343,9 +343,6 @@ class RunBroker:
             raise RunRefused(404, f"No run '{run_id}'.")
         async with await self._client() as client:
             job = await self._owned_job(client, user, run_id)
-            pods = await self._pods(client, user, run_id)
-            if job is None and not pods:
-                raise RunRefused(404, f"No run '{run_id}' of yours on the cluster.")
             if job is not None:
                 try:
                     await BatchV1Api(client).delete_namespaced_job(
@@ -357,7 +354,11 @@ class RunBroker:
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
-            # Step pods have no owner (Calrissian makes them): deleted by their labels.
+            # After the Job: its Calrissian can no longer be replaced by the Job controller.
+            # Step pods have no owner (Calrissian makes them): they go by their labels.
+            pods = await self._pods(client, user, run_id)
+            if job is None and not pods:
+                raise RunRefused(404, f"No run '{run_id}' of yours on the cluster.")
             for pod in pods:
                 try:
                     await CoreV1Api(client).delete_namespaced_pod(

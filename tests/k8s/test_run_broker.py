@@ -20,6 +20,7 @@ from datalabs_pipelines.executors.kubernetes import (
     BROKER_RULES,
     RUN_ROLE_RULES,
     job_name,
+    restrict_step_pod,
     run_service_account,
     user_folder,
 )
@@ -274,3 +275,64 @@ async def test_bobs_run_naming_the_restricted_volume_is_refused_before_any_objec
     _, accounts = cluster.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts")
     assert [a["metadata"]["name"] for a in accounts["items"]] in ([], ["default"])
     assert not (claims[0] / user_folder("bob")).exists()
+
+
+def _left_step_pod(job_pod: dict, name: str) -> dict:
+    """A step pod as Calrissian makes it for the run (the labels it is given, restricted)."""
+    env = {e["name"]: e.get("value") for e in job_pod["spec"]["containers"][0]["env"]}
+    return restrict_step_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "step", "image": "datalabs/planetary-lab:0.1"}],
+            },
+        },
+        json.loads(env["DATALABS_STEP_LABELS"]),
+    )
+
+
+async def test_cancel_removes_the_job_and_a_step_pod_a_killed_calrissian_left(
+    cluster: Cluster, namespace, broker, pipeline, claims
+):
+    await _alice_run(broker, pipeline, claims)
+    (job_pod,) = cluster.wait_for("the Job's pod", lambda: job_pods(cluster, namespace, RUN))
+    job_pod = wait_pod_running(cluster, namespace, job_pod["metadata"]["name"])
+    # Calrissian (as the run identity) started a step, then was killed (OOM, lost node): the
+    # step pod has no owner, so deleting the Job alone would leave it running.
+    token = cluster.service_account_token(namespace, run_service_account("alice"))
+    status, step = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _left_step_pod(job_pod, "plot-pod-left"),
+        token=token,
+    )
+    assert status == 201, step
+    assert not step["metadata"].get("ownerReferences")
+    status, _ = cluster.request(
+        "DELETE",
+        f"/api/v1/namespaces/{namespace}/pods/{job_pod['metadata']['name']}?gracePeriodSeconds=0",
+    )
+    assert status == 200
+    wait_pod_running(cluster, namespace, "plot-pod-left")
+
+    # Somebody else's cancel is "no such run" and removes nothing.
+    with pytest.raises(RunRefused) as refused:
+        await broker.cancel("bob", RUN)
+    assert refused.value.status == 404
+    assert any(p["metadata"]["name"] == "plot-pod-left" for p in job_pods(cluster, namespace, RUN))
+
+    answer = await broker.cancel("alice", RUN)
+    assert answer["job_deleted"] is True and answer["pods_deleted"] >= 1
+
+    def all_gone():
+        status, _ = cluster.request(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name(RUN)}"
+        )
+        return status == 404 and not job_pods(cluster, namespace, RUN)
+
+    cluster.wait_for("no Job and no pod of the run left", all_gone)
+    with pytest.raises(RunRefused):
+        await broker.status("alice", RUN)

@@ -55,6 +55,7 @@ from datalabs_pipelines.executors.kubernetes import (
     CALRISSIAN_IMAGE,
     OWNER_LABEL,
     RUN_LABEL,
+    STEP_LABEL,
     ArchiveVolume,
     CalrissianJob,
     InputNotReadable,
@@ -394,6 +395,7 @@ class RunBroker:
                     "component": (p["metadata"].get("labels") or {}).get(
                         "app.kubernetes.io/component", ""
                     ),
+                    "step": (p["metadata"].get("labels") or {}).get(STEP_LABEL),
                     "phase": (p.get("status") or {}).get("phase", "Pending"),
                 }
                 for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))

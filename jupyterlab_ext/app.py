@@ -156,6 +156,18 @@ class DatalabsExtension(ExtensionApp):
         options below. See docs/pipelines.md for what the cluster needs.""",
     )
 
+    k8s_submit = Enum(
+        ["broker", "api"],
+        default_value="broker",
+        config=True,
+        help="""How the ``kubernetes`` executor makes its Jobs. ``broker`` (default): the hub's
+        broker creates, follows and cancels them (``/hub/datalabs/v1/users/<user>/runs``),
+        asked with the user's own hub token; this server needs no Kubernetes rights, and the
+        broker checks the job against the volumes the user may read and runs it with the
+        user's own run identity. ``api``: this server creates them through the Kubernetes API
+        itself (outside a hub only: it needs a token allowed to create Jobs).""",
+    )
+
     k8s_namespace = Unicode(
         config=True,
         help="""Namespace of the run Jobs (``executor = "kubernetes"``). Default: the namespace
@@ -367,6 +379,8 @@ class DatalabsExtension(ExtensionApp):
             max_cores=self.k8s_max_cores,
             provenance=self.provenance,
             default_container=self.k8s_default_container,
+            broker_url=contract.broker_url() if self.k8s_submit == "broker" else "",
+            broker_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""),
             kubeconfig=self.k8s_kubeconfig,
         )
 

@@ -12,7 +12,8 @@ its own builders before its ``main`` runs (same arguments as the ``calrissian`` 
   deepest one that contains it as a path.
 - **Restricted pods with the run's labels and limits**
   (:func:`~datalabs_pipelines.executors.kubernetes.restrict_step_pod`): Pod Security
-  "restricted", no API token, the labels in ``DATALABS_STEP_LABELS``, requests and limits from
+  "restricted", no API token, the labels in ``DATALABS_STEP_LABELS`` and the step's name
+  (``datalabs.io/step``), requests and limits from
   the step's ``ResourceRequirement`` under the run's ceiling (``DATALABS_STEP_MAX_CORES``,
   ``DATALABS_STEP_MAX_RAM``).
 
@@ -32,6 +33,8 @@ from datalabs_pipelines.executors.kubernetes import (
     ENV_MAX_CORES,
     ENV_MAX_RAM,
     ENV_STEP_LABELS,
+    STEP_LABEL,
+    label_value,
     mebibytes,
     restrict_step_pod,
     step_resources,
@@ -101,7 +104,8 @@ def install(environ: dict[str, str] | None = None) -> None:
         resources = None
         if max_cores is not None and max_ram is not None:
             resources = step_resources(dict(self.resources or {}), max_cores, max_ram)
-        return restrict_step_pod(original_build(self), labels, resources)
+        step_labels = {**labels, STEP_LABEL: label_value(str(self.name))}
+        return restrict_step_pod(original_build(self), step_labels, resources)
 
     builder_cls.add_persistent_volume_entries_from_pod = add_persistent_volume_entries_from_pod
     builder_cls.find_persistent_volume = find_persistent_volume

@@ -40,6 +40,8 @@ ENV_MAX_RAM = "DATALABS_STEP_MAX_RAM"
 #: The label every pod of a run carries (the Job's, and each step pod): cancel deletes by it.
 RUN_LABEL = "datalabs.io/run-id"
 USER_LABEL = "datalabs.io/user"
+#: On each step pod: the CWL step (cwltool's job name) it runs, for the run's step states.
+STEP_LABEL = "datalabs.io/step"
 #: The owner's :func:`user_folder` (unique per user, unlike the cleaned-up user name): what the
 #: broker checks before it cancels or reports a run.
 OWNER_LABEL = "datalabs.io/owner"
@@ -66,7 +68,7 @@ CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
-def _label_value(value: str) -> str:
+def label_value(value: str) -> str:
     """A Kubernetes label value (63 chars of ``[A-Za-z0-9_.-]``, alphanumeric at both ends)."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:63].strip("-_.")
     return cleaned or "none"
@@ -238,8 +240,8 @@ def run_labels(run_id: str, user: str) -> dict[str, str]:
     """The labels of every object of a run: its Job, the Job's pod and each step pod."""
     return {
         "app.kubernetes.io/name": "datalabs-pipeline-run",
-        RUN_LABEL: _label_value(run_id),
-        USER_LABEL: _label_value(user),
+        RUN_LABEL: label_value(run_id),
+        USER_LABEL: label_value(user),
         OWNER_LABEL: user_folder(user),
     }
 
@@ -259,7 +261,7 @@ def run_identity(user: str, namespace: str) -> list[dict[str, Any]]:
     name = run_service_account(user)
     labels = {
         "app.kubernetes.io/name": "datalabs-pipeline-run",
-        USER_LABEL: _label_value(user),
+        USER_LABEL: label_value(user),
         OWNER_LABEL: user_folder(user),
     }
     meta = {"name": name, "namespace": namespace, "labels": labels}

@@ -14,10 +14,20 @@ from __future__ import annotations
 import pytest
 import requests
 
-from datalabs_pipelines.executors.kubernetes import BROKER_RULES, job_name, run_service_account
+from datalabs_pipelines.catalogue import Catalogue
+from datalabs_pipelines.executors.kubernetes import (
+    BROKER_RULES,
+    ArchiveVolume,
+    job_name,
+    run_service_account,
+    user_folder,
+)
+from datalabs_pipelines.executors.kubernetes_executor import KubernetesExecutor, KubernetesSettings
+from datalabs_pipelines.executors.local import RunRequest
+from datalabs_pipelines.settings import Settings
 from tests.cluster import Cluster
-from tests.e2e.hubprocess import running_hub
-from tests.k8s.pipeline_runs import job_pods, run_namespace
+from tests.e2e.hubprocess import REPO, running_hub
+from tests.k8s.pipeline_runs import calrissian_step_pods, job_pods, run_namespace, wait_pod_running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -162,3 +172,100 @@ def test_alice_runs_cancels_and_bob_is_refused_through_the_hub(
         return status == 404 and not job_pods(cluster, namespace, RUN)
 
     cluster.wait_for("no Job and no pod left", gone)
+
+
+def test_a_sessions_runs_go_through_the_broker_and_report_step_states(
+    cluster: Cluster, namespace: str, hub, tmp_path
+):
+    """The session's ``kubernetes`` executor as a hub session has it (``k8s_submit =
+    "broker"``): it stages in its own folder of the input claim, the broker makes the Job, the
+    periodic check records the run's state and its step pods' states, cancel goes through
+    the broker. The session holds no Kubernetes credential at all."""
+    token = _token(hub, "alice")
+    executor = KubernetesExecutor(
+        Settings(home=tmp_path / "session", user="alice"),
+        KubernetesSettings(
+            namespace=namespace,
+            # the session's mount of its own folder of the input claim
+            input_dir=str(hub.state / "calrissian-input-data" / user_folder("alice")),
+            output_dir=str(tmp_path / "output-claim"),
+            archive_volumes=(
+                ArchiveVolume("psa-rosetta", "datalabs-archive", "/data/psa-rosetta"),
+            ),
+            broker_url=f"{hub.url}/hub/datalabs/v1/",
+            broker_token=token,
+            kubeconfig=str(tmp_path / "no-such-kubeconfig"),
+            request_timeout=30,
+        ),
+    )
+    try:
+        pipeline = Catalogue([REPO / "config" / "catalogue"]).get("rosetta/pds4-table-plot")
+        assert pipeline is not None
+        run = executor.submit(
+            RunRequest(
+                pipeline=pipeline.id,
+                pipeline_path=pipeline.uri,
+                inputs={"product": {"class": "File", "path": PRODUCT}},
+            )
+        )
+        assert run.state == "queued", run.exit_reason
+        status, job = cluster.request(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name(run.id)}"
+        )
+        assert status == 200, job
+        assert job["spec"]["template"]["spec"]["serviceAccountName"] == run_service_account("alice")
+
+        def state(expected):
+            def check():
+                executor.tick()
+                return executor.store.get(run.id).state == expected
+
+            return check
+
+        cluster.wait_for("the run running", state("running"))
+
+        # A step as the real Calrissian builds it, created with the run identity's token.
+        (job_pod,) = job_pods(cluster, namespace, run.id)
+        env = {e["name"]: e.get("value") for e in job_pod["spec"]["containers"][0]["env"]}
+        (step,) = calrissian_step_pods(
+            job_pod,
+            [
+                {
+                    "name": "extract",
+                    "image": "datalabs/planetary-lab:0.1",
+                    "outdir": "/calrissian/tmpout/x1",
+                    "inputs": [[PRODUCT, "/var/lib/cwl/stg1/table.xml"]],
+                    "resources": {"cores": 1, "ram": 256},
+                }
+            ],
+            env,
+        )
+        account = run_service_account("alice")
+        status, created = cluster.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            step,
+            token=cluster.service_account_token(namespace, account),
+        )
+        assert status == 201, created
+        wait_pod_running(cluster, namespace, created["metadata"]["name"])
+
+        def step_running():
+            executor.tick()
+            steps = executor.store.get(run.id).steps
+            return [(s.name, s.state) for s in steps] == [("extract", "running")]
+
+        cluster.wait_for("the step's state in the run store", step_running)
+
+        cancelled = executor.cancel("alice", run.id)
+        assert cancelled.state == "cancelled"
+
+        def gone():
+            status, _ = cluster.request(
+                "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name(run.id)}"
+            )
+            return status == 404 and not job_pods(cluster, namespace, run.id)
+
+        cluster.wait_for("no Job and no pod left", gone)
+    finally:
+        executor.close()

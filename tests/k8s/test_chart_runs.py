@@ -1,0 +1,150 @@
+"""The chart with pipeline runs on (``runs.enabled``), installed on the real test cluster.
+
+Every object is accepted under Pod Security "restricted"; the hub's own service-account token
+(the chart's Role) lets the broker create alice's run with her run identity, whose Job's pod is
+admitted and runs on the node; the cleanup CronJob's pod is admitted too, and its command,
+run here on folders laid out as the work claims are, removes run folders older than the
+retention and keeps the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from datalabs_pipelines.catalogue import Catalogue
+from datalabs_pipelines.executors.kubernetes import run_service_account, user_folder
+from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings
+from datalabs_volumes.catalogue import VolumeCatalogue
+from tests.cluster import Cluster
+from tests.k8s.conftest import restricted_namespace
+from tests.k8s.pipeline_runs import WORK_CLAIMS, job_pods, wait_pod_running
+from tests.k8s.test_chart import CATALOGUE, CHART, demo_values, helm
+
+RUN = "c4a77c4a77000001"
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster, tmp_path_factory):
+    namespace = restricted_namespace(cluster)
+    cluster.bound_volume(namespace, "datalabs-hub-db", "ReadWriteOnce", make_claim=False)
+    for claim in WORK_CLAIMS:
+        cluster.bound_volume(namespace, claim, "ReadWriteMany", "/srv/work", make_claim=False)
+    values_file = demo_values(tmp_path_factory.mktemp("chart") / "values.json")
+    values = json.loads(values_file.read_text())
+    values["runs"] = {"enabled": True, "retentionDays": 3}
+    values_file.write_text(json.dumps(values))
+    done = helm(cluster, "install", "datalabs", str(CHART), "-n", namespace, "-f", str(values_file))
+    assert done.returncode == 0, done.stderr
+    yield namespace
+    helm(cluster, "uninstall", "datalabs", "-n", namespace)
+    cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_the_runs_objects_are_accepted_and_the_hub_mounts_the_input_claim(
+    cluster: Cluster, release
+):
+    for claim in WORK_CLAIMS:
+        status, answer = cluster.request(
+            "GET", f"/api/v1/namespaces/{release}/persistentvolumeclaims/{claim}"
+        )
+        assert status == 200 and answer["spec"]["accessModes"] == ["ReadWriteMany"], claim
+    status, cron = cluster.request(
+        "GET", f"/apis/batch/v1/namespaces/{release}/cronjobs/datalabs-runs-cleanup"
+    )
+    assert status == 200, cron
+
+    def hub_running():
+        _, pods = cluster.request(
+            "GET",
+            f"/api/v1/namespaces/{release}/pods?labelSelector=app.kubernetes.io/component=hub",
+        )
+        running = [p for p in pods["items"] if p["status"].get("phase") == "Running"]
+        return running[0] if running else None
+
+    hub = cluster.wait_for("the hub running", hub_running, timeout=90)
+    mounts = {m["mountPath"]: m for m in hub["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/srv/archive"]["readOnly"] is True
+    assert "readOnly" not in mounts["/srv/calrissian/input-data"]
+
+    # The cleanup pod, as the CronJob controller makes it at its hour, meets "restricted".
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "cleanup-now", "namespace": release},
+        "spec": cron["spec"]["jobTemplate"]["spec"],
+    }
+    cluster.apply(job)
+
+    def cleanup_pod():
+        _, pods = cluster.request(
+            "GET", f"/api/v1/namespaces/{release}/pods?labelSelector=job-name=cleanup-now"
+        )
+        return pods["items"][0] if pods["items"] else None
+
+    pod = cluster.wait_for("the cleanup Job's pod", cleanup_pod)
+    wait_pod_running(cluster, release, pod["metadata"]["name"])
+
+
+def test_the_cleanup_command_removes_only_old_run_folders(cluster: Cluster, release, tmp_path):
+    _, cron = cluster.request(
+        "GET", f"/apis/batch/v1/namespaces/{release}/cronjobs/datalabs-runs-cleanup"
+    )
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    old = time.time() - 5 * 86400  # retentionDays is 3
+    folder = user_folder("alice")
+    for claim in WORK_CLAIMS:
+        for run, mtime in (("old-run", old), ("new-run", None)):
+            path = tmp_path / claim / folder / run
+            path.mkdir(parents=True)
+            (path / "out.txt").write_text("x")
+            if mtime:
+                os.utime(path, (mtime, mtime))
+        os.utime(tmp_path / claim / folder, (old, old))  # the user's folder itself stays
+    argv = [a.replace("/work/", f"{tmp_path}/") for a in container["command"]]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    for claim in WORK_CLAIMS:
+        assert sorted(p.name for p in (tmp_path / claim / folder).iterdir()) == ["new-run"]
+
+
+async def test_the_hubs_own_token_lets_the_broker_run_alices_pipeline(
+    cluster: Cluster, release, tmp_path
+):
+    token = cluster.service_account_token(release, "datalabs-hub")
+    archive = tmp_path / "archive" / "psa-rosetta" / "bundle"
+    archive.mkdir(parents=True)
+    (archive / "table.xml").write_text("<Product_Observational/>")
+    broker = RunBroker(
+        RunBrokerSettings(
+            namespace=release,
+            input_dir=str(tmp_path / "input-data"),
+            archive_dir=str(tmp_path / "archive"),
+            data_mount_root="/home/jovyan/data",
+            kubeconfig=str(cluster.kubeconfig("chart-hub", release, token=token)),
+        )
+    )
+    pipeline = Catalogue([CATALOGUE]).get("rosetta/pds4-table-plot")
+    volumes = VolumeCatalogue([CATALOGUE])
+    volumes.refresh()
+    answer = await broker.submit(
+        "alice",
+        RUN,
+        pipeline,
+        {"product": {"class": "File", "path": "/home/jovyan/data/psa-rosetta/bundle/table.xml"}},
+        volumes.readable_by("alice", ["rosetta-team"]),
+        "datalabs/planetary-lab:0.1",
+    )
+    assert answer["service_account"] == run_service_account("alice")
+    assert answer["volumes"] == ["psa-rosetta"]
+    (pod,) = cluster.wait_for("the run's pod", lambda: job_pods(cluster, release, RUN))
+    pod = wait_pod_running(cluster, release, pod["metadata"]["name"])
+    assert pod["spec"]["serviceAccountName"] == run_service_account("alice")
+    assert (Path(tmp_path) / "input-data" / user_folder("alice") / RUN / "job.json").is_file()
+    await broker.cancel("alice", RUN)
+    cluster.wait_for("the run gone", lambda: not job_pods(cluster, release, RUN))

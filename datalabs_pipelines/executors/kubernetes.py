@@ -401,6 +401,44 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
     }
 
 
+def session_work_volumes(
+    user: str,
+    input_claim: str = "calrissian-input-data",
+    output_claim: str = "calrissian-output-data",
+    input_mount: str = "/calrissian/input-data",
+    output_mount: str = "/calrissian/output-data",
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """``(volumes, volume_mounts)`` (KubeSpawner's dict form) of a user's session for cluster
+    runs: the user's own folder of the input claim (read-write: the session stages workspace
+    files there) and of the output claim (read-only: the session reads results), never the
+    claims' other folders."""
+    folder = user_folder(user)
+    volumes = {
+        "datalabs-run-inputs": {
+            "name": "datalabs-run-inputs",
+            "persistentVolumeClaim": {"claimName": input_claim},
+        },
+        "datalabs-run-outputs": {
+            "name": "datalabs-run-outputs",
+            "persistentVolumeClaim": {"claimName": output_claim, "readOnly": True},
+        },
+    }
+    mounts = {
+        "datalabs-run-inputs": {
+            "name": "datalabs-run-inputs",
+            "mountPath": input_mount,
+            "subPath": folder,
+        },
+        "datalabs-run-outputs": {
+            "name": "datalabs-run-outputs",
+            "mountPath": output_mount,
+            "subPath": folder,
+            "readOnly": True,
+        },
+    }
+    return volumes, mounts
+
+
 # -- Step pods: what calrissian_entry does to each pod Calrissian builds ----------------------
 
 _QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[kmgtpe])?$")

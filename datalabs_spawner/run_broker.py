@@ -12,8 +12,10 @@ Kubernetes rights:
    (``spawner.readable_volumes()``, the policy of spawn and hot attach); then
    :func:`~datalabs_pipelines.executors.kubernetes.volumes_for_inputs` picks the volumes the
    inputs lie on. Any refusal happens before any object is made;
-2. copies the pipeline's folder from the catalogue and writes the checked job into the run's
-   folder (the user could have changed what they staged: the broker writes what it checked);
+2. copies the pipeline's folder from the catalogue and writes the checked job into its own
+   folder of the input claim (``.datalabs-broker-<user folder>/<run id>``, which no session
+   mounts; the Job mounts it read-only at ``/calrissian/job``): the Job runs what was checked,
+   and the broker never writes where the user could plant a symlink;
 3. makes the user's run identity on demand (a service account and a Role that allows pods and
    their logs, nothing else: :func:`~datalabs_pipelines.executors.kubernetes.run_identity`);
 4. creates the Job (:func:`~datalabs_pipelines.executors.kubernetes.make_calrissian_job`) as
@@ -77,6 +79,12 @@ from .spawner import _http_error
 #: A run id as the session's run store makes them (hex); it names folders and the Job.
 RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
 JOB_FILE = "job.json"
+#: The broker's own folders of the input claim: the pipeline and the checked job of each run,
+#: ``.datalabs-broker-<user folder>/<run id>/`` (two levels down, like the users' run folders,
+#: so the chart's cleanup removes them alike). No session mounts them (a session sees only its
+#: user's folder), so what a Job runs is what the broker checked, and the broker never writes
+#: into a folder the user controls (where a symlink could redirect its writes).
+BROKER_FOLDER = ".datalabs-broker"
 
 
 class RunRefused(ValueError):
@@ -251,8 +259,9 @@ class RunBroker:
         default_container: str = "",
         time_limit: int | None = None,
     ) -> dict[str, Any]:
-        """Check the run, stage the checked job, make the identity and the Job."""
+        """Check the run, write the checked job, make the identity and the Job."""
         from kubernetes_asyncio.client import BatchV1Api
+        from kubernetes_asyncio.client.exceptions import ApiException
 
         limit = self.settings.max_time_limit
         if time_limit is not None:
@@ -264,22 +273,17 @@ class RunBroker:
                 )
             limit = time_limit
         job, needed = self.check(user, run_id, pipeline, inputs, readable)
-        staged = Path(self.settings.input_dir) / user_folder(user) / run_id
-        staged.mkdir(parents=True, exist_ok=True)
-        # The broker's own copies: what the Job reads is what was checked, not what the
-        # session may change in its folder afterwards.
-        shutil.rmtree(staged / "pipeline", ignore_errors=True)
-        shutil.copytree(pipeline.path.parent, staged / "pipeline", symlinks=False)
-        (staged / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
-        base = f"{CalrissianJob.input_mount}/{run_id}"
+        job_sub_path = f"{BROKER_FOLDER}-{user_folder(user)}/{run_id}"
         process = f"#{pipeline.process}" if pipeline.process else ""
+        mount = CalrissianJob.job_mount
         manifest = make_calrissian_job(
             CalrissianJob(
                 run_id=run_id,
                 user=user,
                 namespace=self.settings.namespace,
-                pipeline_path=f"{base}/pipeline/{pipeline.path.name}{process}",
-                job_path=f"{base}/{JOB_FILE}",
+                pipeline_path=f"{mount}/pipeline/{pipeline.path.name}{process}",
+                job_path=f"{mount}/{JOB_FILE}",
+                job_sub_path=job_sub_path,
                 archive_volumes=needed,
                 image=self.settings.image,
                 default_container=default_container,
@@ -294,12 +298,25 @@ class RunBroker:
             )
         )
         async with await self._client() as client:
+            if await self._job_exists(client, run_id):
+                raise RunRefused(409, f"A run with id '{run_id}' exists already.")
+            folder = Path(self.settings.input_dir) / job_sub_path
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # a run id refused earlier
+            folder.mkdir()
+            shutil.copytree(pipeline.path.parent, folder / "pipeline", symlinks=False)
+            (folder / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
             await self._ensure_identity(client, user)
-            await BatchV1Api(client).create_namespaced_job(
-                self.settings.namespace,
-                manifest,
-                _request_timeout=self.settings.request_timeout,
-            )
+            try:
+                await BatchV1Api(client).create_namespaced_job(
+                    self.settings.namespace,
+                    manifest,
+                    _request_timeout=self.settings.request_timeout,
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise RunRefused(409, f"A run with id '{run_id}' exists already.") from None
+                raise
         return {
             "run_id": run_id,
             "job": manifest["metadata"]["name"],
@@ -308,6 +325,26 @@ class RunBroker:
             "volumes": [v.id for v in needed],
             "time_limit": limit,
         }
+
+    async def _job_exists(self, client: Any, run_id: str) -> bool:
+        from kubernetes_asyncio.client import BatchV1Api
+
+        response = await BatchV1Api(client).read_namespaced_job(
+            job_name(run_id),
+            self.settings.namespace,
+            _preload_content=False,
+            _request_timeout=self.settings.request_timeout,
+        )
+        if response.status == 404:
+            return False
+        body = await response.read()
+        if response.status >= 400:
+            from kubernetes_asyncio.client.exceptions import ApiException
+
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = body.decode("utf-8", "replace")
+            raise error
+        return True
 
     def _selector(self, user: str, run_id: str) -> str:
         return f"{RUN_LABEL}={run_id},{OWNER_LABEL}={user_folder(user)}"

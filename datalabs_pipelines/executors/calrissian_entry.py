@@ -7,6 +7,8 @@ its own builders before its ``main`` runs (same arguments as the ``calrissian`` 
   from, so two archive volumes of one claim (several ``local`` volumes in the archive claim)
   become two volumes of the same name, which the API server refuses. The step pod keeps the
   name of the Calrissian pod's own volume instead (``archive-<volume id>``, ``input-data``...).
+- **Each volume once.** The Calrissian pod may mount one volume at two paths (the input
+  claim: the user's folder and the broker's job folder); the step pod declares it once.
 - **The deepest mount wins.** Calrissian takes the first mount whose path is a string prefix
   of a file, so ``/data/psa`` could take ``/data/psa-rosetta/x``: the file's mount is the
   deepest one that contains it as a path.
@@ -78,7 +80,10 @@ def install(environ: dict[str, str] | None = None) -> None:
                 },
             }
             self.persistent_volume_entries[mount_path] = entry
-            self.volumes.append(entry["volume"])
+            # One pod volume may be mounted twice (the input claim: the user's folder and the
+            # broker's job folder); the step pod declares it once.
+            if all(v.get("name") != name for v in self.volumes):
+                self.volumes.append(entry["volume"])
 
     def find_persistent_volume(self, source):
         source = posixpath.normpath(source)

@@ -215,6 +215,10 @@ class CalrissianJob:
     tmpout_claim: str = "calrissian-tmpout"
     output_claim: str = "calrissian-output-data"
     input_mount: str = "/calrissian/input-data"
+    #: The folder of the input claim holding the workflow and job the broker wrote (out of the
+    #: user's reach), mounted read-only at ``job_mount``; empty: none (the session staged them).
+    job_sub_path: str = ""
+    job_mount: str = "/calrissian/job"
     tmpout_mount: str = "/calrissian/tmpout"
     output_mount: str = "/calrissian/output-data"
     #: The user's folder on the three work claims (default: :func:`user_folder` of ``user``);
@@ -329,6 +333,15 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
         {"name": "tmpout", "mountPath": spec.tmpout_mount, "subPath": folder},
         {"name": "output-data", "mountPath": spec.output_mount, "subPath": folder},
     ]
+    if spec.job_sub_path:
+        mounts.append(
+            {
+                "name": "input-data",
+                "mountPath": spec.job_mount,
+                "readOnly": True,
+                "subPath": spec.job_sub_path,
+            }
+        )
     for volume in spec.archive_volumes:
         volumes.append(
             {

@@ -40,6 +40,7 @@ JOB = {
     "notes": [{"class": "File", "path": f"{STAGED}/inputs/0/notes.txt"}],
 }
 DATALAB_IMAGE = "datalabs/planetary-lab:0.1"
+BROKER_FOLDER = f".datalabs-broker-alice/{RUN}"
 
 
 @pytest.fixture
@@ -69,6 +70,7 @@ def _job(namespace: str) -> dict:
             max_ram="4Gi",
             max_cores=2,
             active_deadline_seconds=3600,
+            job_sub_path=BROKER_FOLDER,
         )
     )
 
@@ -94,6 +96,7 @@ STEPS = [
             ["/data/psa-rosetta/bundle/x.lblx", "/var/lib/cwl/stg1/x.lblx"],
             ["/data/spice-juice", "/var/lib/cwl/stg2/spice-juice"],
             [f"{STAGED}/inputs/0/notes.txt", "/var/lib/cwl/stg3/notes.txt"],
+            ["/calrissian/job/pipeline/plot.py", "/var/lib/cwl/stg4/plot.py"],
         ],
         "resources": {"cores": 1, "ram": 1024, "tmpdirSize": 1024, "outdirSize": 1024},
     }
@@ -118,6 +121,7 @@ def test_the_job_and_calrissians_step_pods_are_accepted_with_the_right_volumes(
     # Only the volumes the inputs need, each its own folder of the claim, read-only.
     assert {p: (m.get("subPath"), m.get("readOnly")) for p, m in mounts.items()} == {
         "/calrissian/input-data": (folder, True),
+        "/calrissian/job": (BROKER_FOLDER, True),
         "/calrissian/tmpout": (folder, None),
         "/calrissian/output-data": (folder, None),
         "/data/psa-rosetta": ("psa-rosetta", True),
@@ -148,6 +152,8 @@ def test_the_job_and_calrissians_step_pods_are_accepted_with_the_right_volumes(
             f"{folder}/{RUN}/inputs/0/notes.txt",
             True,
         ),
+        # the pipeline's own file, from the broker's folder: the same claim, declared once
+        "/var/lib/cwl/stg4/plot.py": ("input-data", f"{BROKER_FOLDER}/pipeline/plot.py", True),
     }
     claims = {v["name"]: v.get("persistentVolumeClaim") for v in spec["volumes"]}
     assert claims["archive-psa-rosetta"] == {"claimName": "datalabs-archive", "readOnly": True}

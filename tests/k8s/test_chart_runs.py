@@ -145,6 +145,7 @@ async def test_the_hubs_own_token_lets_the_broker_run_alices_pipeline(
     (pod,) = cluster.wait_for("the run's pod", lambda: job_pods(cluster, release, RUN))
     pod = wait_pod_running(cluster, release, pod["metadata"]["name"])
     assert pod["spec"]["serviceAccountName"] == run_service_account("alice")
-    assert (Path(tmp_path) / "input-data" / user_folder("alice") / RUN / "job.json").is_file()
+    broker_folder = f".datalabs-broker-{user_folder('alice')}"
+    assert (Path(tmp_path) / "input-data" / broker_folder / RUN / "job.json").is_file()
     await broker.cancel("alice", RUN)
     cluster.wait_for("the run gone", lambda: not job_pods(cluster, release, RUN))

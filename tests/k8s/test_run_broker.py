@@ -162,6 +162,10 @@ async def _alice_run(broker, pipeline, claims) -> dict:
     )
 
 
+async def _alice_run_again(broker, pipeline) -> dict:
+    return await broker.submit("alice", RUN, pipeline, {"table": TABLE}, ALICE)
+
+
 async def test_the_broker_creates_alices_run_with_her_own_identity(
     cluster: Cluster, namespace, broker, pipeline, claims
 ):
@@ -181,11 +185,31 @@ async def test_the_broker_creates_alices_run_with_her_own_identity(
         "archive-psa-rosetta",
         "archive-spice-juice",
     ]
-    # The job the Job reads is the one the broker checked, with the Job's paths.
-    written = json.loads((claims[0] / user_folder("alice") / RUN / "job.json").read_text())
+    # The job the Job reads is the one the broker checked, with the Job's paths, in the
+    # broker's own folder of the claim, mounted read-only; nothing is written into alice's.
+    broker_folder = f".datalabs-broker-{user_folder('alice')}/{RUN}"
+    written = json.loads((claims[0] / broker_folder / "job.json").read_text())
     assert written["table"]["path"] == "/data/psa-rosetta/bundle/x.xml"
     assert written["frames"][0]["path"] == f"/calrissian/input-data/{RUN}/inputs/0/frame.fits"
-    assert (claims[0] / user_folder("alice") / RUN / "pipeline" / "inspect.cwl").is_file()
+    assert (claims[0] / broker_folder / "pipeline" / "inspect.cwl").is_file()
+    assert sorted(p.name for p in (claims[0] / user_folder("alice") / RUN).iterdir()) == ["inputs"]
+    args = spec["containers"][0]["args"]
+    assert args[-2:] == ["/calrissian/job/pipeline/inspect.cwl", "/calrissian/job/job.json"]
+    job_mount = next(
+        m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/calrissian/job"
+    )
+    assert job_mount == {
+        "name": "input-data",
+        "mountPath": "/calrissian/job",
+        "readOnly": True,
+        "subPath": broker_folder,
+    }
+
+    # The same run id again is refused, and leaves the run's files as they were.
+    with pytest.raises(RunRefused) as again:
+        await _alice_run_again(broker, pipeline)
+    assert again.value.status == 409
+    assert json.loads((claims[0] / broker_folder / "job.json").read_text()) == written
 
     status, role = cluster.request(
         "GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{account}"
@@ -336,3 +360,20 @@ async def test_cancel_removes_the_job_and_a_step_pod_a_killed_calrissian_left(
     cluster.wait_for("no Job and no pod of the run left", all_gone)
     with pytest.raises(RunRefused):
         await broker.status("alice", RUN)
+
+
+async def test_a_symlink_alice_plants_in_her_folder_redirects_nothing(
+    cluster: Cluster, namespace, broker, pipeline, claims, tmp_path
+):
+    """alice's session can write anything in her folder of the input claim, symlinks
+    included; the broker (the hub) writes only into its own folder, so a link there to a hub
+    file changes nothing."""
+    victim = tmp_path / "hub-file"
+    victim.write_text("the hub's")
+    staged = claims[0] / user_folder("alice") / RUN
+    staged.mkdir(parents=True)
+    for name in ("job.json", "pipeline"):
+        (staged / name).symlink_to(victim)
+    await broker.submit("alice", RUN, pipeline, {"table": TABLE}, ALICE)
+    assert victim.read_text() == "the hub's"
+    assert (claims[0] / f".datalabs-broker-{user_folder('alice')}" / RUN / "job.json").is_file()

@@ -75,7 +75,8 @@ bench: system venv sample-data
 MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py datalabs_volumes/access.py \
 	datalabs_volumes/contract.py \
 	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
-	datalabs_spawner/sandbox.py datalabs_pipelines/graph.py datalabs_pipelines/crate.py
+	datalabs_spawner/sandbox.py datalabs_pipelines/graph.py datalabs_pipelines/crate.py \
+	datalabs_pipelines/executors/kubernetes.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -426,7 +426,7 @@ def session_work_volumes(
     files there) and of the output claim (read-only: the session reads results), never the
     claims' other folders."""
     folder = user_folder(user)
-    volumes = {
+    volumes: dict[str, dict[str, Any]] = {
         "datalabs-run-inputs": {
             "name": "datalabs-run-inputs",
             "persistentVolumeClaim": {"claimName": input_claim},
@@ -436,7 +436,7 @@ def session_work_volumes(
             "persistentVolumeClaim": {"claimName": output_claim, "readOnly": True},
         },
     }
-    mounts = {
+    mounts: dict[str, dict[str, Any]] = {
         "datalabs-run-inputs": {
             "name": "datalabs-run-inputs",
             "mountPath": input_mount,

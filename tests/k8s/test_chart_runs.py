@@ -4,7 +4,8 @@ Every object is accepted under Pod Security "restricted"; the hub's own service-
 (the chart's Role) lets the broker create alice's run with her run identity, whose Job's pod is
 admitted and runs on the node; the cleanup CronJob's pod is admitted too, and its command,
 run here on folders laid out as the work claims are, removes run folders older than the
-retention and keeps the rest.
+retention and keeps the rest. The chart's admission policy lets a run identity create its own
+user's step pods and nothing else a pod could reach.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from pathlib import Path
 import pytest
 
 from datalabs_pipelines.catalogue import Catalogue
-from datalabs_pipelines.executors.kubernetes import run_service_account, user_folder
+from datalabs_pipelines.executors.kubernetes import (
+    OWNER_LABEL,
+    restrict_step_pod,
+    run_identity,
+    run_service_account,
+    user_folder,
+)
 from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings
 from datalabs_volumes.catalogue import VolumeCatalogue
 from tests.cluster import Cluster
@@ -149,3 +156,92 @@ async def test_the_hubs_own_token_lets_the_broker_run_alices_pipeline(
     assert (Path(tmp_path) / "input-data" / broker_folder / RUN / "job.json").is_file()
     await broker.cancel("alice", RUN)
     cluster.wait_for("the run gone", lambda: not job_pods(cluster, release, RUN))
+
+
+def _pod(owner: str, volumes: list, mounts: list) -> dict:
+    """A pod as a run identity would create it (restricted, with the given volumes)."""
+    return restrict_step_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "probe-"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {"name": "step", "image": "datalabs/planetary-lab:0.1", "volumeMounts": mounts}
+                ],
+                "volumes": volumes,
+            },
+        },
+        {OWNER_LABEL: owner},
+    )
+
+
+def _claim(name: str, claim: str, read_only: bool = False) -> dict:
+    return {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+
+
+async def test_the_run_identity_may_create_only_its_users_step_pods(
+    cluster: Cluster, release, tmp_path
+):
+    """RBAC gives a run identity pods in general; the chart's admission policy narrows that
+    to step pods of its own user (checked with dry runs: admission runs, nothing is kept)."""
+    # carol: the module's other test made alice's identity already
+    account = run_service_account("carol")
+    for obj in run_identity("carol", release):
+        cluster.apply(obj)
+    token = cluster.service_account_token(release, account)
+    mine, bobs = user_folder("carol"), user_folder("bob")
+    work = [_claim("input-data", "calrissian-input-data"), _claim("tmpout", "calrissian-tmpout")]
+    archive = [_claim("archive-psa", "datalabs-archive", read_only=True)]
+    good = _pod(
+        mine,
+        [*work, *archive, {"name": "tmpdir", "emptyDir": {}}],
+        [
+            {"name": "input-data", "mountPath": "/in", "subPath": f"{mine}/r1/x", "readOnly": True},
+            {"name": "input-data", "mountPath": "/job", "subPath": f".datalabs-broker-{mine}/r1"},
+            {"name": "tmpout", "mountPath": "/out", "subPath": f"{mine}/abc"},
+            {
+                "name": "archive-psa",
+                "mountPath": "/a",
+                "subPath": "psa-rosetta/x",
+                "readOnly": True,
+            },
+            {"name": "tmpdir", "mountPath": "/tmp"},
+        ],
+    )
+    bad = {
+        "labelled as bob's": _pod(bobs, [], []),
+        "bob's input folder": _pod(
+            mine, work[:1], [{"name": "input-data", "mountPath": "/in", "subPath": f"{bobs}/r1"}]
+        ),
+        "the whole input claim": _pod(mine, work[:1], [{"name": "input-data", "mountPath": "/in"}]),
+        "the whole archive claim": _pod(
+            mine, archive, [{"name": "archive-psa", "mountPath": "/a", "readOnly": True}]
+        ),
+        "an archive folder writable": _pod(
+            mine, archive, [{"name": "archive-psa", "mountPath": "/a", "subPath": "psa-rosetta"}]
+        ),
+        "the hub's database": _pod(
+            mine,
+            [_claim("db", "datalabs-hub-db")],
+            [{"name": "db", "mountPath": "/db"}],
+        ),
+    }
+    path = f"/api/v1/namespaces/{release}/pods?dryRun=All"
+
+    def policy_in_force():
+        status, _ = cluster.request("POST", path, bad["labelled as bob's"], token=token)
+        return status in (403, 422)
+
+    # the API server picks a new policy up within a moment
+    cluster.wait_for("the run-pod policy in force", policy_in_force)
+    status, answer = cluster.request("POST", path, good, token=token)
+    assert status == 201, answer
+    for what, pod in bad.items():
+        status, answer = cluster.request("POST", path, pod, token=token)
+        assert status in (403, 422) and "ValidatingAdmissionPolicy" in answer["message"], (
+            what,
+            status,
+            answer,
+        )

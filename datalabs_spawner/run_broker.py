@@ -226,15 +226,19 @@ class RunBroker:
             )
         return ApiClient(configuration)
 
-    async def _ensure_identity(self, client: Any, user: str) -> str:
+    async def _ensure_identity(
+        self, client: Any, user: str, archive_folders: Sequence[str] = ()
+    ) -> str:
         from kubernetes_asyncio.client import CoreV1Api, RbacAuthorizationV1Api
         from kubernetes_asyncio.client.exceptions import ApiException
 
         ns = self.settings.namespace
         timeout = self.settings.request_timeout
         core, rbac = CoreV1Api(client), RbacAuthorizationV1Api(client)
-        account, role, binding = run_identity(user, ns)
+        params, account, role, binding = run_identity(user, ns, archive_folders)
         for create, replace, body in (
+            # Replaced each time: the volumes the user may read change with their groups.
+            (core.create_namespaced_config_map, core.replace_namespaced_config_map, params),
             (core.create_namespaced_service_account, None, account),
             (rbac.create_namespaced_role, rbac.replace_namespaced_role, role),
             (rbac.create_namespaced_role_binding, None, binding),
@@ -245,7 +249,8 @@ class RunBroker:
                 if exc.status != 409:
                     raise
                 if replace is not None:
-                    # An existing Role gets today's rules: an upgrade may have narrowed them.
+                    # An existing Role gets today's rules (an upgrade may have narrowed them),
+                    # the policy's parameters today's readable volumes.
                     await replace(body["metadata"]["name"], ns, body, _request_timeout=timeout)
         return run_service_account(user)
 
@@ -306,7 +311,8 @@ class RunBroker:
             folder.mkdir()
             shutil.copytree(pipeline.path.parent, folder / "pipeline", symlinks=False)
             (folder / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
-            await self._ensure_identity(client, user)
+            folders = [a.sub_path or "" for a, _ in self.archives(readable)]
+            await self._ensure_identity(client, user, [f for f in folders if f])
             try:
                 await BatchV1Api(client).create_namespaced_job(
                     self.settings.namespace,

@@ -45,6 +45,8 @@ STEP_LABEL = "datalabs.io/step"
 #: The owner's :func:`user_folder` (unique per user, unlike the cleaned-up user name): what the
 #: broker checks before it cancels or reports a run.
 OWNER_LABEL = "datalabs.io/owner"
+#: On each user's run-policy parameters (a ConfigMap): what the chart's admission policy reads.
+RUN_PARAMS_LABEL = "datalabs.io/run-params"
 #: What a run's identity may do: exactly what Calrissian does with its step pods (create,
 #: follow, read the log of, delete). No Jobs, no secrets, no claims, no other resource.
 RUN_ROLE_RULES = [
@@ -186,6 +188,7 @@ BROKER_RULES = [
     },
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create", "get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "update"]},
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "resources": ["roles", "rolebindings"],
@@ -255,13 +258,17 @@ def run_service_account(user: str) -> str:
     return f"datalabs-runs-{user_folder(user)}"
 
 
-def run_identity(user: str, namespace: str) -> list[dict[str, Any]]:
-    """The user's run identity: a service account the user's Calrissian pods run as, and a
-    Role bound to it allowing :data:`RUN_ROLE_RULES` in ``namespace`` and nothing else.
+def run_identity(
+    user: str, namespace: str, archive_folders: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The user's run identity: the parameters of the chart's admission policy for it (a
+    ConfigMap naming the archive folders the user may read), a service account the user's
+    Calrissian pods run as, and a Role bound to it allowing :data:`RUN_ROLE_RULES` in
+    ``namespace`` and nothing else. The ConfigMap comes first: no token exists before it.
 
-    RBAC cannot narrow a rule to pods with a label, so the Role covers the namespace's pods;
-    the step pods Calrissian creates carry the run's labels, and no user code holds this
-    token (step pods get none; the Calrissian pod runs only Calrissian)."""
+    RBAC cannot narrow a rule to pods with a label or volume; the chart's admission policy
+    does (docs/security.md), and no user code holds this token (step pods get none; the
+    Calrissian pod runs only Calrissian)."""
     name = run_service_account(user)
     labels = {
         "app.kubernetes.io/name": "datalabs-pipeline-run",
@@ -270,6 +277,12 @@ def run_identity(user: str, namespace: str) -> list[dict[str, Any]]:
     }
     meta = {"name": name, "namespace": namespace, "labels": labels}
     return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {**meta, "labels": {**labels, RUN_PARAMS_LABEL: "true"}},
+            "data": {"archive-folders": "\n".join(f.strip("/") for f in archive_folders)},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -188,7 +188,7 @@ async def test_the_run_identity_may_create_only_its_users_step_pods(
     to step pods of its own user (checked with dry runs: admission runs, nothing is kept)."""
     # carol: the module's other test made alice's identity already
     account = run_service_account("carol")
-    for obj in run_identity("carol", release):
+    for obj in run_identity("carol", release, ["psa-rosetta", "spice-juice"]):
         cluster.apply(obj)
     token = cluster.service_account_token(release, account)
     mine, bobs = user_folder("carol"), user_folder("bob")
@@ -219,6 +219,30 @@ async def test_the_run_identity_may_create_only_its_users_step_pods(
         "the whole archive claim": _pod(
             mine, archive, [{"name": "archive-psa", "mountPath": "/a", "readOnly": True}]
         ),
+        "a volume carol may not read": _pod(
+            mine,
+            archive,
+            [
+                {
+                    "name": "archive-psa",
+                    "mountPath": "/a",
+                    "subPath": "rosetta-restricted/cal",
+                    "readOnly": True,
+                }
+            ],
+        ),
+        "a folder named like a readable one": _pod(
+            mine,
+            archive,
+            [
+                {
+                    "name": "archive-psa",
+                    "mountPath": "/a",
+                    "subPath": "psa-rosetta2",
+                    "readOnly": True,
+                }
+            ],
+        ),
         "an archive folder writable": _pod(
             mine, archive, [{"name": "archive-psa", "mountPath": "/a", "subPath": "psa-rosetta"}]
         ),
@@ -238,10 +262,19 @@ async def test_the_run_identity_may_create_only_its_users_step_pods(
     cluster.wait_for("the run-pod policy in force", policy_in_force)
     status, answer = cluster.request("POST", path, good, token=token)
     assert status == 201, answer
+    why = {
+        "labelled as bob's": "labelled as its own user's",
+        "bob's input folder": "only their user's folders",
+        "the whole input claim": "only their user's folders",
+        "a volume carol may not read": "archive volumes their user may read",
+        "a folder named like a readable one": "archive volumes their user may read",
+        "the whole archive claim": "never the whole claim",
+        "an archive folder writable": "never the whole claim",
+        "the hub's database": "the work claims and the archive claim only",
+    }
+    assert set(why) == set(bad)
     for what, pod in bad.items():
         status, answer = cluster.request("POST", path, pod, token=token)
-        assert status in (403, 422) and "ValidatingAdmissionPolicy" in answer["message"], (
-            what,
-            status,
-            answer,
-        )
+        assert status in (403, 422), (what, status, answer)
+        assert "ValidatingAdmissionPolicy" in answer["message"], (what, answer)
+        assert why[what] in answer["message"], (what, answer["message"])

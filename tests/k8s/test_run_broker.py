@@ -215,6 +215,13 @@ async def test_the_broker_creates_alices_run_with_her_own_identity(
         "GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{account}"
     )
     assert status == 200 and role["rules"] == RUN_ROLE_RULES, role
+    status, params = cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{account}")
+    assert status == 200, params
+    assert params["data"]["archive-folders"].split("\n") == [
+        "psa-rosetta",
+        "spice-juice",
+        "rosetta-restricted",
+    ]
     (pod,) = cluster.wait_for("the Job's pod", lambda: job_pods(cluster, namespace, RUN))
     wait_pod_running(cluster, namespace, pod["metadata"]["name"])
 
@@ -224,7 +231,8 @@ async def test_the_broker_creates_alices_run_with_her_own_identity(
         "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", job, token=token
     )
     assert status == 403, refused
-    for path in ("secrets", "persistentvolumeclaims", "serviceaccounts"):
+    # configmaps: its own admission-policy parameters are not its to change
+    for path in ("secrets", "persistentvolumeclaims", "serviceaccounts", "configmaps"):
         status, _ = cluster.request("GET", f"/api/v1/namespaces/{namespace}/{path}", token=token)
         assert status == 403, path
     status, pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods", token=token)

@@ -79,7 +79,17 @@ def test_the_runs_objects_are_accepted_and_the_hub_mounts_the_input_claim(
     assert mounts["/srv/archive"]["readOnly"] is True
     assert "readOnly" not in mounts["/srv/calrissian/input-data"]
 
-    # The cleanup pod, as the CronJob controller makes it at its hour, meets "restricted".
+    # The cleanup pod, as the CronJob controller makes it at its hour, meets "restricted". It
+    # runs as the namespace's default account, which the controller-manager makes a moment
+    # after the namespace: a pod asked for before it is refused and the Job controller backs
+    # off for tens of seconds, so wait for the account first.
+    cluster.wait_for(
+        "the namespace's default service account",
+        lambda: (
+            cluster.request("GET", f"/api/v1/namespaces/{release}/serviceaccounts/default")[0]
+            == 200
+        ),
+    )
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -94,7 +104,15 @@ def test_the_runs_objects_are_accepted_and_the_hub_mounts_the_input_claim(
         )
         return pods["items"][0] if pods["items"] else None
 
-    pod = cluster.wait_for("the cleanup Job's pod", cleanup_pod)
+    try:
+        pod = cluster.wait_for("the cleanup Job's pod", cleanup_pod, timeout=120)
+    except TimeoutError as timeout:
+        _, events = cluster.request("GET", f"/api/v1/namespaces/{release}/events")
+        _, got = cluster.request("GET", f"/apis/batch/v1/namespaces/{release}/jobs/cleanup-now")
+        messages = [(e.get("reason"), e.get("message")) for e in events["items"]]
+        raise AssertionError(
+            f"no cleanup pod; Job: {got.get('status')}; events: {messages}"
+        ) from timeout
     wait_pod_running(cluster, release, pod["metadata"]["name"])
 
 
@@ -255,10 +273,12 @@ async def test_the_run_identity_may_create_only_its_users_step_pods(
     path = f"/api/v1/namespaces/{release}/pods?dryRun=All"
 
     def policy_in_force():
-        status, _ = cluster.request("POST", path, bad["labelled as bob's"], token=token)
-        return status in (403, 422)
+        return all(
+            cluster.request("POST", path, bad[what], token=token)[0] in (403, 422)
+            for what in ("labelled as bob's", "a volume carol may not read")
+        )
 
-    # the API server picks a new policy up within a moment
+    # the API server picks new policies and parameters up within a moment
     cluster.wait_for("the run-pod policy in force", policy_in_force)
     status, answer = cluster.request("POST", path, good, token=token)
     assert status == 201, answer

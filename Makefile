@@ -13,7 +13,7 @@ APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-se
 	debootstrap containerd runc containernetworking-plugins iptables
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv labextension sample-data cluster images lint clean
+.PHONY: demo test bench system venv labextension sample-data cluster images calrissian-venv lint clean
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -63,10 +63,19 @@ cluster:
 images: system venv labextension
 	$(PY) config/images/build.py
 
+## Calrissian from PyPI in a venv of its own (it pins cwltool and kubernetes versions that the
+## project's venv does not use): the k8s tests build step pods with its real builders.
+calrissian-venv: .venv-calrissian/.installed
+
+.venv-calrissian/.installed:
+	test -x .venv-calrissian/bin/python || $(PYTHON) -m venv .venv-calrissian
+	.venv-calrissian/bin/pip install -q calrissian==0.18.1
+	touch $@
+
 demo: system venv labextension sample-data
 	cd config && ../$(PY) -m jupyterhub -f jupyterhub_config.py
 
-test: system venv labextension cluster images
+test: system venv labextension cluster images calrissian-venv
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -76,7 +85,8 @@ bench: system venv sample-data
 MYPY_MODULES := datalabs_volumes/models.py datalabs_volumes/catalogue.py datalabs_volumes/access.py \
 	datalabs_volumes/contract.py \
 	datalabs_volumes/mount/kubernetes.py datalabs_spawner/options.py datalabs_spawner/catalogue.py \
-	datalabs_spawner/sandbox.py datalabs_pipelines/graph.py datalabs_pipelines/crate.py
+	datalabs_spawner/sandbox.py datalabs_pipelines/graph.py datalabs_pipelines/crate.py \
+	datalabs_pipelines/executors/kubernetes.py
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

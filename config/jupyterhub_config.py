@@ -106,6 +106,20 @@ from datalabs_spawner.broker import default_handlers as broker_handlers  # noqa:
 
 c.JupyterHub.extra_handlers = broker_handlers
 
+# -- Cluster runs through the broker (docs/pipelines.md) ------------------------------------
+# Only where this hub has a Kubernetes cluster to submit to: the kubeconfig of its identity, the
+# namespace, and where it sees the input claim (the archive claim is the volume root here).
+if os.environ.get("DATALABS_RUNS_KUBECONFIG"):
+    from datalabs_spawner.run_broker import default_handlers as run_handlers
+
+    c.JupyterHub.extra_handlers = broker_handlers + run_handlers
+    c.DatalabsRunBroker.kubeconfig = os.environ["DATALABS_RUNS_KUBECONFIG"]
+    c.DatalabsRunBroker.namespace = os.environ.get("DATALABS_RUNS_NAMESPACE", "default")
+    c.DatalabsRunBroker.input_dir = os.environ.get(
+        "DATALABS_RUNS_INPUT_DIR", str(state / "calrissian-input-data")
+    )
+    c.DatalabsRunBroker.archive_dir = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
+
 # -- Sessions: the Datalabs local spawner and the demo catalogue ----------------------------
 c.JupyterHub.spawner_class = "datalabs-local"
 c.DatalabsSpawnerMixin.catalogue_dirs = [str(here / "catalogue")]

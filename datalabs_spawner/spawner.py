@@ -28,6 +28,7 @@ from tornado import web
 from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from datalabs_pipelines.executors.kubernetes import session_work_volumes
 from datalabs_pipelines.executors.memory import ENV_CGROUP, ENV_MEMORY_LIMIT, delegate
 from datalabs_pipelines.executors.slots import ENV_SLOTS_DIR
 from datalabs_volumes import contract
@@ -1059,6 +1060,17 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
         """,
     )
 
+    run_work_claims = Bool(
+        False,
+        config=True,
+        help="""
+        Mount the user's own folder of the pipeline runs' input claim (read-write, at
+        ``/calrissian/input-data``) and output claim (read-only, at
+        ``/calrissian/output-data``) into their session, for cluster runs submitted by the
+        broker (docs/pipelines.md; the chart's ``runs.enabled``). Off by default.
+        """,
+    )
+
     @default("profile_list")
     def _datalabs_profile_list(self):
         return self._profiles_for
@@ -1136,6 +1148,14 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
             self._add_rclone_sidecar()
         else:  # turned off since the last start: no sidecar parts left from it
             self._remove_rclone_sidecar()
+        if self.run_work_claims:
+            # Cluster runs: the user's own folders of the work claims (their keys start with
+            # "datalabs-", so a restart replaces them like the archive volumes).
+            run_volumes, run_mounts = session_work_volumes(self.user.name)
+            self.volumes = merge_named(self.volumes, _escape_braces(run_volumes), "datalabs-run-")
+            self.volume_mounts = merge_named(
+                self.volume_mounts, _escape_braces(run_mounts), "datalabs-run-"
+            )
         paths = {c.id: mounts["datalabs-" + c.id]["mountPath"] for c in choice.volumes}
         self.environment = {**self.environment, **_escape_braces(self.volume_env(choice, paths))}
         for c in choice.volumes:

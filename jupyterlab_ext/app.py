@@ -156,6 +156,18 @@ class DatalabsExtension(ExtensionApp):
         options below. See docs/pipelines.md for what the cluster needs.""",
     )
 
+    k8s_submit = Enum(
+        ["broker", "api"],
+        default_value="broker",
+        config=True,
+        help="""How the ``kubernetes`` executor makes its Jobs. ``broker`` (default): the hub's
+        broker creates, follows and cancels them (``/hub/datalabs/v1/users/<user>/runs``),
+        asked with the user's own hub token; this server needs no Kubernetes rights, and the
+        broker checks the job against the volumes the user may read and runs it with the
+        user's own run identity. ``api``: this server creates them through the Kubernetes API
+        itself (outside a hub only: it needs a token allowed to create Jobs).""",
+    )
+
     k8s_namespace = Unicode(
         config=True,
         help="""Namespace of the run Jobs (``executor = "kubernetes"``). Default: the namespace
@@ -219,11 +231,24 @@ class DatalabsExtension(ExtensionApp):
     k8s_archive_claims = Dict(
         value_trait=Unicode(),
         config=True,
-        help="""PersistentVolumeClaim of each archive volume, by volume id, e.g.
-        ``{"psa-rosetta": "archive-psa-rosetta"}``. The user's volumes (``$DATALABS_VOLUMES``)
-        that have a claim here are attached to every run read-only at the same path as in the
-        session; inputs on other volumes are not visible to the run.""",
+        help="""PersistentVolumeClaim of each archive volume, by volume id, optionally with the
+        volume's folder in it: ``{"psa-rosetta": "datalabs-archive/psa-rosetta"}`` (one archive
+        claim holding ``local`` volumes) or ``{"spice": "spice-claim"}`` (the whole claim). A
+        run gets read-only, at the same path as in the session, only the volumes its inputs lie
+        on; an input on a volume with no claim here refuses the run before its Job is made.""",
     )
+
+    k8s_default_container = Unicode(
+        config=True,
+        help="""The image of every step without a DockerRequirement (Calrissian's
+        ``--default-container``). Default: the session's own image (``$JUPYTER_IMAGE_SPEC``,
+        which KubeSpawner sets), so that a pipeline runs with the tools of the datalab it was
+        launched from.""",
+    )
+
+    @default("k8s_default_container")
+    def _default_container(self) -> str:
+        return os.environ.get("JUPYTER_IMAGE_SPEC", "") or os.environ.get("JUPYTER_IMAGE", "")
 
     k8s_max_ram = Unicode(
         "8G",
@@ -331,7 +356,8 @@ class DatalabsExtension(ExtensionApp):
         for volume in workspace.volumes:
             claim = self.k8s_archive_claims.get(volume.id)
             if claim:
-                archives.append(ArchiveVolume(volume.id, claim, str(volume.path)))
+                claim, _, folder = claim.partition("/")
+                archives.append(ArchiveVolume(volume.id, claim, str(volume.path), folder or None))
             else:
                 # Not an error: runs that do not read from it still work.
                 self.log.warning(
@@ -352,6 +378,9 @@ class DatalabsExtension(ExtensionApp):
             max_ram=self.k8s_max_ram,
             max_cores=self.k8s_max_cores,
             provenance=self.provenance,
+            default_container=self.k8s_default_container,
+            broker_url=contract.broker_url() if self.k8s_submit == "broker" else "",
+            broker_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""),
             kubeconfig=self.k8s_kubeconfig,
         )
 

@@ -31,10 +31,13 @@ import os
 import shutil
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import BatchV1Api, Configuration
@@ -61,8 +64,10 @@ from .kubernetes import (
     CALRISSIAN_IMAGE,
     ArchiveVolume,
     CalrissianJob,
+    InputNotReadable,
     job_name,
     make_calrissian_job,
+    volumes_for_inputs,
 )
 from .local import (
     CALRISSIAN_ARGV0,
@@ -76,6 +81,8 @@ from .local import (
 
 T = TypeVar("T")
 LIVE_STATES = (QUEUED, RUNNING, CANCELLING)
+#: A step pod's phase as the state of its step (Pending is not a step's start yet).
+_POD_STEP_STATES = {"Running": RUNNING, "Succeeded": SUCCESS, "Failed": FAILED}
 
 
 class KubernetesAPIError(RuntimeError):
@@ -99,6 +106,14 @@ class KubernetesSettings:
     max_ram: str = "8G"
     max_cores: int = 4
     provenance: bool = True
+    #: The image of steps without a DockerRequirement (the session's datalab image).
+    default_container: str = ""
+    #: The broker's API root (``.../hub/datalabs/v1/``): when set, the hub creates, follows and
+    #: cancels the Jobs and this server needs no Kubernetes rights at all (the default on a
+    #: hub); empty: this server talks to the Kubernetes API itself.
+    broker_url: str = ""
+    #: The user's own hub token the broker is asked with (never logged, never shown).
+    broker_token: str = field(default="", repr=False)
     #: A kubeconfig file; empty: in-cluster configuration if available, else the default one.
     kubeconfig: str = ""
     request_timeout: float = 10.0
@@ -238,6 +253,70 @@ class KubernetesExecutor:
 
         self._call(delete)
 
+    # -- the broker ------------------------------------------------------------------------
+
+    def _broker(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """One call to the broker with the user's token: ``(status, JSON answer)``; an
+        unreachable broker is a KubernetesAPIError."""
+        url = self.k8s.broker_url.rstrip("/") + "/" + path
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"token {self.k8s.broker_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.k8s.request_timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.loads(exc.read() or b"{}")
+            except ValueError:
+                answer = {}
+            return exc.code, answer if isinstance(answer, dict) else {}
+        except (OSError, ValueError) as exc:
+            raise KubernetesAPIError(f"the broker could not be reached: {exc}") from exc
+
+    def _runs_path(self, user: str, run_id: str = "") -> str:
+        return f"users/{quote(user, safe='')}/runs" + (f"/{run_id}" if run_id else "")
+
+    def _broker_submit(self, run: Run, job: Any) -> str | None:
+        """Ask the broker to create the run's Job; the reason it did not, or None."""
+        try:
+            status, answer = self._broker(
+                "POST",
+                self._runs_path(run.user),
+                {"run_id": run.id, "pipeline": run.pipeline, "inputs": job},
+            )
+        except KubernetesAPIError as exc:
+            return str(exc)
+        if status != 201:
+            return f"the broker refused the run ({status}): {answer.get('message', 'no details')}"
+        return None
+
+    def _broker_observe(self, run: Run) -> tuple[str, str | None] | None:
+        """The run's state as the broker reports it (None: no such Job), its step pods'
+        states recorded as the run's steps."""
+        status, answer = self._broker("GET", self._runs_path(run.user, run.id))
+        if status == 404:
+            return None
+        if status != 200:
+            raise KubernetesAPIError(f"{status}: {answer.get('message', 'no details')}")
+        now = time.time()
+        for pod in answer.get("pods") or []:
+            step = pod.get("step")
+            state = _POD_STEP_STATES.get(pod.get("phase", ""))
+            if step and state:
+                fields: dict[str, Any] = {"state": state}
+                if state != RUNNING:
+                    fields["finished"] = now
+                self.store.upsert_step(run.id, step, **fields)
+        return str(answer.get("state", QUEUED)), answer.get("reason")
+
     # -- runs ------------------------------------------------------------------------------
 
     def _on_archive(self, path: str) -> bool:
@@ -273,10 +352,11 @@ class KubernetesExecutor:
             return {**value, "path": f"{base}/inputs/{slot}/{source.name}"}
         return {k: self._stage_inputs(v, staging, base, slots) for k, v in value.items()}
 
-    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str]:
+    def _stage(self, run_id: str, request: RunRequest) -> tuple[str, str, dict[str, Any]]:
         """Write the job, its workspace files and the pipeline's folder to the input claim.
 
-        Returns the pipeline's and the job's paths as the Job sees them. The whole pipeline
+        Returns the pipeline's and the job's paths as the Job sees them, and the job. The whole
+        pipeline
         folder is copied because a workflow names its steps' files relative to it.
         """
         staging = Path(self.k8s.input_dir) / run_id
@@ -287,10 +367,19 @@ class KubernetesExecutor:
         shutil.copytree(pipeline.parent, staging / "pipeline", symlinks=False)
         job = self._stage_inputs(request.inputs, staging, base, itertools.count())
         (staging / JOB_FILE).write_text(json.dumps(job, indent=2), encoding="utf-8")
-        return f"{base}/pipeline/{pipeline.name}{hash_}{process}", f"{base}/{JOB_FILE}"
+        return f"{base}/pipeline/{pipeline.name}{hash_}{process}", f"{base}/{JOB_FILE}", job
 
-    def manifest(self, run_id: str, user: str, pipeline_path: str, job_path: str) -> dict:
-        """The Job this executor creates for a run (public so that tests can check it)."""
+    def manifest(
+        self, run_id: str, user: str, pipeline_path: str, job_path: str, job: Any = None
+    ) -> dict:
+        """The Job this executor creates for a run (public so that tests can check it).
+
+        With ``job``, only the archive volumes its inputs lie on are attached; a path on none
+        of them (nor staged) is :class:`InputNotReadable`."""
+        archives = self.k8s.archive_volumes
+        if job is not None:
+            staged = [f"{CalrissianJob.input_mount}/{run_id}"]
+            archives = volumes_for_inputs(job, archives, staged)
         return make_calrissian_job(
             CalrissianJob(
                 run_id=run_id,
@@ -298,8 +387,9 @@ class KubernetesExecutor:
                 namespace=self.k8s.namespace,
                 pipeline_path=pipeline_path,
                 job_path=job_path,
-                archive_volumes=self.k8s.archive_volumes,
+                archive_volumes=archives,
                 image=self.k8s.image,
+                default_container=self.k8s.default_container,
                 service_account=self.k8s.service_account,
                 input_claim=self.k8s.input_claim,
                 tmpout_claim=self.k8s.tmpout_claim,
@@ -318,13 +408,20 @@ class KubernetesExecutor:
         rundir.mkdir(parents=True)
         now = time.time()
         reason: str | None = None
+        job: Any = None
         try:
-            pipeline_path, job_path = self._stage(run_id, request)
-            manifest = self.manifest(run_id, settings.user, pipeline_path, job_path)
-            argv = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+            pipeline_path, job_path, job = self._stage(run_id, request)
+            if self.k8s.broker_url:
+                manifest, argv = None, []  # the hub builds the Job from what it checks
+            else:
+                manifest = self.manifest(run_id, settings.user, pipeline_path, job_path, job)
+                argv = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
         except OSError as exc:
             pipeline_path, job_path, manifest = request.pipeline_path, None, None
             argv, reason = [], f"could not write the run's files to the input claim: {exc}"
+        except InputNotReadable as exc:
+            pipeline_path, job_path, manifest = request.pipeline_path, None, None
+            argv, reason = [], str(exc)
         run = Run(
             id=run_id,
             user=settings.user,
@@ -347,7 +444,11 @@ class KubernetesExecutor:
             self._submitting.add(run_id)
         try:
             self.store.add(run)
-            reason = reason or self._create_job(manifest)
+            if reason is None:
+                if self.k8s.broker_url:
+                    reason = self._broker_submit(run, job)
+                else:
+                    reason = self._create_job(manifest)
             if reason is not None:
                 self._finish(run, FAILED, reason)
             else:
@@ -392,7 +493,12 @@ class KubernetesExecutor:
         )
         # An API error propagates: the run stays "cancelling" and the next tick finishes it
         # if the Job goes away by other means; the user gets the error now.
-        self._delete_job(run_id)
+        if self.k8s.broker_url:
+            status, answer = self._broker("POST", self._runs_path(run.user, run_id) + "/cancel")
+            if status not in (200, 404):  # 404: no Job and no pod left, which is the aim
+                raise KubernetesAPIError(f"{status}: {answer.get('message', 'no details')}")
+        else:
+            self._delete_job(run_id)
         self._finish(run, CANCELLED, "cancelled by the user")
         return self.store.get(run_id, user)
 
@@ -405,14 +511,19 @@ class KubernetesExecutor:
                 if run.id in self._submitting:
                     continue  # its Job is being created; the next tick follows it
             try:
-                job = self._read_job(run.id)
+                if self.k8s.broker_url:
+                    observed = self._broker_observe(run)
+                else:
+                    job = self._read_job(run.id)
+                    observed = None if job is None else _job_state(job)
             except KubernetesAPIError:
                 # A missing permission or a down API must not fail runs that may be fine.
                 continue
-            self._follow(run, job)
+            self._follow(run, observed)
 
-    def _follow(self, run: Run, job: dict[str, Any] | None) -> None:
-        if job is None:
+    def _follow(self, run: Run, observed: tuple[str, str | None] | None) -> None:
+        """Move the run to the state its Job is in (``observed``; None: the Job is gone)."""
+        if observed is None:
             if run.state == CANCELLING:
                 self._finish(run, CANCELLED, run.exit_reason or "cancelled")
             else:
@@ -423,7 +534,7 @@ class KubernetesExecutor:
                     f"{self.k8s.namespace!r} before it finished (deleted outside Datalabs?)",
                 )
             return
-        state, reason = _job_state(job)
+        state, reason = observed
         if state == RUNNING and run.state == QUEUED:
             if self.store.set_state_if(run.id, (QUEUED,), state=RUNNING, started=time.time()):
                 _append_run_event(run.rundir, RUNNING)
@@ -442,6 +553,9 @@ class KubernetesExecutor:
             except (OSError, ValueError):
                 pass  # the claim may not be mounted here; the state is still right
         if self.store.set_state_if(run.id, LIVE_STATES, **fields):
+            self.store.close_open_steps(
+                run.id, SUCCESS if state == SUCCESS else FAILED, fields["finished"]
+            )
             # The run's log and provenance, for the views that read the run folder. Missing
             # ones (a run that never started, a claim not mounted here) are simply not shown.
             try:

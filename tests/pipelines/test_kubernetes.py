@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import kubernetes_validate
 import pytest
 
 from datalabs_pipelines.executors.kubernetes import (
+    ENTRY_COMMAND,
     ArchiveVolume,
     CalrissianJob,
+    InputNotReadable,
     job_name,
     make_calrissian_job,
+    mebibytes,
+    restrict_step_pod,
+    step_resources,
+    user_folder,
+    volumes_for_inputs,
 )
 
 K8S_VERSION = "1.30"
@@ -58,8 +67,10 @@ def test_the_whole_job():
         "app.kubernetes.io/component": "calrissian",
         "datalabs.io/run-id": "0123456789abcdef",
         "datalabs.io/user": "alice-example.org",
+        "datalabs.io/owner": user_folder("alice@example.org"),
     }
     out = "/calrissian/output-data/0123456789abcdef"
+    folder = user_folder("alice@example.org")
     assert make_calrissian_job(_spec()) == {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -76,12 +87,18 @@ def test_the_whole_job():
                 "spec": {
                     "serviceAccountName": "calrissian",
                     "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 100},
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "runAsGroup": 100,
+                        "fsGroup": 100,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [
                         {
                             "name": "calrissian",
                             "image": "ghcr.io/duke-gcb/calrissian/calrissian:0.18.1",
-                            "command": ["calrissian"],
+                            "command": list(ENTRY_COMMAND),
                             "args": [
                                 "--max-ram",
                                 "8G",
@@ -109,6 +126,18 @@ def test_the_whole_job():
                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
                                 },
                                 {"name": "DATALABS_RUN_ID", "value": "0123456789abcdef"},
+                                {
+                                    "name": "DATALABS_STEP_LABELS",
+                                    "value": json.dumps(
+                                        {
+                                            **labels,
+                                            "app.kubernetes.io/component": "step",
+                                        },
+                                        sort_keys=True,
+                                    ),
+                                },
+                                {"name": "DATALABS_STEP_MAX_CORES", "value": "4"},
+                                {"name": "DATALABS_STEP_MAX_RAM", "value": "8G"},
                             ],
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "512Mi"},
@@ -123,9 +152,18 @@ def test_the_whole_job():
                                     "name": "input-data",
                                     "mountPath": "/calrissian/input-data",
                                     "readOnly": True,
+                                    "subPath": folder,
                                 },
-                                {"name": "tmpout", "mountPath": "/calrissian/tmpout"},
-                                {"name": "output-data", "mountPath": "/calrissian/output-data"},
+                                {
+                                    "name": "tmpout",
+                                    "mountPath": "/calrissian/tmpout",
+                                    "subPath": folder,
+                                },
+                                {
+                                    "name": "output-data",
+                                    "mountPath": "/calrissian/output-data",
+                                    "subPath": folder,
+                                },
                                 {
                                     "name": "archive-psa-rosetta",
                                     "mountPath": "/data/psa-rosetta",
@@ -180,3 +218,131 @@ def test_names_and_labels_are_always_valid(run_id):
     manifest = make_calrissian_job(_spec(run_id=run_id, user="Anonymous Io"))
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
     assert len(job_name(run_id)) <= 63
+
+
+def test_default_container_and_its_init_image():
+    manifest = make_calrissian_job(_spec(default_container="datalabs/planetary-lab:0.1"))
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--default-container") + 1] == "datalabs/planetary-lab:0.1"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CALRISSIAN_INIT_IMAGE"] == "datalabs/planetary-lab:0.1"
+
+
+def test_user_folders_never_collide():
+    names = ["alice@x.org", "alice-x-org", "Alice@x.org", "a" * 300]
+    folders = [user_folder(n) for n in names]
+    assert len(set(folders)) == len(folders)
+    assert all(len(f) <= 63 and f == f.lower() for f in folders)
+
+
+ARCHIVES = (
+    ArchiveVolume("psa", "datalabs-archive", "/data/psa", "psa"),
+    ArchiveVolume("psa-rosetta", "datalabs-archive", "/data/psa-rosetta", "psa-rosetta"),
+    ArchiveVolume("spice-juice", "datalabs-archive", "/data/spice-juice", "spice-juice"),
+)
+RESTRICTED = "/data/rosetta-restricted"
+
+
+def test_only_the_volumes_the_inputs_need():
+    job = {
+        "n": 3,
+        "table": {"class": "File", "path": "/data/psa-rosetta/bundle/x.xml"},
+        "staged": {"class": "File", "path": "/calrissian/input-data/r1/inputs/0/a.csv"},
+    }
+    assert volumes_for_inputs(job, ARCHIVES, ["/calrissian/input-data/r1"]) == (ARCHIVES[1],)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"class": "File", "path": f"{RESTRICTED}/cal/flat.fits"},
+        {"class": "File", "location": f"file://{RESTRICTED}/cal/flat.fits"},
+        {"class": "Directory", "path": RESTRICTED},
+        {"class": "File", "path": "/data/psa-rosetta/../rosetta-restricted/cal/flat.fits"},
+        {
+            "class": "File",
+            "path": "/data/psa-rosetta/bundle/x.xml",
+            "secondaryFiles": [{"class": "File", "path": f"{RESTRICTED}/cal/flat.lblx"}],
+        },
+        {
+            "class": "Directory",
+            "path": "/data/spice-juice",
+            "listing": [{"class": "File", "path": f"{RESTRICTED}/cal/flat.fits"}],
+        },
+        [{"class": "File", "path": "/data/psa/a.xml"}, {"class": "File", "path": RESTRICTED}],
+        {"calib": {"class": "File", "path": f"{RESTRICTED}/cal/flat.fits"}, "n": 1},
+        [[{"frames": [{"class": "Directory", "path": f"{RESTRICTED}/raw"}]}]],
+        {"class": "File", "path": "relative/x.xml"},
+        {"class": "File", "location": "http://example.org/x.xml"},
+    ],
+    ids=[
+        "file",
+        "file-url",
+        "directory-root",
+        "dotdot",
+        "secondary",
+        "listing",
+        "array",
+        "record",
+        "nested",
+        "relative",
+        "http",
+    ],
+)
+def test_bob_is_refused_a_path_on_no_volume_he_may_read(value):
+    job = {"table": {"class": "File", "path": "/data/psa-rosetta/bundle/x.xml"}, "x": value}
+    with pytest.raises(InputNotReadable, match=r"input 'x"):
+        volumes_for_inputs(job, ARCHIVES, ["/calrissian/input-data/r1"])
+
+
+def test_the_deepest_volume_takes_the_file():
+    job = {"a": {"class": "File", "path": "/data/psa-rosetta/x"}}
+    assert volumes_for_inputs(job, ARCHIVES) == (ARCHIVES[1],)
+
+
+def test_step_resources_are_capped_by_the_run_ceiling():
+    assert mebibytes("8G") == 7629 and mebibytes("4Gi") == 4096 and mebibytes(2**20) == 1
+    assert step_resources({"cores": 8, "ram": 65536}, 2, mebibytes("4Gi")) == {
+        "requests": {"cpu": "2000m", "memory": "4096Mi"},
+        "limits": {"cpu": "2000m", "memory": "4096Mi"},
+    }
+    assert step_resources({"cores": 0.5, "ram": 256}, 2, 4096) == {
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    assert step_resources({}, 2, 4096) == {}
+    with pytest.raises(ValueError, match="memory quantity"):
+        mebibytes("lots")
+
+
+def test_a_step_pod_made_restricted():
+    calrissian_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "plot-pod-x", "labels": {"a": "b"}},
+        "spec": {
+            "initContainers": [{"name": "plot-init", "image": "alpine:3.10"}],
+            "containers": [{"name": "plot-container", "image": "x", "resources": {}}],
+            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+            "restartPolicy": "Never",
+        },
+    }
+    res = step_resources({"cores": 1, "ram": 512}, 4, 8192)
+    pod = restrict_step_pod(calrissian_pod, {"datalabs.io/run-id": "r1"}, res)
+    assert pod["metadata"]["labels"] == {"a": "b", "datalabs.io/run-id": "r1"}
+    assert pod["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 100,
+        "fsGroup": 100,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]:
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    assert pod["spec"]["containers"][0]["resources"] == res
+    assert calrissian_pod["spec"]["securityContext"] == {"runAsUser": 0, "runAsGroup": 0}

@@ -30,6 +30,9 @@ c.DatalabsKubeSpawner.catalogue_dirs = [e["catalogue"]]
 c.DatalabsKubeSpawner.catalogue_refresh_seconds = 0
 c.DatalabsKubeSpawner.archive_claim = "datalabs-archive"
 c.DatalabsKubeSpawner.image_pull_policy = "Never"
+# The namespace enforces Pod Security "restricted", which the privileged rclone sidecar cannot
+# pass (docs/kubernetes-sessions.md): this session has no connections.
+c.DatalabsKubeSpawner.rclone_sidecar = False
 c.DatalabsKubeSpawner.node_selector = e["node_selector"]
 c.DatalabsKubeSpawner.tolerations = e["tolerations"]
 c.DatalabsKubeSpawner.start_timeout = 180

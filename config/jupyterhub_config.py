@@ -110,6 +110,11 @@ c.JupyterHub.extra_handlers = broker_handlers
 c.JupyterHub.spawner_class = "datalabs-local"
 c.DatalabsSpawnerMixin.catalogue_dirs = [str(here / "catalogue")]
 c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
+# Each user's server runs as their own system account in a bubblewrap sandbox whenever the hub
+# can create accounts and mounts (it runs as root); DATALABS_SANDBOX=0 turns it off.
+c.DatalabsLocalSpawner.sandbox = os.environ.get(
+    "DATALABS_SANDBOX", "1" if os.geteuid() == 0 else "0"
+) not in ("0", "")
 c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
 # Example notebooks per datalab, copied into workspaces/<user>/examples/<datalab>/ at start.
 c.DatalabsLocalSpawner.examples_dir = str(here / "notebooks")

@@ -13,6 +13,8 @@
 #                           (default: $DATALABS_STATE_DIR/archive, filled by `make sample-data`)
 #   DATALABS_CREDENTIALS_MASTER_KEY  key protecting users' connections to their own storage
 #                           (default: generated once into $DATALABS_STATE_DIR/credentials.key)
+#   DATALABS_SANDBOX        1 (default when the hub runs as root): each user's server runs as their
+#                           own system account in a bubblewrap sandbox; 0 turns that off
 #   DATALABS_IDLE_TIMEOUT   seconds without activity after which jupyterhub-idle-culler stops a
 #                           session (default 3600; 0 turns culling off). A session with a
 #                           pipeline run under way is never idle. Checked every timeout/4 s

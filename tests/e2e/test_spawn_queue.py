@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
-from tests.e2e.hubprocess import Hub, running_hub
+from tests.e2e.hubprocess import Hub, gated_server_cmd, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 USERS = ["carol", "dave", "erin"]
-#: Waits until 127.0.0.1:<argv[1]> accepts a connection, then becomes the command after it.
-GATE = """import os, socket, sys, time
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
-        break
-    except OSError:
-        time.sleep(0.05)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
 QUITTER = "frank"
 BODY = {"profile": "planetary-lab", "volumes": ["psa-rosetta", "spice-juice"]}
 
@@ -101,15 +90,7 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
     # starts listening on (the sandbox shares the host's network, not its files).
     gate = socket.socket()
     gate.bind(("127.0.0.1", 0))
-    cmd = [
-        sys.executable,
-        "-c",
-        GATE,
-        str(gate.getsockname()[1]),
-        sys.executable,
-        "-m",
-        "datalabs_spawner.singleuser",
-    ]
+    cmd = gated_server_cmd(gate)
     args = ["--DatalabsLocalSpawner.concurrent_starts=1", f"--Spawner.cmd={cmd!r}"]
     readers: list[ProgressReader] = []
     with running_hub(state, demo_archive, args) as hub:

@@ -13,6 +13,8 @@
 #                           (default: $DATALABS_STATE_DIR/archive, filled by `make sample-data`)
 #   DATALABS_CREDENTIALS_MASTER_KEY  key protecting users' connections to their own storage
 #                           (default: generated once into $DATALABS_STATE_DIR/credentials.key)
+#   DATALABS_SANDBOX        1 (default when the hub runs as root): each user's server runs as their
+#                           own system account in a bubblewrap sandbox; 0 turns that off
 #   DATALABS_IDLE_TIMEOUT   seconds without activity after which jupyterhub-idle-culler stops a
 #                           session (default 3600; 0 turns culling off). A session with a
 #                           pipeline run under way is never idle. Checked every timeout/4 s
@@ -124,6 +126,11 @@ if os.environ.get("DATALABS_RUNS_KUBECONFIG"):
 c.JupyterHub.spawner_class = "datalabs-local"
 c.DatalabsSpawnerMixin.catalogue_dirs = [str(here / "catalogue")]
 c.DatalabsLocalSpawner.workspace_root = str(state / "workspaces")
+# Each user's server runs as their own system account in a bubblewrap sandbox whenever the hub
+# can create accounts and mounts (it runs as root); DATALABS_SANDBOX=0 turns it off.
+c.DatalabsLocalSpawner.sandbox = os.environ.get(
+    "DATALABS_SANDBOX", "1" if os.geteuid() == 0 else "0"
+) not in ("0", "")
 c.DatalabsLocalSpawner.volume_root = os.environ.get("DATALABS_ARCHIVE_DIR", str(state / "archive"))
 # Example notebooks per datalab, copied into workspaces/<user>/examples/<datalab>/ at start.
 c.DatalabsLocalSpawner.examples_dir = str(here / "notebooks")

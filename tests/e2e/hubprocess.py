@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +39,34 @@ class HubPorts:
     @classmethod
     def free(cls) -> HubPorts:
         return cls(free_port(), free_port(), free_port())
+
+
+#: Waits until 127.0.0.1:<argv[1]> accepts a connection, then becomes the command after it: a
+#: gate a test opens by listening on that port (sandboxed sessions share the host's network,
+#: not its files).
+PORT_GATE = """import os, socket, sys, time
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def gated_server_cmd(gate: socket.socket) -> list[str]:
+    """The single-user command as configured, started once ``gate`` (a bound socket) listens."""
+    port = gate.getsockname()[1]
+    return [
+        sys.executable,
+        "-c",
+        PORT_GATE,
+        str(port),
+        sys.executable,
+        "-m",
+        "datalabs_spawner.singleuser",
+    ]
 
 
 @dataclass

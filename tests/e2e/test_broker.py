@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from datalabs_volumes.mount.local import is_mount_point, mounts_under
-from tests.e2e.hubprocess import REPO
+from tests.e2e.hubprocess import REPO, running_hub
 from tests.labserver import running_lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,6 +70,12 @@ def sessions(demo_hub):
     finally:
         for user in started:
             demo_hub.stop_server(user)
+
+
+def volume_mounts(ws: Path) -> list[Path]:
+    """Mounts under a workspace other than a sandboxed session's own shared bind of ``data/``
+    (which the sandbox needs while it runs, so that attaches propagate into it)."""
+    return [p for p in mounts_under(ws) if p != ws / "data"]
 
 
 def test_alice_hot_attaches_through_her_session_and_the_broker_mounts(sessions):
@@ -127,11 +133,11 @@ def test_bob_is_refused_the_restricted_volume_by_the_broker_with_his_own_token(s
         )
     r = broker.request("POST", "users/bob/volumes/no-such-volume/attach", token)
     assert r.status_code == 403 and "does not exist or you may not read it" in r.text
-    assert mounts_under(workspace(hub, "bob")) == []
+    assert volume_mounts(workspace(hub, "bob")) == []
     # Through his session's API as well.
     r = hub.server("bob", "POST", f"datalabs/api/volumes/{RESTRICTED}/attach")
     assert r.status_code == 403 and RESTRICTED in r.json()["message"], r.text
-    assert mounts_under(workspace(hub, "bob")) == []
+    assert volume_mounts(workspace(hub, "bob")) == []
 
 
 def test_a_session_claiming_alices_group_in_its_environment_is_still_refused(
@@ -183,7 +189,7 @@ def test_requests_without_the_users_own_token_are_refused(sessions):
     narrow = user_token(hub, "alice", scopes=["read:users:name!user=alice"])
     r = broker.request("POST", attach, narrow)
     assert r.status_code == 403, r.text
-    assert mounts_under(workspace(hub, "alice")) == []
+    assert volume_mounts(workspace(hub, "alice")) == []
 
 
 def test_a_malformed_body_is_a_400_naming_the_problem(sessions):
@@ -203,7 +209,7 @@ def test_a_malformed_body_is_a_400_naming_the_problem(sessions):
     # Through the session too.
     r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/attach", data=b"{")
     assert r.status_code == 400 and "JSON" in r.json()["message"], r.text
-    assert mounts_under(workspace(hub, "alice")) == []
+    assert volume_mounts(workspace(hub, "alice")) == []
 
 
 def test_alices_browser_cookie_alone_does_not_reach_the_broker(sessions):
@@ -228,21 +234,29 @@ def test_alices_browser_cookie_alone_does_not_reach_the_broker(sessions):
     ):
         r = s.request(method, broker.root + path, headers=headers, timeout=60)
         assert r.status_code == 401, (path, r.status_code, r.text)
-    assert mounts_under(workspace(hub, "alice")) == []
+    assert volume_mounts(workspace(hub, "alice")) == []
 
 
-def test_connections_go_through_the_broker_only_for_sandboxed_sessions(sessions):
-    """On a hub without the sandbox a session mounts its own connections: the broker's
-    connection calls answer 409 saying so, after checking the body."""
-    hub = sessions
-    broker = Broker(hub)
-    token = user_token(hub, "alice")
-    attach = "users/alice/connections/my-dav/attach"
-    r = broker.request("POST", attach, token, json={"writable": "yes"})
-    assert r.status_code == 400 and "'writable'" in r.json()["message"], r.text
-    r = broker.request("POST", attach, token, json={"path": "/etc"})
-    assert r.status_code == 400 and "only 'writable'" in r.json()["message"], r.text
-    r = broker.request("POST", attach, token)
-    assert r.status_code == 409 and "itself" in r.json()["message"], r.text
-    r = broker.request("GET", "users/alice/connections", user_token(hub, "bob"))
-    assert r.status_code == 403, r.text
+def test_connections_go_through_the_broker_only_for_sandboxed_sessions(
+    tmp_path, demo_archive, monkeypatch
+):
+    """On a hub without the sandbox (``DATALABS_SANDBOX=0``) a session mounts its own
+    connections: the broker's connection calls answer 409 saying so, after checking the body."""
+    monkeypatch.setenv("DATALABS_SANDBOX", "0")
+    (tmp_path / "hub").mkdir()
+    with running_hub(tmp_path / "hub", demo_archive) as hub:
+        start(hub, "alice")
+        try:
+            broker = Broker(hub)
+            token = user_token(hub, "alice")
+            attach = "users/alice/connections/my-dav/attach"
+            r = broker.request("POST", attach, token, json={"writable": "yes"})
+            assert r.status_code == 400 and "'writable'" in r.json()["message"], r.text
+            r = broker.request("POST", attach, token, json={"path": "/etc"})
+            assert r.status_code == 400 and "only 'writable'" in r.json()["message"], r.text
+            r = broker.request("POST", attach, token)
+            assert r.status_code == 409 and "itself" in r.json()["message"], r.text
+            r = broker.request("GET", "users/alice/connections", user_token(hub, "bob"))
+            assert r.status_code == 403, r.text
+        finally:
+            hub.stop_server("alice")

@@ -1,22 +1,22 @@
 """A real hub that starts one session at a time: three users press Start, all three get one.
 
 Its own hub (``concurrent_starts=1``), not the shared ``demo_hub``. The single-user command
-waits for a gate file before it becomes JupyterLab, so the first start holds the only slot
-until the test has seen the other two queued: the places are then certain, however loaded
-the machine is.
+waits for a gate (a loopback port the test opens) before it becomes JupyterLab, so the first
+start holds the only slot until the test has seen the other two queued: the places are then
+certain, however loaded the machine is.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import socket
 import threading
 import time
 
 import pytest
 import requests
 
-from tests.e2e.hubprocess import Hub, running_hub
+from tests.e2e.hubprocess import Hub, gated_server_cmd, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -86,17 +86,11 @@ def wait_pending(hub: Hub, user: str, timeout: float = 30) -> None:
 def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_archive):
     state = tmp_path / "hub"
     state.mkdir()
-    gate = tmp_path / "gate"
-    # The single-user server as configured, once the gate file exists (test-made path).
-    cmd = [
-        "/bin/sh",
-        "-c",
-        f'while [ ! -e "{gate}" ]; do sleep 0.05; done; exec "$@"',
-        "sh",
-        sys.executable,
-        "-m",
-        "datalabs_spawner.singleuser",
-    ]
+    # The single-user server as configured, once the gate is open: a loopback port the test
+    # starts listening on (the sandbox shares the host's network, not its files).
+    gate = socket.socket()
+    gate.bind(("127.0.0.1", 0))
+    cmd = gated_server_cmd(gate)
     args = ["--DatalabsLocalSpawner.concurrent_starts=1", f"--Spawner.cmd={cmd!r}"]
     readers: list[ProgressReader] = []
     with running_hub(state, demo_archive, args) as hub:
@@ -126,7 +120,7 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
             readers.append(ProgressReader(hub, QUITTER))
             assert "2 starts ahead of yours" in readers[-1].wait_for("Waiting")["message"]
             hub.stop_server(QUITTER)
-            gate.touch()
+            gate.listen()
             for user in USERS:
                 hub.wait_ready(user, timeout=120)
             for post in posts:
@@ -143,8 +137,9 @@ def test_three_users_start_together_with_one_start_at_a_time(tmp_path, demo_arch
             assert not model["servers"] and not model["pending"], model
             assert not (state / "workspaces" / QUITTER).exists()  # nothing was made for them
         finally:
-            gate.touch()
+            gate.listen()  # (again: harmless if it already listens)
             for reader in readers:
                 reader.close()
             for user in [*USERS, QUITTER]:
                 hub.stop_server(user)
+            gate.close()

@@ -179,14 +179,14 @@ def sidecar_parts(
     )
 
 
-def _escape_braces(value: Any) -> Any:
+def escape_braces(value: Any) -> Any:
     """Protect literal braces from KubeSpawner, which ``str.format``s every string it is given."""
     if isinstance(value, str):
         return value.replace("{", "{{").replace("}", "}}")
     if isinstance(value, dict):
-        return {k: _escape_braces(v) for k, v in value.items()}
+        return {k: escape_braces(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_escape_braces(v) for v in value]
+        return [escape_braces(v) for v in value]
     return value
 
 
@@ -268,8 +268,8 @@ class SidecarSecretMixin(LoggingConfigurable):
             if isinstance(current, list):
                 current = {f"operator-{i:03d}": v for i, v in enumerate(current)}
             kept = {k: v for k, v in current.items() if not k.startswith(KEY_PREFIX)}
-            setattr(spawner, trait, {**kept, **_escape_braces(ours)})
-        spawner.environment = {**spawner.environment, **_escape_braces(parts.environment)}
+            setattr(spawner, trait, {**kept, **escape_braces(ours)})
+        spawner.environment = {**spawner.environment, **escape_braces(parts.environment)}
 
     def _remove_rclone_sidecar(self) -> None:
         spawner: Any = self

@@ -52,7 +52,7 @@ from .connections import HostConnections, clean_stale
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
-from .kube_session import SidecarSecretMixin
+from .kube_session import SidecarSecretMixin, escape_braces
 from .limits import RunLimitsMixin
 from .options import (
     ChoiceError,
@@ -95,17 +95,6 @@ def _http_error(status: int, message: str) -> web.HTTPError:
     # JupyterHub shows this text to the user, on the spawn page and in REST API answers.
     err.jupyterhub_message = message  # type: ignore[attr-defined]
     return err
-
-
-def _escape_braces(value: Any) -> Any:
-    """Protect literal braces from KubeSpawner, which ``str.format``s every string it is given."""
-    if isinstance(value, str):
-        return value.replace("{", "{{").replace("}", "}}")
-    if isinstance(value, dict):
-        return {k: _escape_braces(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape_braces(v) for v in value]
-    return value
 
 
 class DatalabsSpawnerMixin(LoggingConfigurable):
@@ -1138,10 +1127,8 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
             volumes, mounts = session_volumes(
                 choice.volumes, self.data_mount_root, self.archive_claim
             )
-            self.volumes = merge_named(self.volumes, _escape_braces(volumes), "datalabs-")
-            self.volume_mounts = merge_named(
-                self.volume_mounts, _escape_braces(mounts), "datalabs-"
-            )
+            self.volumes = merge_named(self.volumes, escape_braces(volumes), "datalabs-")
+            self.volume_mounts = merge_named(self.volume_mounts, escape_braces(mounts), "datalabs-")
         except UnmountableVolume as e:
             raise _http_error(400, str(e)) from None
         if self.rclone_sidecar:
@@ -1152,11 +1139,11 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
             # Cluster runs: the user's own folders of the work claims (their keys start with
             # "datalabs-", so a restart replaces them like the archive volumes).
             run_volumes, run_mounts = session_work_volumes(self.user.name)
-            self.volumes = merge_named(self.volumes, _escape_braces(run_volumes), "datalabs-run-")
+            self.volumes = merge_named(self.volumes, escape_braces(run_volumes), "datalabs-run-")
             self.volume_mounts = merge_named(
-                self.volume_mounts, _escape_braces(run_mounts), "datalabs-run-"
+                self.volume_mounts, escape_braces(run_mounts), "datalabs-run-"
             )
         paths = {c.id: mounts["datalabs-" + c.id]["mountPath"] for c in choice.volumes}
-        self.environment = {**self.environment, **_escape_braces(self.volume_env(choice, paths))}
+        self.environment = {**self.environment, **escape_braces(self.volume_env(choice, paths))}
         for c in choice.volumes:
             self._emit(f"Volume {c.id} will be mounted read-only at {paths[c.id]}")

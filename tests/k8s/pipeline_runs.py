@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datalabs_pipelines.executors.kubernetes import ArchiveVolume
+from datalabs_pipelines.executors.kubernetes import BROKER_RULES, ArchiveVolume
 from tests.cluster import Cluster
 from tests.k8s.conftest import restricted_namespace
 
@@ -41,6 +42,36 @@ def run_namespace(cluster: Cluster) -> str:
     for claim in WORK_CLAIMS:
         cluster.bound_volume(name, claim, "ReadWriteMany", path="/srv/work")
     return name
+
+
+def broker_namespace(cluster: Cluster) -> Iterator[str]:
+    """A run namespace where the hub (user ``datalabs-hub``) has the broker's rights
+    (``BROKER_RULES``); deleted at the end. For fixtures: ``yield from broker_namespace(c)``."""
+    name = run_namespace(cluster)
+    meta = {"name": "hub-runs", "namespace": name}
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": BROKER_RULES,
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "hub-runs",
+            },
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+    yield name
+    cluster.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
 def calrissian_step_pods(

@@ -17,7 +17,6 @@ import pytest
 
 from datalabs_pipelines.catalogue import load_pipeline
 from datalabs_pipelines.executors.kubernetes import (
-    BROKER_RULES,
     RUN_ROLE_RULES,
     job_name,
     restrict_step_pod,
@@ -28,7 +27,7 @@ from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings, RunRefused
 from datalabs_volumes.access import Who, readable
 from datalabs_volumes.models import Access, Volume, VolumeSource
 from tests.cluster import Cluster
-from tests.k8s.pipeline_runs import job_pods, run_namespace, wait_pod_running
+from tests.k8s.pipeline_runs import broker_namespace, job_pods, wait_pod_running
 
 RUN = "00c0ffee00c0ffee"
 TOOL = """\
@@ -74,31 +73,7 @@ TABLE = {
 
 @pytest.fixture
 def namespace(cluster: Cluster):
-    name = run_namespace(cluster)
-    meta = {"name": "hub-runs", "namespace": name}
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta,
-            "rules": BROKER_RULES,
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "hub-runs",
-            },
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
-    yield name
-    cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+    yield from broker_namespace(cluster)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import requests
 
 from datalabs_pipelines.catalogue import Catalogue
 from datalabs_pipelines.executors.kubernetes import (
-    BROKER_RULES,
     ArchiveVolume,
     job_name,
     run_service_account,
@@ -27,7 +26,12 @@ from datalabs_pipelines.executors.local import RunRequest
 from datalabs_pipelines.settings import Settings
 from tests.cluster import Cluster
 from tests.e2e.hubprocess import REPO, running_hub
-from tests.k8s.pipeline_runs import calrissian_step_pods, job_pods, run_namespace, wait_pod_running
+from tests.k8s.pipeline_runs import (
+    broker_namespace,
+    calrissian_step_pods,
+    job_pods,
+    wait_pod_running,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,31 +41,7 @@ PRODUCT = "/data/psa-rosetta/bundle/data_calibrated/table.xml"
 
 @pytest.fixture
 def namespace(cluster: Cluster):
-    name = run_namespace(cluster)
-    meta = {"name": "hub-runs", "namespace": name}
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta,
-            "rules": BROKER_RULES,
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "hub-runs",
-            },
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
-    yield name
-    cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+    yield from broker_namespace(cluster)
 
 
 @pytest.fixture

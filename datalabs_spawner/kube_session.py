@@ -305,6 +305,7 @@ class SidecarSecretMixin(LoggingConfigurable):
 
     async def stop(self, now: bool = False):
         try:
+            await self._unbind_hot_attached()
             return await super().stop(now)  # type: ignore[misc]
         finally:
             # Only with the sidecar: a hub without it may have no right to touch Secrets.
@@ -355,6 +356,8 @@ class SidecarSecretMixin(LoggingConfigurable):
     #: The token of this pod's sidecar bind API; kept in the hub's database with the
     #: spawner's state, so that a restarted hub can still attach to running sessions.
     _hub_token: str = ""
+    #: The folders the sidecar bound for this pod (kept with the state, as the token).
+    _hot_attached: frozenset[str] = frozenset()
 
     def _new_hub_token(self) -> str:
         self._hub_token = secrets.token_urlsafe(32)
@@ -364,15 +367,42 @@ class SidecarSecretMixin(LoggingConfigurable):
         state = super().get_state()  # type: ignore[misc]
         if self._hub_token:
             state["datalabs_hub_token"] = self._hub_token
+        if self._hot_attached:
+            state["datalabs_hot_attached"] = sorted(self._hot_attached)
         return state
 
     def load_state(self, state):
         super().load_state(state)  # type: ignore[misc]
         self._hub_token = state.get("datalabs_hub_token", "")
+        self._hot_attached = frozenset(state.get("datalabs_hot_attached", ()))
 
     def clear_state(self):
         super().clear_state()  # type: ignore[misc]
         self._hub_token = ""
+        self._hot_attached = frozenset()
+
+    async def _unbind_hot_attached(self) -> None:
+        """Have the sidecar undo its binds before the pod is deleted.
+
+        A bind made in the sidecar propagates (Bidirectional) to the emptyDir's folder on the
+        node, where it outlives the sidecar; the kubelet then cannot remove the emptyDir
+        ("unlinkat .../datalabs-remote/psa/hello.txt: read-only file system", seen on the
+        real kubelet) and the pod stays Terminating. Were the bind writable, that removal
+        would delete archive files. Best effort: a sidecar that does not answer is logged.
+        """
+        if not self._hot_attached:
+            return
+        try:
+            url = self._bind_url("")
+        except AccessError:
+            return
+        for folder in sorted(self._hot_attached):
+            try:
+                await request_bind(url, self._hub_token, "unbind", {"folder": folder}, 10.0)
+            except AccessError as e:
+                if e.status != 409:  # 409: not bound (any more)
+                    self.log.warning("Could not detach %s before stopping: %s", folder, e)
+        self._hot_attached = frozenset()
 
     def volume_path(self, folder: str) -> str:
         """Where a volume attached while the session runs appears: in the shared folder."""
@@ -416,6 +446,7 @@ class SidecarSecretMixin(LoggingConfigurable):
         url = self._bind_url(chosen.id)
         folder = chosen.volume.folder
         await request_bind(url, self._hub_token, "bind", {"folder": folder, "source": source})
+        self._hot_attached |= {folder}
         return Mounted(
             Path(source), Path(posixpath.join(self.connections_mount_root, folder)), "bind"
         )
@@ -429,6 +460,7 @@ class SidecarSecretMixin(LoggingConfigurable):
         url = self._bind_url(vid)
         try:
             await request_bind(url, self._hub_token, "unbind", {"folder": volume.folder})
+            self._hot_attached -= {volume.folder}
         except AccessError as e:
             if e.status == 409 and not may_read(volume, spawner.who()):
                 raise refuse_volume(vid) from None

@@ -12,7 +12,8 @@ tests/cluster.py, next to the kwok node, and runs pods on it for real:
   there is no registry, pods use ``imagePullPolicy: Never``;
 - the kubelet built by ``make cluster``, with the cgroupfs driver and ``failCgroupV1: false``
   (this kernel has cgroup v1 and PID 1 is not systemd), swap allowed, its root folder, pod
-  logs, plugin folders and a cgroup root of its own; it serves on 127.0.0.1 and accepts only
+  logs, plugin folders and a cgroup root of its own (its root folder a shared mount, for
+  Bidirectional mount propagation); it serves on 127.0.0.1 and accepts only
   the API server (client certificate of the cluster's CA), so pod logs and exec go through the
   API.
 
@@ -283,6 +284,16 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
             socket, [built[builder.PAUSE_NAME], *(built[name] for name in images)]
         )
         (root / "kubelet").mkdir()
+        # Bidirectional and HostToContainer volume mounts (the rclone sidecar's shared folder)
+        # need the pod's volume folder on a shared mount: containerd refuses them otherwise
+        # ("path ... is mounted on / but it is not a shared mount"), and / is private here.
+        # The kubelet's root becomes a shared mount of its own (unmounted with the rest below).
+        kubelet_root = str(root / "kubelet")
+        for argv in (
+            ["mount", "--bind", kubelet_root, kubelet_root],
+            ["mount", "--make-rshared", kubelet_root],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
         _start(
             cluster,
             "kubelet",

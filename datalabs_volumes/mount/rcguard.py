@@ -47,6 +47,7 @@ import os
 import posixpath
 import re
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from tornado.web import Application, RequestHandler
 from ..egress import as_policy
 from ..remotes import BACKENDS, InvalidConnection, check_path, parse_networks, validate
 from .hubbind import TOKEN_ENV, BindPolicy, HubBindServer
+from .local import mounts_under
 from .rclone import TEST_PREFIX, RcloneDaemon, RcloneError
 
 log = logging.getLogger("datalabs.rcguard")
@@ -362,6 +364,15 @@ class Guard:
             self.daemon.config_path.unlink()
 
 
+def _unmount_below(root: Path) -> None:
+    """Lazily unmount everything below ``root`` (binds and FUSE mounts), deepest first."""
+    for point in mounts_under(root):
+        if point != Path(os.path.abspath(root)):
+            done = subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+            if done.returncode:
+                log.warning("could not unmount %s: %s", point, done.stderr.decode().strip())
+
+
 async def _serve(guard: Guard, binder: HubBindServer | None = None, hub_listen: str = "") -> None:
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -380,6 +391,10 @@ async def _serve(guard: Guard, binder: HubBindServer | None = None, hub_listen: 
     asked = stopped.is_set()
     if bind_server is not None:
         bind_server.stop()
+    # First, while the grace period lasts: with Bidirectional propagation a mount made here
+    # lives on in the node's copy of the shared folder after this container ends, and the
+    # kubelet's removal of that emptyDir then fails on it (or deletes through a writable one).
+    _unmount_below(Path(guard.policy.mount_root))
     await guard.stop()
     if not asked and dead is not None:
         # Without its rclone the sidecar is useless: exit so that Kubernetes restarts it.

@@ -190,8 +190,11 @@ def hub_namespace_on(cluster: Cluster, archive: Path) -> str:
 
 
 @contextlib.contextmanager
-def hub_on_kubelet(cluster: Cluster, namespace: str, catalogue: Path, state: Path) -> Iterator[Hub]:
-    """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node."""
+def hub_on_kubelet(
+    cluster: Cluster, namespace: str, catalogue: Path, state: Path, **extra
+) -> Iterator[Hub]:
+    """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node;
+    ``extra``: more settings for hub_on_kubelet_config.py (``sidecar=True``)."""
     status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
     assert status == 200, node
     node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
@@ -208,6 +211,7 @@ def hub_on_kubelet(cluster: Cluster, namespace: str, catalogue: Path, state: Pat
         "catalogue": str(catalogue),
         "node_selector": placed["nodeSelector"],
         "tolerations": placed["tolerations"],
+        **extra,
     }
     env = {
         **os.environ,

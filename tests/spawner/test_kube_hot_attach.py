@@ -159,6 +159,14 @@ async def test_the_broker_has_the_sidecar_bind_only_what_it_authorized(
         with pytest.raises(AccessError) as refused:
             await alice.hot_detach("secret")
         assert refused.value.status == 403  # not "not attached": nothing said about access
+
+        # stopping has the sidecar unbind first: on a node the bind outlives the sidecar in
+        # the shared folder, and the kubelet could not remove it (the pod stays Terminating)
+        await alice.hot_attach(alice.authorize_volume("psa"))
+        assert is_mount_point(target)
+        async with asyncio.timeout(30):
+            await alice.stop(now=True)
+        assert not is_mount_point(target)
     finally:
         if is_mount_point(shared / "psa"):
             subprocess.run(["umount", "-l", str(shared / "psa")], check=False)

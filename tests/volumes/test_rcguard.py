@@ -4,10 +4,12 @@ guarded rclone serving a real WebDAV mount (the guard runs as the sidecar runs i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from datalabs_volumes.mount.local import is_mount_point
 from datalabs_volumes.mount.rcguard import Policy, Refused
 from datalabs_volumes.mount.rclone import RcClient, RcloneError
 from datalabs_volumes.remotes import parse_networks, validate
+from tests.helpers import free_port, write
 from tests.servers import CANARY
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
@@ -304,3 +307,40 @@ async def test_the_guard_exits_when_its_rclone_dies_so_kubernetes_restarts_it(tm
     assert code != 0
     assert "rclone rcd exited with code -9" in sidecar.log.read_text()
     assert not sidecar.socket.exists()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+async def test_a_stopped_sidecar_leaves_nothing_bound_in_the_shared_folder(tmp_path):
+    # In a pod the shared folder is Bidirectional: a bind left there at the end outlives the
+    # sidecar in the node's emptyDir, which the kubelet then cannot remove.
+    if os.geteuid() != 0:
+        pytest.fail("this test bind-mounts: run it as root (CI does)")
+    archive = tmp_path / "archive"
+    write(archive, "rosetta/psa/readme.txt", "PSA\n")
+    port, token = free_port(), "t" * 32
+    sidecar = Sidecar(
+        tmp_path,
+        extra_args=("--archive-root", str(archive), "--hub-listen", f"127.0.0.1:{port}"),
+        extra_env={"DATALABS_HUB_BIND_TOKEN": token},
+    )
+    target = sidecar.root / "psa"
+    try:
+        await sidecar.ready()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/datalabs/v1/bind",
+            json.dumps({"folder": "psa", "source": "rosetta/psa"}).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        assert is_mount_point(target)
+        assert sidecar.stop() == 0
+        assert not is_mount_point(target)
+        assert (archive / "rosetta/psa/readme.txt").read_text() == "PSA\n"
+    finally:
+        if sidecar.process.poll() is None:
+            sidecar.stop()
+        if is_mount_point(target):
+            subprocess.run(["umount", "-l", str(target)], check=False)

@@ -30,8 +30,9 @@ def _wait_final(store, run_id: str, wait_for, timeout: float = 120):
 def memory_cgroup(monkeypatch: pytest.MonkeyPatch):
     """A parent memory cgroup for the runs' own, and the limit in the environment (which the
     runs' supervisors inherit, as from the hub); removed at the end."""
-    if os.geteuid() != 0 or not (MEMORY_ROOT / "cgroup.procs").exists():
-        pytest.skip("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    # Not a skip: a test that cannot run must fail, not count as passed. CI runs as root here.
+    assert os.geteuid() == 0, "this test needs root (a memory cgroup); run it as CI does"
+    assert (MEMORY_ROOT / "cgroup.procs").exists(), f"no cgroup v1 memory controller: {MEMORY_ROOT}"
     parent = MEMORY_ROOT / f"datalabs-test-{secrets.token_hex(4)}"
     monkeypatch.setenv(ENV_CGROUP, str(parent))
     monkeypatch.setenv(ENV_MEMORY_LIMIT, str(LIMIT_MIB * 2**20))

@@ -97,6 +97,10 @@ def browser_page(browser, last_screenshot: Path):
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    # expect() has its own 5 s default, too short for a loaded 2-core CI machine.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
     try:
         yield page
     finally:

@@ -125,4 +125,46 @@ def set_theme(page, name: str) -> None:
     page.wait_for_function(
         "name => document.body.dataset.jpThemeName === name", arg=name, timeout=30_000
     )
-    page.wait_for_timeout(500)
+    # The theme's variables are in force: its background is dark exactly when it says so.
+    page.wait_for_function(
+        """() => {
+            const probe = document.createElement('div');
+            probe.style.background = 'var(--jp-layout-color0)';
+            document.body.appendChild(probe);
+            const [r, g, b] = getComputedStyle(probe).backgroundColor.match(/\\d+/g).map(Number);
+            probe.remove();
+            const light = 0.2126 * r + 0.7152 * g + 0.0722 * b > 128;
+            return String(light) === document.body.dataset.jpThemeLight;
+        }""",
+        timeout=30_000,
+    )
+    settled(page)
+
+
+def settled(page, selector: str = "body") -> None:
+    """Wait until nothing under ``selector`` moves: no finite CSS animation or transition
+    running, and the same React Flow viewport and node positions for five frames in a row."""
+    page.evaluate("() => { window.__dlSettled = { sig: null, frames: 0 }; }")
+    page.wait_for_function(
+        """sel => {
+            const root = document.querySelector(sel);
+            if (!root) {
+                return false;
+            }
+            const moving = document.getAnimations().some(a =>
+                a.playState === 'running' &&
+                Number.isFinite(a.effect?.getComputedTiming().endTime) &&
+                root.contains(a.effect?.target ?? null));
+            if (moving) {
+                return false;
+            }
+            const sig = [...root.querySelectorAll('.react-flow__viewport, .react-flow__node')]
+                .map(n => n.style.transform).join('|');
+            const s = window.__dlSettled;
+            if (sig === s.sig) { s.frames += 1; } else { s.sig = sig; s.frames = 0; }
+            return s.frames >= 5;
+        }""",
+        arg=selector,
+        polling="raf",
+        timeout=30_000,
+    )

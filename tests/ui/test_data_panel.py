@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.hubprocess import lab_settings
 from tests.labserver import running_lab
 from tests.servers import CANARY
-from tests.ui.conftest import CATALOGUE, axe_violations, shot
+from tests.ui.conftest import CATALOGUE, axe_violations, settled, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -305,7 +305,7 @@ def test_the_data_panel_has_no_serious_accessibility_violations_light_or_dark(pa
         expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
         page.get_by_test_id("dl-add-connection").click()
         expect(page.get_by_test_id("dl-connection-form")).to_be_visible()
-        page.wait_for_timeout(300)  # the theme's stylesheet applies
+        settled(page)
         dark = axe_violations(page, PANEL)
         shot(page, "data-accessibility-dark")
         assert not dark, json.dumps(dark, indent=2)

@@ -9,9 +9,18 @@ import subprocess
 import sys
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.pipelines.samples import COUNT, HEAD, UPPER
-from tests.ui.conftest import REPO, axe_violations, fresh_workspace, open_lab, set_theme, shot
+from tests.ui.conftest import (
+    REPO,
+    axe_violations,
+    fresh_workspace,
+    open_lab,
+    set_theme,
+    settled,
+    shot,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -95,7 +104,7 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
         ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Auto-layout"
     ).click()
     page.locator(".react-flow__controls-fitview").click()
-    page.wait_for_timeout(300)
+    settled(page, ".dl-pipeline-editor")
 
     link(page, "src", "src", "upper", "text")
     page.wait_for_function(
@@ -114,7 +123,7 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
         ".dl-pipeline-editor-widget .jp-ToolbarButtonComponent", has_text="Auto-layout"
     ).click()
     page.locator(".react-flow__controls-fitview").click()
-    page.wait_for_timeout(300)
+    settled(page, ".dl-pipeline-editor")
     xs = [
         editor.locator(f'.react-flow__node[data-id="{n}"]').bounding_box()["x"]
         for n in ("src", "upper", "head", "count")
@@ -146,9 +155,10 @@ def test_build_a_three_step_workflow_from_the_palette(page, ui_lab):
     # More room for the picture: the file browser folded away.
     page.locator(".react-flow__pane").click(position={"x": 10, "y": 10})
     page.keyboard.press("Control+b")
-    page.wait_for_timeout(300)
+    page.wait_for_selector("#jp-left-stack", state="hidden")
+    settled(page, ".dl-pipeline-editor")
     page.locator(".react-flow__controls-fitview").click()
-    page.wait_for_timeout(300)
+    settled(page, ".dl-pipeline-editor")
     shot(page, "editor-three-steps")
 
     text = (root / "build.cwl").read_text()
@@ -214,8 +224,9 @@ def test_a_conformance_workflow_with_scatter_and_a_subworkflow_is_drawn(page, ui
 
     open_in_editor(page, ui_lab, "conformance/scatter-wf1.cwl")
     editor = page.locator(".dl-pipeline-editor")
-    assert editor.locator(".react-flow__node").count() == 3
-    assert edges(page) == 2
+    # React Flow draws an edge only once both of its nodes are measured: wait for the drawing.
+    expect(editor.locator(".react-flow__node")).to_have_count(3)
+    expect(editor.locator(".react-flow__edge")).to_have_count(2)
     step = editor.locator('.react-flow__node[data-id="step1"]')
     assert step.locator(".dl-editor-badge", has_text="scatter").count() == 1
     assert "echo_in" in step.inner_text() and "string" in step.inner_text()
@@ -223,7 +234,7 @@ def test_a_conformance_workflow_with_scatter_and_a_subworkflow_is_drawn(page, ui
     open_in_editor(page, ui_lab, "conformance/count-lines10-wf.cwl")
     editor = page.locator(".dl-pipeline-editor").last
     nodes = editor.locator(".react-flow__node")
-    assert nodes.count() == 3
+    expect(nodes).to_have_count(3)
     expand = editor.locator('button[aria-label="Expand the subworkflow step0"]')
     assert "2 steps" in expand.inner_text()
     expand.click()
@@ -232,9 +243,9 @@ def test_a_conformance_workflow_with_scatter_and_a_subworkflow_is_drawn(page, ui
         "document.querySelectorAll('.dl-pipeline-editor .react-flow__node.dl-editor-inner')"
         ".length == 4"
     )
-    assert editor.locator('.react-flow__node[data-id="step0::step1"]').count() == 1
-    assert editor.locator('.react-flow__node[data-id="step0::step2"]').count() == 1
-    assert editor.locator(".react-flow__edge.dl-edge-inner").count() == 3
+    expect(editor.locator('.react-flow__node[data-id="step0::step1"]')).to_have_count(1)
+    expect(editor.locator('.react-flow__node[data-id="step0::step2"]')).to_have_count(1)
+    expect(editor.locator(".react-flow__edge.dl-edge-inner")).to_have_count(3)
     shot(page, "editor-subworkflow")
 
 
@@ -273,7 +284,7 @@ def test_validation_problems_show_on_the_node_and_link(page, ui_lab):
     assert "dl-has-problem" in head.get_attribute("class")
     assert "lines" in head.locator(".dl-editor-node-problem").inner_text()
     bad = editor.locator(".react-flow__edge.dl-edge-problem")
-    assert bad.count() == 1
+    expect(bad).to_have_count(1)
     assert bad.get_attribute("data-id") == "count/counted->head/lines"
     # The list under the canvas names the step; clicking it selects the step.
     editor.locator(".dl-editor-problems button", has_text="head").first.click()
@@ -390,4 +401,4 @@ def test_a_package_with_several_workflows_offers_the_choice(page, ui_lab):
     ]
     chooser.locator("button", has_text="Open water-bodies-twice").click()
     page.wait_for_selector('.dl-pipeline-editor .react-flow__node[data-id="once"]', timeout=30_000)
-    assert page.locator(".dl-pipeline-editor .react-flow__node").count() == 3
+    expect(page.locator(".dl-pipeline-editor .react-flow__node")).to_have_count(3)

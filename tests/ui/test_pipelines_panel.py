@@ -59,8 +59,8 @@ def open_panel(page):
     """Open the Pipelines panel from the left sidebar (unless the restored layout shows it)."""
     tab = page.locator(".jp-SideBar .lm-TabBar-tab[data-id='datalabs-pipelines']")
     tab.wait_for()
-    # JupyterLab restores the last layout: clicking an open panel's tab would close it.
-    page.wait_for_timeout(500)
+    # JupyterLab restores the last layout (open_lab waits for that): clicking an open panel's
+    # tab would close it.
     if "lm-mod-current" not in (tab.get_attribute("class") or ""):
         tab.click()
     panel = page.get_by_test_id("dl-pipelines-panel")
@@ -172,6 +172,7 @@ def test_search_launch_with_a_volume_file_watch_steps_and_open_the_output(page, 
     assert wait_run_state(page, ("success", "failed")) == "success"
     # One edge: draw reads the table that extract wrote; it stays drawn while the page updates.
     edges = page.get_by_test_id("dl-run-graph").locator(".react-flow__edge")
+    expect(edges).to_have_count(1)
     for _ in range(5):
         assert edges.count() == 1
         page.wait_for_timeout(400)

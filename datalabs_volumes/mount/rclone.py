@@ -627,6 +627,19 @@ class SessionRclone:
     async def _mount(self, connection: Connection, target: Path, read_only: bool) -> None:
         target.mkdir(parents=True, exist_ok=True)
         try:
+            await self._rc_mount(connection, target, read_only)
+        except RcloneError:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+            raise
+        if not is_mount_point(target):
+            await self._forget(connection.name)
+            raise RcloneError(f"rclone reported '{connection.name}' mounted, but it is not")
+
+    async def _rc_mount(self, connection: Connection, target: Path, read_only: bool) -> None:
+        """Ask the daemon to mount ``connection`` at ``target`` with the settings the benchmarks
+        chose; on failure the remote is forgotten and the error is the one a user reads."""
+        try:
             await self._define(connection.name, connection)
             await self.daemon.call(
                 "mount/mount",
@@ -658,13 +671,8 @@ class SessionRclone:
                 timeout=30,
             )
         except RcloneError as e:
-            with contextlib.suppress(OSError):
-                target.rmdir()
             await self._forget(connection.name)
             raise self._user_error(connection, e, "attach") from None
-        if not is_mount_point(target):
-            await self._forget(connection.name)
-            raise RcloneError(f"rclone reported '{connection.name}' mounted, but it is not")
 
     async def detach(self, name: str) -> None:
         """Unmount a connection; lazily if a kernel still has files open. Never leaves it stale."""

@@ -116,27 +116,7 @@ class SidecarRclone(SessionRclone):
 
     async def _mount(self, connection: Connection, target: Path, read_only: bool) -> None:
         # The shared folder is read-only here: the guard makes (and removes) mount points.
-        try:
-            await self._define(connection.name, connection)
-            await self.daemon.call(
-                "mount/mount",
-                {
-                    "fs": self._fs(connection.name, connection),
-                    "mountPoint": str(target),
-                    "mountType": "mount2",
-                    "vfsOpt": {
-                        "ReadOnly": read_only,
-                        "CacheMode": "off" if read_only else "writes",
-                        "WriteBack": "0s",
-                        "ChunkSize": "16M",
-                    },
-                    "mountOpt": {"AllowOther": True, "MaxReadAhead": "512K"},
-                },
-                timeout=30,
-            )
-        except RcloneError as e:
-            await self._forget(connection.name)
-            raise self._user_error(connection, e, "attach") from None
+        await self._rc_mount(connection, target, read_only)
         await self._propagated(connection, target)
 
     async def _propagated(self, connection: Connection, target: Path, timeout: float = 5) -> None:

@@ -48,6 +48,7 @@ class SidecarDaemon:
         self.client = RcClient(socket_path, user, password)
         # The engine removes its daemon's config on close: the sidecar's is not the session's.
         self.config_path = Path(tempfile.gettempdir(), "datalabs-no-such-rclone.conf")
+        # Not enforced here: the sidecar enforces its own (``--allow-network``, from the spawner).
         self.network_policy = NetworkPolicy()
         self._answered = False
 
@@ -97,15 +98,6 @@ class SidecarRclone(SessionRclone):
         self.connections_dir = connections_dir
         # The sidecar runs as root and the user's server as the image's user: allow_other.
         self.allow_other = True
-
-    @property
-    def network_policy(self) -> NetworkPolicy:
-        """The sidecar enforces its own (``--allow-network``, from the spawner)."""
-        return self.daemon.network_policy
-
-    @network_policy.setter
-    def network_policy(self, policy: NetworkPolicy) -> None:
-        self.daemon.network_policy = policy
 
     def target(self, name: str) -> Path:
         """Where connection ``name`` appears in the user's container."""

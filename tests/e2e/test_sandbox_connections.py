@@ -13,7 +13,6 @@ tests count the processes of an account, and another test run on the same machin
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import shutil
@@ -28,7 +27,7 @@ from datalabs_volumes.mount.local import mount_points, mounts_under
 from tests.e2e.hubprocess import running_hub
 from tests.e2e.test_broker import Broker, user_token
 from tests.e2e.test_hub_restart import wait_answering
-from tests.e2e.test_sandbox_hub import kernel
+from tests.e2e.test_sandbox_hub import folder_probe, kernel
 from tests.servers import CANARY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
@@ -47,28 +46,6 @@ def accounts():
             and p.pw_gecos.startswith("Datalabs ")
         ):
             subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
-
-
-READ = """
-import errno, json, os
-def attempt(fn):
-    try:
-        return fn()
-    except OSError as e:
-        return errno.errorcode[e.errno]
-def write():
-    open("data/my-dav/written-in-the-kernel.txt", "w").write("x")
-    return "ok"
-print("RESULT" + json.dumps({
-    "data": sorted(os.listdir("data")),
-    "hello": attempt(lambda: open("data/my-dav/hello.txt").read()),
-    "write": attempt(write),
-}))
-"""
-
-
-def read_probe(execute) -> dict:
-    return json.loads(execute(READ).split("RESULT", 1)[1])
 
 
 def wait_for(condition, what, timeout: float = 60.0):
@@ -132,15 +109,15 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
         answers.append(r.text)
 
         with kernel(hub, alice, "alice") as execute:
-            assert "my-dav" not in read_probe(execute)["data"]
+            assert "my-dav" not in folder_probe(execute, "my-dav", read="hello.txt")["data"]
             r = hub.server("alice", "POST", api + "connections/my-dav/attach")
             answers.append(r.text)
             assert r.status_code == 200, r.text
             assert r.json()["attached"] is True and r.json()["read_only"] is True, r.text
             assert r.json()["health"]["state"] == "ok", r.text
             # Inside her sandbox, in the kernel started before the attach.
-            found = read_probe(execute)
-            assert found["hello"] == "hello from webdav\n", found
+            found = folder_probe(execute, "my-dav", read="hello.txt")
+            assert found["read"] == "hello from webdav\n", found
             assert found["write"] in ("EROFS", "EPERM", "EACCES"), found
             assert not (dav.files / "written-in-the-kernel.txt").exists()
             # On the host: a FUSE mount of her own account at data/my-dav, made by the hub.
@@ -196,8 +173,8 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
             # Detach: gone inside and on the host.
             r = hub.server("alice", "POST", api + "connections/my-dav/detach")
             assert r.status_code == 200 and r.json()["attached"] is False, r.text
-            after = read_probe(execute)
-            assert "my-dav" not in after["data"] and after["hello"] == "ENOENT", after
+            after = folder_probe(execute, "my-dav", read="hello.txt")
+            assert "my-dav" not in after["data"] and after["read"] == "ENOENT", after
             assert mounts_under(alice / "data") == [alice / "data"]
 
         # Attached again, then her server is killed: the hub unmounts and stops rclone.

@@ -74,6 +74,38 @@ def kernel(hub, workspace: Path, user: str = "alice", timeout: float = 120):
         hub.server(user, "DELETE", f"api/kernels/{kid}")
 
 
+FOLDER_PROBE = """
+import errno, json, os
+args = json.loads(args)
+folder = os.path.join("data", args["name"])
+def attempt(fn):
+    try:
+        return fn()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def write():
+    with open(os.path.join(folder, "written-in-the-kernel.txt"), "w") as f:
+        f.write("x")
+    return "ok"
+def read():
+    with open(os.path.join(folder, args["read"])) as f:
+        return f.read()
+print("RESULT" + json.dumps({
+    "data": sorted(os.listdir("data")),
+    "listing": attempt(lambda: sorted(os.listdir(folder))),
+    "read": attempt(read) if args["read"] else None,
+    "write": attempt(write),
+}))
+"""
+
+
+def folder_probe(execute, name: str, read: str | None = None) -> dict:
+    """What a kernel sees of ``data/<name>``: the names in ``data/``, the folder's listing, the
+    text of its file ``read`` (if named) and whether it may write there; errors as errno names."""
+    args = json.dumps({"name": name, "read": read})
+    return json.loads(execute(f"args = {args!r}\n" + FOLDER_PROBE).split("RESULT", 1)[1])
+
+
 def run_in_kernel(hub, workspace, code: str, timeout: float = 120) -> str:
     with kernel(hub, workspace, "alice", timeout) as execute:
         return execute(code)
@@ -191,28 +223,6 @@ def test_alices_sandboxed_kernel_runs_as_her_and_sees_no_secret(
     assert mounts_under(state) == []
 
 
-VOLUME_PROBE = """
-import errno, json, os
-def attempt(fn):
-    try:
-        return fn()
-    except OSError as e:
-        return errno.errorcode[e.errno]
-def write():
-    open("data/psa-rosetta/written-in-the-kernel.txt", "w").write("x")
-    return "ok"
-print("RESULT" + json.dumps({
-    "data": sorted(os.listdir("data")),
-    "volume": attempt(lambda: sorted(os.listdir("data/psa-rosetta"))),
-    "write": attempt(write),
-}))
-"""
-
-
-def probe(execute) -> dict:
-    return json.loads(execute(VOLUME_PROBE).split("RESULT", 1)[1])
-
-
 def test_the_broker_attaches_into_running_sandboxes_read_only_and_only_what_is_allowed(
     tmp_path_factory, demo_archive, accounts
 ):
@@ -241,7 +251,7 @@ def test_the_broker_attaches_into_running_sandboxes_read_only_and_only_what_is_a
         bob = state / "workspaces" / "bob"
 
         with kernel(hub, alice, "alice") as execute:
-            before = probe(execute)
+            before = folder_probe(execute, "psa-rosetta")
             assert "psa-rosetta" not in before["data"]
             log_before = hub.log.stat().st_size
             r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/attach", json={})
@@ -252,16 +262,16 @@ def test_the_broker_attaches_into_running_sandboxes_read_only_and_only_what_is_a
                 f.seek(log_before)
                 assert b"Broker: attached psa-rosetta for alice" in f.read()
             # The kernel, started before the attach, reads the volume and cannot write it.
-            attached = probe(execute)
-            assert attached["volume"] == expected
+            attached = folder_probe(execute, "psa-rosetta")
+            assert attached["listing"] == expected
             assert attached["write"] == "EROFS"
             assert not (demo_archive / "psa-rosetta" / "written-in-the-kernel.txt").exists()
 
             r = hub.server("alice", "POST", "datalabs/api/volumes/psa-rosetta/detach", json={})
             assert r.status_code == 200 and r.json()["mounted"] is False, r.text
-            detached = probe(execute)
+            detached = folder_probe(execute, "psa-rosetta")
             assert "psa-rosetta" not in detached["data"]
-            assert detached["volume"] == "ENOENT"
+            assert detached["listing"] == "ENOENT"
         assert mounts_under(alice / "data") == [alice / "data"]  # only data/'s own self-bind
 
         r = hub.server("bob", "POST", "datalabs/api/volumes/rosetta-restricted/attach", json={})

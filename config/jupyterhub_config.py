@@ -80,7 +80,12 @@ if idle_timeout:
     c.JupyterHub.services.append(
         {
             "name": "idle-culler",
+            # SIGTERM when the hub dies: a hub killed by SIGKILL cannot stop its services,
+            # and the restarted hub would run a second culler beside the orphan.
             "command": [
+                "setpriv",
+                "--pdeathsig",
+                "TERM",
                 sys.executable,
                 "-m",
                 "jupyterhub_idle_culler",

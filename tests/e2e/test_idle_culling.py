@@ -2,13 +2,18 @@
 
 Its own hub with a 20 s idle time (``DATALABS_IDLE_TIMEOUT``): carol leaves her session alone
 and it is stopped; dave leaves his alone too, but a pipeline run of his is under way, so his
-session keeps reporting activity and stays up, and the run finishes.
+session keeps reporting activity and stays up, and the run finishes. A hub killed with SIGKILL
+leaves no culler behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +91,45 @@ def test_idle_sessions_are_stopped_but_not_one_with_a_run_under_way(
                 gate.touch()
             for user in ("carol", "dave"):
                 hub.stop_server(user)
+
+
+def cullers() -> list[int]:
+    """Pids of every jupyterhub-idle-culler on the machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and b"jupyterhub_idle_culler" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_hub_leaves_no_culler_behind(tmp_path, demo_archive, monkeypatch):
+    """A hub killed with SIGKILL cannot stop its services; the culler must go by itself, or the
+    restarted hub runs two cullers side by side."""
+    monkeypatch.setenv("DATALABS_IDLE_TIMEOUT", str(IDLE))
+    state = tmp_path / "hub"
+    state.mkdir()
+    before = set(cullers())
+    try:
+        with running_hub(state, demo_archive) as hub:
+            deadline = time.monotonic() + 30
+            while not (mine := set(cullers()) - before):
+                assert time.monotonic() < deadline, "the hub started no idle culler"
+                time.sleep(0.1)
+            hub.kill()
+            deadline = time.monotonic() + 30
+            while left := [pid for pid in mine if pid in cullers()]:
+                assert time.monotonic() < deadline, f"the culler {left} outlived its hub"
+                time.sleep(0.1)
+            hub.process.start()
+            deadline = time.monotonic() + 30
+            while len(now := set(cullers()) - before) != 1:
+                assert time.monotonic() < deadline, f"the restarted hub runs cullers {now}"
+                time.sleep(0.1)
+    finally:
+        for pid in set(cullers()) - before:  # what a failure left
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)

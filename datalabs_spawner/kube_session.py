@@ -24,6 +24,7 @@ stops) holds three values, each mounted only where it is used:
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import secrets
 from dataclasses import dataclass
@@ -65,6 +66,11 @@ SOCKET_DIR = "/run/datalabs-rc"
 KEY_PREFIX = "datalabs-_"
 #: The label the session's Secret carries (with the user's name), for operators and cleanup.
 COMPONENT_LABEL = "datalabs-session-secret"
+#: Where the user container sees the session's copy of the catalogue (the hub's own path in
+#: the chart, so a path in a catalogue message means the same on both sides).
+SESSION_CATALOGUE_DIR = "/srv/datalabs/catalogue"
+#: The pod volume holding it (a name no archive volume, ``dlv-<id>``, can take).
+SESSION_CATALOGUE_VOLUME = "datalabs-catalogue"
 
 
 def session_secret_name(pod_name: str) -> str:
@@ -176,6 +182,43 @@ def sidecar_parts(
         volumes={KEY_PREFIX + k: v for k, v in volumes.items()},
         volume_mounts={KEY_PREFIX + k: v for k, v in mounts.items()},
         environment=env,
+    )
+
+
+@dataclass(frozen=True)
+class CatalogueParts:
+    """The session's catalogue in the pod: one volume, the user container's mount of it and
+    the environment naming it, keyed as KubeSpawner's dict-form traits take them."""
+
+    volumes: dict[str, dict[str, Any]]
+    volume_mounts: dict[str, dict[str, Any]]
+    environment: dict[str, str]
+
+
+def session_catalogue_parts(
+    configmap: str, items: list[dict[str, str]] | tuple[dict[str, str], ...] = ()
+) -> CatalogueParts:
+    """The ConfigMap ``configmap`` mounted read-only at ``SESSION_CATALOGUE_DIR``, each of
+    ``items`` (``{"key", "path"}``) at its relative path (ConfigMap keys cannot hold ``/``,
+    so a catalogue's ``<mission>/volumes/<file>.yaml`` needs one); without items every key
+    becomes a file of that name.
+
+    ``optional``: a hub whose namespace has no such ConfigMap still starts sessions (with an
+    empty catalogue) instead of leaving the pod waiting for the volume forever.
+    """
+    source: dict[str, Any] = {"name": configmap, "optional": True}
+    if items:
+        source["items"] = [{"key": i["key"], "path": i["path"]} for i in items]
+    return CatalogueParts(
+        volumes={KEY_PREFIX + "catalogue": {"name": SESSION_CATALOGUE_VOLUME, "configMap": source}},
+        volume_mounts={
+            KEY_PREFIX + "catalogue": {
+                "name": SESSION_CATALOGUE_VOLUME,
+                "mountPath": SESSION_CATALOGUE_DIR,
+                "readOnly": True,
+            }
+        },
+        environment={contract.CATALOGUE_DIRS: json.dumps([SESSION_CATALOGUE_DIR])},
     )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
-from traitlets import Bool, Dict, Enum, Float, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from datalabs_pipelines.executors.kubernetes import session_work_volumes
@@ -52,7 +53,12 @@ from .connections import HostConnections, clean_stale
 from .desktop import COMMAND_ENV, SESSION_SCRIPT, XSTARTUP_ENV, desktop_env
 from .examples import install_examples
 from .form import render_form
-from .kube_session import SidecarSecretMixin, escape_braces
+from .kube_session import (
+    KEY_PREFIX,
+    SidecarSecretMixin,
+    escape_braces,
+    session_catalogue_parts,
+)
 from .limits import RunLimitsMixin
 from .options import (
     ChoiceError,
@@ -88,6 +94,8 @@ SUPERVISOR = Path(__file__).with_name("supervise.py")
 #: Environment variable through which the single-user server learns its volumes (JSON list).
 VOLUMES_ENV = contract.VOLUMES
 DATALAB_ENV = contract.DATALAB
+#: What a ConfigMap key may be (Kubernetes: at most 253 of these characters).
+CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 
 
 def _http_error(status: int, message: str) -> web.HTTPError:
@@ -1060,6 +1068,54 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
         """,
     )
 
+    session_catalogue_configmap = Unicode(
+        "datalabs-catalogue",
+        config=True,
+        help="""
+        A ConfigMap in the sessions' namespace holding the catalogue files, mounted read-only
+        into every user pod at ``/srv/datalabs/catalogue``, with ``DATALABS_CATALOGUE_DIRS``
+        naming that folder. The session's Data panel describes volumes and its Pipelines
+        panel lists pipelines from it; which volumes the user may see is still the broker's
+        answer, never the files' (they hold no secret). Mounted ``optional``: without such a
+        ConfigMap the session starts with an empty catalogue. Default: the chart's
+        ``datalabs-catalogue``. Empty: sessions get no catalogue (set ``volumes``,
+        ``volume_mounts`` and ``environment`` yourself to give them one another way).
+        """,
+    )
+
+    session_catalogue_items = List(
+        Dict(),
+        config=True,
+        help="""
+        Where each key of ``session_catalogue_configmap`` goes in the session's catalogue
+        folder, as a ConfigMap volume's ``items``: ``[{"key": "rosetta__volumes__psa.yaml",
+        "path": "rosetta/volumes/psa.yaml"}, ...]``. Needed because ConfigMap keys cannot
+        hold ``/`` while a catalogue is ``<mission>/volumes/<file>.yaml``. The chart writes
+        this list from ``catalogue.files`` (the same items as the hub's own mount). A file
+        added to the ConfigMap needs its item here too, which the chart's upgrade (that
+        restarts the hub) does. Empty (default): every key becomes a file of that name.
+        """,
+    )
+
+    @validate("session_catalogue_items")
+    def _valid_catalogue_items(self, proposal):
+        # Checked at start-up: a bad item would otherwise surface as a pod that never starts.
+        name = "DatalabsKubeSpawner.session_catalogue_items"
+        for i, item in enumerate(proposal["value"]):
+            key, path = item.get("key"), item.get("path")
+            if not isinstance(key, str) or not CONFIGMAP_KEY.fullmatch(key):
+                raise TraitError(
+                    f"{name}[{i}]: key: {key!r} is not a ConfigMap key "
+                    "(letters, digits, '-', '_' and '.')"
+                )
+            parts = path.split("/") if isinstance(path, str) else [""]
+            if set(item) - {"key", "path"} or "" in parts or ".." in parts:
+                raise TraitError(
+                    f"{name}[{i}]: path: {path!r} must be a relative path without '..' "
+                    "(and an item holds only key and path)"
+                )
+        return proposal["value"]
+
     @default("profile_list")
     def _datalabs_profile_list(self):
         return self._profiles_for
@@ -1107,6 +1163,27 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
     def _profiles_for(self, spawner: KubeSpawner) -> list[dict[str, Any]]:
         return make_profile_list(usable_datalabs(self.catalogue, self.who()))
 
+    def _add_session_catalogue(self) -> None:
+        """Mount the session's catalogue (``session_catalogue_configmap``) into the pod.
+
+        The item list comes from config rather than from reading the ConfigMap through the
+        API at each spawn: the hub then needs no right on ConfigMaps, and the chart already
+        knows the list (it mounts the same items into the hub).
+        """
+        parts = session_catalogue_parts(
+            self.session_catalogue_configmap, self.session_catalogue_items
+        )
+        try:
+            self.volumes = merge_named(
+                self.volumes, escape_braces(parts.volumes), KEY_PREFIX + "catalogue"
+            )
+            self.volume_mounts = merge_named(
+                self.volume_mounts, escape_braces(parts.volume_mounts), KEY_PREFIX + "catalogue"
+            )
+        except UnmountableVolume as e:
+            raise _http_error(500, f"The session's catalogue cannot be mounted: {e}") from None
+        self.environment = {**self.environment, **escape_braces(parts.environment)}
+
     async def progress(self):
         async for event in self._datalabs_progress():
             yield event
@@ -1135,6 +1212,9 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
             self._add_rclone_sidecar()
         else:  # turned off since the last start: no sidecar parts left from it
             self._remove_rclone_sidecar()
+        if self.session_catalogue_configmap:
+            # After the sidecar's parts, whose removal drops every key of ours.
+            self._add_session_catalogue()
         if self.run_work_claims:
             # Cluster runs: the user's own folders of the work claims (their keys start with
             # "datalabs-", so a restart replaces them like the archive volumes).

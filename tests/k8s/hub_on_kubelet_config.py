@@ -1,14 +1,16 @@
 """JupyterHub config of tests/k8s/test_kubelet_node.py: DatalabsKubeSpawner on the real node.
 
 The test passes its values in ``DATALABS_TEST_HUB`` (JSON); with ``"sidecar": true``
-(tests/k8s/test_sidecar_on_kubelet.py) the pods get the rclone sidecar, the hub serves the
-broker, and bob may log in too. The hub's API listens on the node's
+(tests/k8s/test_sidecar_on_kubelet.py) the pods get the rclone sidecar and bob may log in
+too. The hub serves the broker in both. The hub's API listens on the node's
 bridge address (local to this machine) because the user pods call it from the pod network;
 the proxy and the hub's public side stay on 127.0.0.1.
 """
 
 import json
 import os
+
+from datalabs_spawner.broker import default_handlers as broker_handlers
 
 c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
 e = json.loads(os.environ["DATALABS_TEST_HUB"])
@@ -32,26 +34,16 @@ c.DatalabsKubeSpawner.catalogue_dirs = [e["catalogue"]]
 c.DatalabsKubeSpawner.catalogue_refresh_seconds = 0
 c.DatalabsKubeSpawner.archive_claim = "datalabs-archive"
 c.DatalabsKubeSpawner.image_pull_policy = "Never"
+# The session's own catalogue: the ConfigMap the test made as the chart does, with the chart's
+# item list (hub-config.yaml); the spawner mounts it (session_catalogue_configmap's default).
+c.DatalabsKubeSpawner.session_catalogue_items = e.get("catalogue_items", [])
+# The broker, as in the chart: sessions ask it which volumes alice may read.
+c.JupyterHub.extra_handlers = broker_handlers
 if e.get("sidecar"):
     # The namespace enforces "privileged" (warns and audits "restricted"), as the chart's
     # session namespace does; hot attach goes through the broker to the pod's sidecar.
-    from datalabs_spawner.broker import default_handlers as broker_handlers
-
     c.DatalabsKubeSpawner.rclone_sidecar = True
-    c.JupyterHub.extra_handlers = broker_handlers
     c.Authenticator.allowed_users = {"alice", "bob"}
-    # DatalabsKubeSpawner gives the session no catalogue of its own (its Data panel needs
-    # one to describe an attached volume): mounted here from a ConfigMap, as an operator
-    # would, at the folder the session reads.
-    c.DatalabsKubeSpawner.volumes = {
-        "catalogue": {"name": "catalogue", "configMap": e["catalogue_configmap"]}
-    }
-    c.DatalabsKubeSpawner.volume_mounts = {
-        "catalogue": {"name": "catalogue", "mountPath": "/srv/datalabs/catalogue", "readOnly": True}
-    }
-    c.DatalabsKubeSpawner.environment = {
-        "DATALABS_CATALOGUE_DIRS": json.dumps(["/srv/datalabs/catalogue"])
-    }
 else:
     # The namespace enforces Pod Security "restricted", which the privileged rclone sidecar
     # cannot pass (docs/kubernetes-sessions.md): this session has no connections.

@@ -8,7 +8,9 @@ here from Debian packages and PyPI, imported into containerd without a registry
   endpoint, which the API server fetches from the kubelet.
 - A session: a real JupyterHub (``hub_on_kubelet_config.py``) whose ``DatalabsKubeSpawner``
   has only z2jh's hub rights starts alice's JupyterLab on the node; her server answers through
-  configurable-http-proxy and the hub's OAuth and lists the archive volume under ``data/``.
+  configurable-http-proxy and the hub's OAuth and lists the archive volume under ``data/``;
+  her session's own Data and Pipelines APIs list the catalogue the spawner mounted from the
+  ConfigMap the chart would have made.
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ RESTRICTED = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
+
+
+#: A pipeline of the session's catalogue.
+COUNT_LINES = """\
+cwlVersion: v1.2
+class: CommandLineTool
+label: Count lines
+baseCommand: [wc, -l]
+inputs:
+  table: {type: File, inputBinding: {position: 1}}
+outputs:
+  count: {type: stdout}
+"""
 
 
 def lab_pod(name: str, command: list[str], **spec) -> dict:
@@ -189,12 +204,29 @@ def hub_namespace_on(cluster: Cluster, archive: Path) -> str:
     return namespace
 
 
+def catalogue_configmap(cluster: Cluster, namespace: str, catalogue: Path) -> list[dict]:
+    """The catalogue's files as the chart ships them: the ConfigMap ``datalabs-catalogue``
+    (keys with "/" as "__"); returns the chart's item list for the hub's config."""
+    files = sorted(str(p.relative_to(catalogue)) for p in catalogue.rglob("*") if p.is_file())
+    items = [{"key": f.replace("/", "__"), "path": f} for f in files]
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "datalabs-catalogue", "namespace": namespace},
+            "data": {i["key"]: (catalogue / i["path"]).read_text() for i in items},
+        }
+    )
+    return items
+
+
 @contextlib.contextmanager
 def hub_on_kubelet(
     cluster: Cluster, namespace: str, catalogue: Path, state: Path, **extra
 ) -> Iterator[Hub]:
     """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node;
-    ``extra``: more settings for hub_on_kubelet_config.py (``sidecar=True``)."""
+    ``extra``: more settings for hub_on_kubelet_config.py (``sidecar=True``). The sessions'
+    catalogue is ``catalogue`` as a ConfigMap, made here as the chart makes it."""
     status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
     assert status == 200, node
     node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
@@ -209,6 +241,7 @@ def hub_on_kubelet(
         "token": token,
         "namespace": namespace,
         "catalogue": str(catalogue),
+        "catalogue_items": catalogue_configmap(cluster, namespace, catalogue),
         "node_selector": placed["nodeSelector"],
         "tolerations": placed["tolerations"],
         **extra,
@@ -268,6 +301,13 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
         "rosetta/volumes/psa.yaml",
         "id: psa\ntitle: PSA\nsource: {type: pvc, claim: archive, subPath: psa}\n",
     )
+    write(
+        catalogue,
+        "rosetta/volumes/secret.yaml",
+        "id: secret\ntitle: Secret\nsource: {type: pvc, claim: archive, subPath: secret}\n"
+        "access: {groups: [rosetta-team]}\n",
+    )
+    write(catalogue, "rosetta/pipelines/count.cwl", COUNT_LINES)
     try:
         with hub_on_kubelet(cluster, namespace, catalogue, tmp_path / "hub") as hub:
             r = hub.api("POST", "users/alice")
@@ -301,6 +341,19 @@ def test_alices_jupyterlab_on_the_real_kubelet_answers_through_the_hub(
                 )
                 assert r.status_code >= 400, r.text
                 assert not (archive / "psa" / "notes.txt").exists()
+                # her session's own Data panel lists the catalogue's volume she may read, as
+                # attached (the restricted one is not hers, and the broker refuses it), and
+                # its Pipelines panel the catalogue's pipeline
+                r = hub.server("alice", "GET", "datalabs/api/volumes")
+                assert r.status_code == 200, r.text
+                listed = {v["id"]: v for v in r.json()}
+                assert list(listed) == ["psa"], r.json()
+                assert listed["psa"]["mounted"] and listed["psa"]["path"] == "data/psa", listed
+                r = hub.server("alice", "POST", "datalabs/api/volumes/secret/attach", json={})
+                assert r.status_code == 403, r.text
+                r = hub.server("alice", "GET", "datalabs/api/pipelines")
+                assert r.status_code == 200, r.text
+                assert [p["id"] for p in r.json()["pipelines"]] == ["rosetta/count"], r.json()
                 hub.stop_server("alice", timeout=120)
             assert len(containers) == 2
     finally:

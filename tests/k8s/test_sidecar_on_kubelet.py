@@ -89,21 +89,6 @@ def test_hot_attach_through_the_sidecar_on_the_real_kubelet(
     )
     namespace = f"datalabs-kubelet-sessions-{secrets.token_hex(3)}"
     to_delete = session_namespace_on(cluster, namespace, archive)
-    # the session's copy of the catalogue (hub_on_kubelet_config.py mounts it in the pod)
-    files = sorted(p.relative_to(catalogue) for p in catalogue.rglob("*.yaml"))
-    keys = {str(f).replace("/", "__"): f for f in files}
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "datalabs-catalogue", "namespace": namespace},
-            "data": {k: (catalogue / f).read_text() for k, f in keys.items()},
-        }
-    )
-    configmap = {
-        "name": "datalabs-catalogue",
-        "items": [{"key": k, "path": str(f)} for k, f in keys.items()],
-    }
     try:
         with hub_on_kubelet(
             cluster,
@@ -111,7 +96,6 @@ def test_hot_attach_through_the_sidecar_on_the_real_kubelet(
             catalogue,
             tmp_path / "hub",
             sidecar=True,
-            catalogue_configmap=configmap,
         ) as hub:
             for user in ("alice", "bob"):
                 r = hub.api("POST", f"users/{user}")

@@ -138,6 +138,11 @@ async def test_pod_has_read_only_volumes_merged_with_the_operators(k8s_api, cata
             "name": "dlv-cat",
             "persistentVolumeClaim": {"claimName": "datalabs-archive", "readOnly": True},
         },
+        # the session's own catalogue (test_the_session_gets_the_catalogue_configmap...)
+        "datalabs-catalogue": {
+            "name": "datalabs-catalogue",
+            "configMap": {"name": "datalabs-catalogue", "optional": True},
+        },
     }
     [container] = spec["containers"]
     mounts = {m["name"]: m for m in container["volumeMounts"]}
@@ -210,7 +215,10 @@ async def test_lifecycle_start_poll_stop_and_restart_keeps_the_volumes(k8s_api, 
         await validated(pod)
         names = [v["name"] for v in pod["spec"]["volumes"]]
         # the same volumes on the restart, neither lost nor doubled, the operator's kept
-        assert sorted(names) == ["dlv-psa", "dlv-spice", "shared"], (round_, names)
+        assert sorted(names) == ["datalabs-catalogue", "dlv-psa", "dlv-spice", "shared"], (
+            round_,
+            names,
+        )
         async with asyncio.timeout(30):
             await spawner.stop()
         assert k8s_api.emulator.get_pod(k8s_api.namespace, spawner.pod_name) is None
@@ -273,3 +281,75 @@ async def test_the_pod_with_the_rclone_sidecar_is_valid_kubernetes(k8s_api, cata
         "DATALABS_RCLONE_SOCKET",
         "DATALABS_CREDENTIALS_KEY_FILE",
     }
+
+
+CATALOGUE_ITEMS = [
+    {"key": "rosetta__volumes__psa.yaml", "path": "rosetta/volumes/psa.yaml"},
+    {"key": "rosetta__datalabs__planetary.yaml", "path": "rosetta/datalabs/planetary.yaml"},
+]
+
+
+@pytest.mark.parametrize("sidecar", [False, True])
+async def test_the_session_gets_the_catalogue_configmap_read_only_at_its_catalogue_dir(
+    k8s_api, catalogue_dir, sidecar
+):
+    spawner = make(
+        k8s_api,
+        catalogue_dir,
+        rclone_sidecar=sidecar,
+        session_catalogue_configmap="mission-files",
+        session_catalogue_items=CATALOGUE_ITEMS,
+    )
+    spawner.user_options = {"profile": "planetary", "volumes": ["psa"]}
+    for _ in range(2):  # a restart replaces the catalogue's parts instead of adding more
+        await spawner.load_user_options()
+        pod = await validated(await spawner.get_pod_manifest())
+    spec = pod["spec"]
+    catalogue = [v for v in spec["volumes"] if "configMap" in v]
+    assert catalogue == [
+        {
+            "name": "datalabs-catalogue",
+            "configMap": {"name": "mission-files", "optional": True, "items": CATALOGUE_ITEMS},
+        }
+    ]
+    # the operator's own volume is still there
+    assert {"shared", "dlv-psa"} <= {v["name"] for v in spec["volumes"]}
+    [user] = spec["containers"]
+    mounts = [m for m in user["volumeMounts"] if m["name"] == "datalabs-catalogue"]
+    assert mounts == [
+        {"name": "datalabs-catalogue", "mountPath": "/srv/datalabs/catalogue", "readOnly": True}
+    ]
+    env = {e["name"]: e.get("value") for e in user["env"]}
+    assert json.loads(env["DATALABS_CATALOGUE_DIRS"]) == ["/srv/datalabs/catalogue"]
+    # the sidecar never sees the catalogue: it reads none
+    for init in spec.get("initContainers", []):
+        assert "datalabs-catalogue" not in {m["name"] for m in init.get("volumeMounts", [])}
+
+
+async def test_no_session_catalogue_when_the_configmap_option_is_empty(k8s_api, catalogue_dir):
+    spawner = make(k8s_api, catalogue_dir, session_catalogue_configmap="")
+    spawner.user_options = {"profile": "planetary", "volumes": ["psa"]}
+    await spawner.load_user_options()
+    pod = await validated(await spawner.get_pod_manifest())
+    assert not [v for v in pod["spec"]["volumes"] if "configMap" in v]
+    [user] = pod["spec"]["containers"]
+    assert "DATALABS_CATALOGUE_DIRS" not in {e["name"] for e in user["env"]}
+
+
+@pytest.mark.parametrize(
+    "item, field",
+    [
+        ({"key": "rosetta/volumes/psa.yaml", "path": "rosetta/volumes/psa.yaml"}, "key"),
+        ({"key": "psa.yaml", "path": "/etc/passwd"}, "path"),
+        ({"key": "psa.yaml", "path": "rosetta/../../x"}, "path"),
+        ({"key": "psa.yaml"}, "path"),
+    ],
+)
+async def test_a_bad_catalogue_item_is_refused_naming_the_option_and_field(
+    k8s_api, catalogue_dir, item, field
+):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError) as e:
+        make(k8s_api, catalogue_dir, session_catalogue_items=[item])
+    assert f"DatalabsKubeSpawner.session_catalogue_items[0]: {field}:" in str(e.value)

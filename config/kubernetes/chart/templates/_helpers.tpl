@@ -31,3 +31,14 @@ seccompProfile:
 {{- .new -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The catalogue ConfigMap's items, as JSON: ConfigMap keys cannot hold "/", so each file
+     `<mission>/volumes/<file>.yaml` is stored under the key with "/" as "__" and put back at
+     its path. One list for the hub's mount and the sessions' (hub-config.yaml). */}}
+{{- define "datalabs.catalogueItems" -}}
+{{- $items := list -}}
+{{- range $path, $text := .Values.catalogue.files -}}
+{{- $items = append $items (dict "key" ($path | replace "/" "__") "path" $path) -}}
+{{- end -}}
+{{- toJson $items -}}
+{{- end -}}

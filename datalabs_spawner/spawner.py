@@ -46,7 +46,9 @@ from datalabs_volumes.mount.local import (
     mounts_under,
     resolve_source,
     run_command,
+    sweep_stages,
 )
+from datalabs_volumes.processes import process_start
 
 from .catalogue import Catalogue, shared_catalogue
 from .connections import HostConnections, clean_stale
@@ -527,6 +529,8 @@ class DatalabsLocalSpawner(
     #: Whether the running session is sandboxed (its pid is then its supervisor's): kept in
     #: the state, since the operator may change ``sandbox`` while sessions outlive the hub.
     _sandboxed: bool | None = None
+    #: Whether this hub process has looked for staging folders a killed hub left (class-wide).
+    _stages_swept: bool = False
 
     @default("cmd")
     def _default_cmd(self):
@@ -611,6 +615,7 @@ class DatalabsLocalSpawner(
                 if copied:
                     self._emit(f"Copied {len(copied)} example file(s) to examples/{slug}")
             mounter = LocalMounter(self.mount_method)
+            await self._sweep_stages_once()
             try:
                 if self.sandbox:
                     await self._share_data_dir()
@@ -969,7 +974,21 @@ class DatalabsLocalSpawner(
         finally:
             await self._detach_all()
 
+    async def _sweep_stages_once(self) -> None:
+        """Once per hub process: remove what a hub killed mid-attach left in staging."""
+        if DatalabsLocalSpawner._stages_swept:
+            return
+        DatalabsLocalSpawner._stages_swept = True
+        swept = await sweep_stages()
+        if swept:
+            self.log.warning(
+                "Removed %d staging folder(s) a hub killed while mounting left: %s",
+                len(swept),
+                ", ".join(map(str, swept)),
+            )
+
     async def poll(self):
+        await self._sweep_stages_once()
         status = await super().poll()
         if (
             status is not None
@@ -981,21 +1000,6 @@ class DatalabsLocalSpawner(
             # for a live process, so the volumes would stay mounted until the user's next start.
             await self._detach_all()
         return status
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot: field 22 of ``/proc/<pid>/stat``),
-    or None when there is no such process or it has ended (a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces and parentheses.
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def python_env_paths() -> list[str]:

@@ -22,9 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..processes import process_start
+
 log = logging.getLogger("datalabs.mount")
 
 MountMethod = Literal["auto", "bind", "rclone"]
+
+#: Staging folders (see ``LocalMounter._bind``) are named after the process making them, so
+#: that a restarted hub can tell the ones a killed hub left from a live hub's.
+STAGE_PREFIX = "datalabs-stage-"
 
 
 class MountError(RuntimeError):
@@ -166,6 +172,30 @@ def bind_onto_descriptor(source: Path, fd: int) -> None:
         raise MountError(f"bind mount failed: {os.strerror(err)}")
 
 
+def _me() -> str:
+    """This process as ``<pid>.<start time>``, which no later process with its pid matches."""
+    return f"{os.getpid()}.{process_start(os.getpid())}"
+
+
+async def sweep_stages(folder: Path | None = None) -> list[Path]:
+    """Remove the staging folders of processes that died mid-attach (a hub killed between the
+    two mount steps leaves its read-only staging mount behind), unmounting what is mounted
+    there. Folders of a live process, this one included, are left alone."""
+    swept = []
+    for stage in Path(folder or tempfile.gettempdir()).glob(f"{STAGE_PREFIX}*-*"):
+        pid, _, started = stage.name[len(STAGE_PREFIX) :].partition("-")[0].partition(".")
+        if not pid.isdigit() or f"{pid}.{process_start(int(pid))}" == f"{pid}.{started}":
+            continue
+        if stage.is_symlink() or not stage.is_dir():
+            continue  # not one this code made
+        for point in mounts_under(stage):
+            await run_command("umount", "-l", str(point))
+        with contextlib.suppress(OSError):
+            stage.rmdir()
+            swept.append(stage)
+    return swept
+
+
 class LocalMounter:
     """Attach hosted volumes read-only inside a user's workspace, and detach them."""
 
@@ -214,7 +244,7 @@ class LocalMounter:
         # propagated into the running sandbox is made by the first step and keeps it writable
         # (measured: the remount does not propagate). So the read-only mount is made in a
         # private staging folder first and only then bound at the target, in one step.
-        stage = Path(tempfile.mkdtemp(prefix="datalabs-stage-"))
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{_me()}-"))
         try:
             code, out = await run_command("mount", "--bind", str(source), str(stage))
             if code:

@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -265,11 +266,13 @@ def test_a_session_that_died_while_the_hub_was_down_is_cleaned_and_shown_stopped
 
 
 MOUNT_HOLD = """#!/bin/sh
-# Test-made stand-in for mount(8) on the hub's PATH: while HOLD exists, the bind mount of
-# one volume's folder waits (after telling REACHED its pid); then it is the real mount.
+# Test-made stand-in for mount(8) on the hub's PATH: while HOLD exists, the step that makes
+# the staging bind mount of one volume's folder read-only waits (after telling REACHED its
+# pid), the staging folder holding that volume's files; then it is the real mount.
+for last; do :; done
 case "$*" in
-  *"{source}"*)
-    if [ -e "{hold}" ]; then
+  *remount,bind,ro*)
+    if [ -e "{hold}" ] && [ "$(ls "$last")" = "$(ls "{source}")" ]; then
       echo $$ > "{reached}"
       while [ -e "{hold}" ]; do
         kill -0 "$PPID" 2>/dev/null || exit 1  # the hub is gone: mount nothing
@@ -283,7 +286,8 @@ exec {mount} "$@"
 
 def test_a_hub_killed_while_mounting_leaves_nothing_after_its_restart(tmp_path, demo_archive):
     """SIGKILL to the hub mid-spawn (one volume mounted, the next being mounted): the
-    restarted hub unmounts what that start left, shows the user stopped, and they can start."""
+    restarted hub unmounts what that start left (its staging mount included), shows the user
+    stopped, and they can start."""
     state = tmp_path / "hub"
     state.mkdir()
     tools = tmp_path / "bin"
@@ -311,6 +315,11 @@ def test_a_hub_killed_while_mounting_leaves_nothing_after_its_restart(tmp_path, 
             "psa-rosetta"
         ]
 
+        # The volume is bound in the hub's staging folder, not yet read-only nor in place.
+        killed = hub.process.proc.pid
+        staged = list(Path(tempfile.gettempdir()).glob(f"datalabs-stage-{killed}.*"))
+        assert len(staged) == 1 and mounts_under(staged[0]) == staged, staged
+
         hub.process.stop(signal.SIGKILL)
         mounting = int(reached.read_text())
         wait_until("the held mount to give up", lambda: process_start(mounting) is None, 10)
@@ -320,6 +329,8 @@ def test_a_hub_killed_while_mounting_leaves_nothing_after_its_restart(tmp_path, 
         wait_until("alice shown stopped", lambda: is_stopped(hub, "alice"), 30)
         assert mounts_under(workspace) == []
         assert processes_under(workspace) == []
+        # The killed hub's staging folder is unmounted and gone.
+        assert mounts_under(staged[0]) == [] and not staged[0].exists()
         # She starts again, and gets her session with both volumes.
         start(hub, "alice")
         hub.wait_ready("alice")

@@ -112,3 +112,28 @@ async def test_a_plain_attach_is_read_only_and_detach_removes_it(folders):
         (target / "new.txt").write_text("x")
     await LocalMounter("bind").detach(target)
     assert not target.exists() and mounts_under(folders["data"]) == []
+
+
+async def test_staging_folders_of_a_dead_process_are_swept_and_a_live_ones_kept(folders, tmp_path):
+    """What a hub killed between the two mount steps leaves (a staging folder with the volume
+    bound in it) is unmounted and removed; a live hub's staging folder, and anything not made
+    by the mounter, stay."""
+    require_root()
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    dead = subprocess.Popen(["sleep", "60"])
+    started = local.process_start(dead.pid)
+    assert started is not None
+    dead.kill()
+    dead.wait()
+    left = staging / f"{local.STAGE_PREFIX}{dead.pid}.{started}-x1"
+    left.mkdir()
+    subprocess.run(["mount", "--bind", str(folders["archive"]), str(left)], check=True)
+    live = staging / f"{local.STAGE_PREFIX}{local._me()}-x2"
+    live.mkdir()
+    link = staging / f"{local.STAGE_PREFIX}{dead.pid}.{started}-x3"
+    link.symlink_to(folders["host"])
+
+    assert await local.sweep_stages(staging) == [left]
+    assert not left.exists() and mounts_under(staging) == []
+    assert live.is_dir() and link.is_symlink() and (folders["host"] / "host.txt").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import pwd
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 from jupyterhub import orm
@@ -66,14 +67,25 @@ def serve(tmp_path):
         yield start
 
 
+@contextlib.contextmanager
+def made_accounts(prefix: str) -> Iterator[str]:
+    """Yields ``prefix``, the account prefix of a sandboxed hub; the accounts made with it
+    meanwhile (by ``useradd``, with the Datalabs comment) are removed afterwards. Tests that
+    may run beside others on one machine take a prefix of their own."""
+    before = {p.pw_name for p in pwd.getpwall()}
+    try:
+        yield prefix
+    finally:
+        for p in pwd.getpwall():
+            if (
+                p.pw_name not in before
+                and p.pw_name.startswith(prefix)
+                and p.pw_gecos.startswith("Datalabs ")
+            ):
+                subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
+
+
 @pytest.fixture
 def accounts():
-    before = {p.pw_name for p in pwd.getpwall()}
-    yield "dltest-"
-    for p in pwd.getpwall():
-        if (
-            p.pw_name not in before
-            and p.pw_name.startswith("dltest-")
-            and p.pw_gecos.startswith("Datalabs ")
-        ):
-            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
+    with made_accounts("dltest-") as prefix:
+        yield prefix

@@ -526,14 +526,7 @@ class SessionRclone:
 
     async def close(self) -> None:
         """Unmount everything, stop the daemon and remove its runtime folder (config included)."""
-        self._closed = True
-        if self._watchdog:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-        for name in list(self.attached):
-            with contextlib.suppress(RcloneError, OSError):
-                await self.detach(name)
+        await self._detach_all()
         await self.daemon.stop()
         for a in self.attached.values():
             with contextlib.suppress(RcloneError, OSError):
@@ -545,6 +538,18 @@ class SessionRclone:
             # Not ours to remove, but the config holds (obscured) secrets: remove that.
             with contextlib.suppress(FileNotFoundError):
                 self.daemon.config_path.unlink()
+
+    async def _detach_all(self) -> None:
+        """Stop watching the daemon and detach every connection (what fails to detach stays
+        in ``attached``, for the caller to force)."""
+        self._closed = True
+        if self._watchdog:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for name in list(self.attached):
+            with contextlib.suppress(RcloneError, OSError):
+                await self.detach(name)
 
     # -- rclone remotes --
 

@@ -142,14 +142,7 @@ class SidecarRclone(SessionRclone):
 
     async def close(self) -> None:
         """Unmount this session's connections; the sidecar itself stops with the pod."""
-        self._closed = True
-        if self._watchdog:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-        for name in list(self.attached):
-            with contextlib.suppress(RcloneError, OSError):
-                await self.detach(name)
+        await self._detach_all()
         self.attached.clear()
         with contextlib.suppress(OSError):
             self.runtime_dir.rmdir()

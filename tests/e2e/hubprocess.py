@@ -280,3 +280,24 @@ def running_hub(
         yield process.start()
     finally:
         process.close()
+
+
+def start_sessions(
+    cleanup: contextlib.ExitStack,
+    state: Path,
+    archive: Path,
+    args: Sequence[str] = (),
+    users: Sequence[str] = ("alice", "bob"),
+) -> Hub:
+    """The embedded hub (``args``, on ``state``) with a planetary-lab session and no volume for
+    each of ``users``, all ready; ``cleanup`` stops the sessions, then the hub."""
+    hub = cleanup.enter_context(running_hub(state, archive, args))
+    for user in users:
+        r = hub.api(
+            "POST", f"users/{user}/server", json={"profile": "planetary-lab", "volumes": []}
+        )
+        assert r.status_code in (201, 202), r.text
+        cleanup.callback(hub.stop_server, user)
+    for user in users:
+        hub.wait_ready(user)
+    return hub

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import subprocess
 
 import pytest
 
 from datalabs_volumes.archive import folder_size
 from datalabs_volumes.mount.local import mounts_under
-from tests.e2e.hubprocess import running_hub
+from tests.conftest import made_accounts
+from tests.e2e.hubprocess import start_sessions
 from tests.e2e.test_broker import Broker, user_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
@@ -23,35 +22,16 @@ def sandbox_hub(tmp_path_factory, demo_archive):
     """The embedded hub with sandboxed sessions for alice and bob (no volumes at start)."""
     assert os.geteuid() == 0, "this test needs root (accounts, mounts); run it as CI does"
     # Its own accounts: another test run on the same machine shares and removes dltest- ones.
-    prefix = "dlarch-"
-    before = {p.pw_name for p in pwd.getpwall()}
     state = tmp_path_factory.mktemp("sandbox-archive-state")
-    args = [
-        "--DatalabsLocalSpawner.sandbox=True",
-        f"--DatalabsLocalSpawner.account_prefix={prefix}",
-    ]
-    try:
-        with contextlib.ExitStack() as cleanup:
-            hub = cleanup.enter_context(running_hub(state, demo_archive, args))
-            for user in ("alice", "bob"):
-                r = hub.api(
-                    "POST", f"users/{user}/server", json={"profile": "planetary-lab", "volumes": []}
-                )
-                assert r.status_code in (201, 202), r.text
-                cleanup.callback(hub.stop_server, user)
-            for user in ("alice", "bob"):
-                hub.wait_ready(user)
-            hub.prefix = prefix  # type: ignore[attr-defined]
-            yield hub
-        assert mounts_under(state) == []
-    finally:
-        for p in pwd.getpwall():
-            if (
-                p.pw_name not in before
-                and p.pw_name.startswith(prefix)
-                and p.pw_gecos.startswith("Datalabs ")
-            ):
-                subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
+    with made_accounts("dlarch-") as prefix, contextlib.ExitStack() as cleanup:
+        args = [
+            "--DatalabsLocalSpawner.sandbox=True",
+            f"--DatalabsLocalSpawner.account_prefix={prefix}",
+        ]
+        hub = start_sessions(cleanup, state, demo_archive, args)
+        hub.prefix = prefix  # type: ignore[attr-defined]
+        yield hub
+    assert mounts_under(state) == []
 
 
 def test_a_sandboxed_session_sizes_and_browses_volumes_through_the_broker(

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from datalabs_volumes.mount.local import mount_points, mounts_under
-from tests.e2e.hubprocess import running_hub
+from tests.conftest import made_accounts
+from tests.e2e.hubprocess import running_hub, start_sessions
 from tests.e2e.test_broker import Broker, user_token
 from tests.e2e.test_hub_restart import wait_answering
 from tests.e2e.test_sandbox_hub import folder_probe, kernel
@@ -35,17 +36,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
 
 @pytest.fixture
 def accounts():
-    """The account prefix of these tests (``dlconn-``); accounts made with it during a test
-    (by ``useradd``, with the Datalabs comment) are removed after it."""
-    before = {p.pw_name for p in pwd.getpwall()}
-    yield "dlconn-"
-    for p in pwd.getpwall():
-        if (
-            p.pw_name not in before
-            and p.pw_name.startswith("dlconn-")
-            and p.pw_gecos.startswith("Datalabs ")
-        ):
-            subprocess.run(["userdel", p.pw_name], check=False, capture_output=True)
+    """The account prefix of these tests (``dlconn-``, see ``made_accounts``)."""
+    with made_accounts("dlconn-") as prefix:
+        yield prefix
 
 
 def wait_for(condition, what, timeout: float = 60.0):
@@ -88,15 +81,7 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
         "--DatalabsLocalSpawner.poll_interval=1",
     ]
     with contextlib.ExitStack() as cleanup:
-        hub = cleanup.enter_context(running_hub(state, demo_archive, args))
-        for user in ("alice", "bob"):
-            r = hub.api(
-                "POST", f"users/{user}/server", json={"profile": "planetary-lab", "volumes": []}
-            )
-            assert r.status_code in (201, 202), r.text
-            cleanup.callback(hub.stop_server, user)
-        for user in ("alice", "bob"):
-            hub.wait_ready(user)
+        hub = start_sessions(cleanup, state, demo_archive, args)
         alice = state / "workspaces" / "alice"
         bob = state / "workspaces" / "bob"
         alice_uid = pwd.getpwnam(accounts + "alice").pw_uid

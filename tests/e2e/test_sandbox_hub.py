@@ -16,7 +16,7 @@ import pytest
 
 from datalabs_volumes.credentials import user_key
 from datalabs_volumes.mount.local import mounts_under
-from tests.e2e.hubprocess import running_hub
+from tests.e2e.hubprocess import running_hub, start_sessions
 from tests.helpers import kernel_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.root]
@@ -238,15 +238,7 @@ def test_the_broker_attaches_into_running_sandboxes_read_only_and_only_what_is_a
     ]
     expected = sorted(p.name for p in (demo_archive / "psa-rosetta").iterdir())
     with contextlib.ExitStack() as cleanup:
-        hub = cleanup.enter_context(running_hub(state, demo_archive, args))
-        for user in ("alice", "bob"):
-            r = hub.api(
-                "POST", f"users/{user}/server", json={"profile": "planetary-lab", "volumes": []}
-            )
-            assert r.status_code in (201, 202), r.text
-            cleanup.callback(hub.stop_server, user)
-        for user in ("alice", "bob"):
-            hub.wait_ready(user)
+        hub = start_sessions(cleanup, state, demo_archive, args)
         alice = state / "workspaces" / "alice"
         bob = state / "workspaces" / "bob"
 

@@ -122,8 +122,27 @@ def install(environ: dict[str, str] | None = None) -> None:
     builder_cls._datalabs = True
 
 
+def make_log_folders(argv: list[str]) -> None:
+    """Make the folders of the ``--stdout`` and ``--stderr`` files of Calrissian's arguments.
+
+    Calrissian tees its output into them with ``tee`` processes started before cwltool makes
+    the run's output folder, where they lie: ``tee`` cannot open them, and a run that ends
+    ``success`` leaves no ``output.json`` (its output object) and no ``cwltool.log`` (seen on
+    the test cluster's kubelet node)."""
+    for i, arg in enumerate(argv):
+        for option in ("--stdout", "--stderr"):
+            value = None
+            if arg == option and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(f"{option}="):
+                value = arg.split("=", 1)[1]
+            if value and posixpath.dirname(value):
+                os.makedirs(posixpath.dirname(value), exist_ok=True)
+
+
 def main() -> None:
     install()
+    make_log_folders(sys.argv[1:])
     from calrissian.main import main as calrissian_main
 
     sys.exit(calrissian_main())

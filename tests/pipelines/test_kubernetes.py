@@ -380,3 +380,18 @@ def test_the_runs_node_pool_and_pull_policy_reach_the_job_and_its_steps():
     assert "imagePullPolicy" not in plain["containers"][0]
     assert "DATALABS_STEP_PLACEMENT" not in {e["name"] for e in plain["containers"][0]["env"]}
 
+
+def test_calrissians_log_files_get_their_folders_before_it_starts(tmp_path):
+    """Calrissian's ``tee`` of its output object and log opens the files before cwltool makes
+    the run's folder; the entry makes their folders first (as the Job's arguments name them)."""
+    from datalabs_pipelines.executors.calrissian_entry import make_log_folders
+
+    run = tmp_path / "output-data" / "0123456789abcdef"
+    args = make_calrissian_job(_spec(output_mount=str(tmp_path / "output-data")))["spec"][
+        "template"
+    ]["spec"]["containers"][0]["args"]
+    assert f"{run}/output.json" in args and f"{run}/cwltool.log" in args
+    make_log_folders(args)
+    assert run.is_dir()
+    make_log_folders([f"--stderr={tmp_path}/other/err.log", "--stdout"])
+    assert (tmp_path / "other").is_dir()

@@ -15,10 +15,16 @@ claim and writes into alice's folder of the output claim. The claims are host fo
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
+import socket
+import ssl
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -26,6 +32,7 @@ from datalabs_pipelines.catalogue import load_pipeline
 from datalabs_pipelines.executors.kubernetes import (
     BROKER_RULES,
     CALRISSIAN_IMAGE,
+    RUN_LABEL,
     STEP_LABEL,
     job_name,
     run_service_account,
@@ -77,6 +84,46 @@ def _namespace(cluster: Cluster, archive: Path, work: Path) -> tuple[str, list[s
         f"/api/v1/namespaces/{name}",
         *(f"/api/v1/persistentvolumes/{name}-{c}" for c in (ARCHIVE_CLAIM, *WORK_CLAIMS)),
     ]
+
+
+class _RunPods:
+    """Every pod of the run as a watch last saw it, deleted ones included: Calrissian deletes
+    each step pod as soon as it is done, which polling could miss on a fast run."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.pods: dict[str, dict] = {}
+        api = urlparse(cluster.api_url)
+        context = ssl.create_default_context(cafile=str(cluster.ca))
+        self.connection = http.client.HTTPSConnection(
+            api.hostname, api.port, context=context, timeout=330
+        )
+        self.connection.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods?watch=true&timeoutSeconds=300"
+            f"&labelSelector={RUN_LABEL}%3D{RUN}",
+            headers={"Authorization": f"Bearer {cluster.tokens['admin']}"},
+        )
+        # answered once the watch is in place, before the run starts
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200, self.response.read()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        # ends when close() shuts the socket down under the reader's feet
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            for line in self.response:
+                pod = json.loads(line)["object"]
+                self.pods[pod["metadata"]["name"]] = pod
+
+    def close(self) -> None:
+        # Closing the response would wait for the reader's lock (until the watch times out);
+        # shutting the socket down wakes the reader at once.
+        if self.connection.sock is not None:
+            with contextlib.suppress(OSError):
+                self.connection.sock.shutdown(socket.SHUT_RDWR)
+        self.reader.join(timeout=30)
+        self.connection.close()
 
 
 def _diagnosis(cluster: Cluster, namespace: str, outputs: Path) -> str:
@@ -136,6 +183,7 @@ async def test_a_demo_pipeline_runs_through_the_broker_on_the_real_kubelet(
         "y_column": "temperature",
     }
     outputs = work / "calrissian-output-data" / folder / RUN
+    watch = _RunPods(cluster, namespace)
     try:
         started = time.monotonic()
         answer = await broker.submit(
@@ -143,12 +191,7 @@ async def test_a_demo_pipeline_runs_through_the_broker_on_the_real_kubelet(
         )
         assert answer["volumes"] == ["psa-rosetta"], answer
 
-        # Every pod of the run seen while it runs (Calrissian deletes step pods when done).
-        seen: dict[str, dict] = {}
-
         def ended():
-            for pod in job_pods(cluster, namespace, RUN):
-                seen[pod["metadata"]["name"]] = pod
             status, job = cluster.request(
                 "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name(RUN)}"
             )
@@ -170,10 +213,14 @@ async def test_a_demo_pipeline_runs_through_the_broker_on_the_real_kubelet(
         print(f"run ended success in {elapsed:.1f} s")
 
         # The Job's pod and the step pod Calrissian made, both run by the real node.
-        pods = list(seen.values())
+        def both_seen():
+            pods = list(watch.pods.values())
+            return pods if len(pods) >= 2 else None
+
+        pods = cluster.wait_for("the Job's and the step's pod in the watch", both_seen, 30)
         calrissian = [p for p in pods if p["metadata"]["labels"].get(STEP_LABEL) is None]
         steps = [p for p in pods if p["metadata"]["labels"].get(STEP_LABEL) is not None]
-        assert len(calrissian) == 1 and len(steps) == 1, sorted(seen)
+        assert len(calrissian) == 1 and len(steps) == 1, sorted(watch.pods)
         job_pod, step = calrissian[0], steps[0]
         assert job_pod["spec"]["serviceAccountName"] == run_service_account("alice")
         assert job_pod["spec"]["containers"][0]["image"] == CALRISSIAN_IMAGE
@@ -201,5 +248,6 @@ async def test_a_demo_pipeline_runs_through_the_broker_on_the_real_kubelet(
                 [f".datalabs-broker-{folder}"],
             )
     finally:
+        watch.close()
         for path in to_delete:
             cluster.request("DELETE", path)

@@ -43,12 +43,12 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from traitlets import Dict, Int, Unicode
+from traitlets import Dict, Enum, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from datalabs_pipelines.catalogue import Catalogue as PipelineCatalogue
@@ -117,6 +117,9 @@ class RunBrokerSettings:
     ttl_seconds_after_finished: int = 7 * 24 * 3600
     kubeconfig: str = ""
     request_timeout: float = 10.0
+    image_pull_policy: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
 
 
 def _map_paths(value: Any, fn: Callable[[str], str]) -> Any:
@@ -291,6 +294,9 @@ class RunBroker:
                 job_sub_path=job_sub_path,
                 archive_volumes=needed,
                 image=self.settings.image,
+                image_pull_policy=self.settings.image_pull_policy,
+                node_selector=self.settings.node_selector,
+                tolerations=self.settings.tolerations,
                 default_container=default_container,
                 service_account=run_service_account(user),
                 input_claim=self.settings.input_claim,
@@ -481,7 +487,31 @@ class DatalabsRunBroker(LoggingConfigurable):
         volume a run needs at the same path, so inputs keep their paths.""",
     )
     calrissian_image = Unicode(
-        CALRISSIAN_IMAGE, config=True, help="The image of the run Jobs (Calrissian + Datalabs)."
+        CALRISSIAN_IMAGE,
+        config=True,
+        help="""The image of the run Jobs: Calrissian from PyPI with Datalabs' entry module, as
+        ``make images`` builds it (config/images/calrissian/image.toml).""",
+    )
+    calrissian_image_pull_policy = Enum(
+        ["", "Always", "IfNotPresent", "Never"],
+        "",
+        config=True,
+        help="""``imagePullPolicy`` of the Calrissian container; empty: the cluster's default
+        (``IfNotPresent`` for a tagged image). ``Never`` where images are imported into the
+        nodes without a registry.""",
+    )
+    node_selector = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""Node labels the run Jobs' pods and all their step pods must have, e.g.
+        ``{"datalabs.io/pool": "pipelines"}`` to keep pipelines off the session nodes.""",
+    )
+    tolerations = List(
+        Dict(),
+        config=True,
+        help="""Tolerations of the run Jobs' pods and all their step pods (Kubernetes'
+        form), e.g. ``[{"key": "pipelines", "operator": "Exists", "effect": "NoSchedule"}]``
+        for a tainted pipelines node pool.""",
     )
     input_claim = Unicode("calrissian-input-data", config=True, help="The input work claim.")
     tmpout_claim = Unicode("calrissian-tmpout", config=True, help="The tmpout work claim.")
@@ -534,6 +564,9 @@ class DatalabsRunBroker(LoggingConfigurable):
                 max_time_limit=self.max_time_limit,
                 ttl_seconds_after_finished=self.retention,
                 kubeconfig=self.kubeconfig,
+                image_pull_policy=self.calrissian_image_pull_policy,
+                node_selector=dict(self.node_selector),
+                tolerations=tuple(dict(t) for t in self.tolerations),
             )
         )
 

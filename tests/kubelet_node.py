@@ -6,8 +6,13 @@ tests/cluster.py, next to the kwok node, and runs pods on it for real:
 - containerd (Debian's package) with its own config, root, state and socket under the cluster's
   folder, the CRI plugin's sandbox image being the ``pause`` image of ``make images``;
 - runc, and the CNI ``bridge`` plugin (Debian's containernetworking-plugins) on a bridge and a
-  /24 of 10.88.0.0/16 made for this run, without masquerading or routes: pods reach the host and
-  each other, nothing else;
+  /24 of 10.88.0.0/16 made for this run, without masquerading or default route: pods reach the
+  host and each other, nothing else;
+- the ``kubernetes`` service for pods (what kube-proxy does for it; there is no kube-proxy): its
+  address, 10.96.0.1:443 (in the API server's certificate, and what kubelet gives pods as
+  ``KUBERNETES_SERVICE_HOST``), routed to the bridge and sent by a DNAT rule of this bridge
+  alone to a relay on the node's address that connects to the API server on 127.0.0.1, so a
+  pod with a service account token (Calrissian) reaches the API with in-cluster configuration;
 - the images of ``make images`` (config/images/build.py) imported with ``ctr images import``;
   there is no registry, pods use ``imagePullPolicy: Never``;
 - the kubelet built by ``make cluster``, with the cgroupfs driver and ``failCgroupV1: false``
@@ -38,11 +43,14 @@ import os
 import random
 import shutil
 import signal
+import socket as socketlib
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from tests.cluster import BIN_DIR, Cluster, _alive_or_raise, _log_tail, _start
 from tests.helpers import free_port
@@ -55,6 +63,59 @@ REPO = Path(__file__).resolve().parents[1]
 KERNEL_TUNABLES = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP = Path("/sys/fs/cgroup")
 NETNS = Path("/var/run/netns")
+#: The ``kubernetes`` service's address: the first of the API server's
+#: ``--service-cluster-ip-range`` (tests/cluster.py), and in its certificate.
+KUBERNETES_SERVICE = ("10.96.0.1", 443)
+
+
+class _Relay:
+    """A TCP relay on ``host`` (a free port) to ``target``, in threads; :meth:`close` ends it
+    and every connection it made."""
+
+    def __init__(self, host: str, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socketlib.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socketlib.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="api-relay").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socketlib.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socketlib.socket, dst: socketlib.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socketlib.SHUT_WR)
+
+    def close(self) -> None:
+        # shutdown wakes the accepting thread (close alone does not on Linux)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socketlib.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
 
 class NodeMissing(RuntimeError):
@@ -217,6 +278,8 @@ def _cni_config(root: Path, bridge: str, subnet: ipaddress.IPv4Network) -> Path:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": str(subnet)}]],
+                        # the kubernetes service's address, through the bridge (the node)
+                        "routes": [{"dst": f"{KUBERNETES_SERVICE[0]}/32"}],
                         "dataDir": str(root / "ipam"),
                     },
                 }
@@ -257,6 +320,8 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
     cgroup_root = f"/datalabs-{bridge}"
     tunables = _read_tunables()
     processes_before = set(cluster.processes)
+    relay: _Relay | None = None
+    dnat: list[str] = []
     try:
         for hierarchy in CGROUP.iterdir():
             if hierarchy.is_dir() and not hierarchy.is_symlink():
@@ -272,6 +337,27 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
         ):
             subprocess.run(argv, check=True, capture_output=True)
         cni_conf = _cni_config(root, bridge, subnet)
+        api = urlparse(cluster.api_url)
+        relay = _Relay(node_ip, (api.hostname or "127.0.0.1", api.port or 443))
+        service_ip, service_port = KUBERNETES_SERVICE
+        dnat = [
+            "PREROUTING",
+            "-i",
+            bridge,
+            "-d",
+            f"{service_ip}/32",
+            "-p",
+            "tcp",
+            "--dport",
+            str(service_port),
+            "-j",
+            "DNAT",
+            "--to-destination",
+            f"{node_ip}:{relay.port}",
+        ]
+        subprocess.run(
+            ["iptables", "-w", "-t", "nat", "-A", *dnat], check=True, capture_output=True
+        )
         _start(
             cluster,
             "containerd",
@@ -322,6 +408,10 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
         yield KUBELET_NODE
     finally:
         _stop_node(cluster, root, socket, processes_before)
+        if dnat:
+            subprocess.run(["iptables", "-w", "-t", "nat", "-D", *dnat], capture_output=True)
+        if relay is not None:
+            relay.close()
         # the bridge plugin's bridge and the cgroups made for this run
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
         for hierarchy in CGROUP.iterdir():

@@ -17,7 +17,8 @@ its own builders before its ``main`` runs (same arguments as the ``calrissian`` 
   "restricted", no API token, the labels in ``DATALABS_STEP_LABELS`` and the step's name
   (``datalabs.io/step``), requests and limits from
   the step's ``ResourceRequirement`` under the run's ceiling (``DATALABS_STEP_MAX_CORES``,
-  ``DATALABS_STEP_MAX_RAM``).
+  ``DATALABS_STEP_MAX_RAM``), on the run's nodes (``DATALABS_STEP_PLACEMENT``: node selector
+  and tolerations, the Job pod's own).
 
 Imports nothing but Calrissian, the standard library and the pure Kubernetes module, so that the
 Calrissian image only needs this package installed with ``--no-deps``.
@@ -34,6 +35,7 @@ from typing import Any
 from datalabs_pipelines.executors.kubernetes import (
     ENV_MAX_CORES,
     ENV_MAX_RAM,
+    ENV_PLACEMENT,
     ENV_STEP_LABELS,
     STEP_LABEL,
     label_value,
@@ -103,6 +105,7 @@ def install(environ: dict[str, str] | None = None) -> None:
     labels = json.loads(env.get(ENV_STEP_LABELS) or "{}")
     max_cores = float(env.get(ENV_MAX_CORES) or 0) or None
     max_ram = mebibytes(env[ENV_MAX_RAM]) if env.get(ENV_MAX_RAM) else None
+    placement = json.loads(env.get(ENV_PLACEMENT) or "{}")
     original_build = pod_cls.build
 
     def build(self):
@@ -110,7 +113,7 @@ def install(environ: dict[str, str] | None = None) -> None:
         if max_cores is not None and max_ram is not None:
             resources = step_resources(dict(self.resources or {}), max_cores, max_ram)
         step_labels = {**labels, STEP_LABEL: label_value(str(self.name))}
-        return restrict_step_pod(original_build(self), step_labels, resources)
+        return restrict_step_pod(original_build(self), step_labels, resources, placement)
 
     builder_cls.add_persistent_volume_entries_from_pod = add_persistent_volume_entries_from_pod
     builder_cls.find_persistent_volume = find_persistent_volume
@@ -119,8 +122,27 @@ def install(environ: dict[str, str] | None = None) -> None:
     builder_cls._datalabs = True
 
 
+def make_log_folders(argv: list[str]) -> None:
+    """Make the folders of the ``--stdout`` and ``--stderr`` files of Calrissian's arguments.
+
+    Calrissian tees its output into them with ``tee`` processes started before cwltool makes
+    the run's output folder, where they lie: ``tee`` cannot open them, and a run that ends
+    ``success`` leaves no ``output.json`` (its output object) and no ``cwltool.log`` (seen on
+    the test cluster's kubelet node)."""
+    for i, arg in enumerate(argv):
+        for option in ("--stdout", "--stderr"):
+            value = None
+            if arg == option and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(f"{option}="):
+                value = arg.split("=", 1)[1]
+            if value and posixpath.dirname(value):
+                os.makedirs(posixpath.dirname(value), exist_ok=True)
+
+
 def main() -> None:
     install()
+    make_log_folders(sys.argv[1:])
     from calrissian.main import main as calrissian_main
 
     sys.exit(calrissian_main())

@@ -28,15 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-CALRISSIAN_IMAGE = "ghcr.io/duke-gcb/calrissian/calrissian:0.18.1"
+#: The run Jobs' image as ``make images`` builds it (config/images/calrissian/image.toml).
+CALRISSIAN_IMAGE = "datalabs/calrissian:0.1.0"
 #: The Job's command: Calrissian behind Datalabs' fixes to its step pods. The Calrissian image
-#: holds Calrissian from PyPI and this package installed with ``--no-deps`` (the entry module
-#: imports nothing but Calrissian, the standard library and this module).
+#: holds Calrissian from PyPI and the modules this entry imports (nothing but Calrissian, the
+#: standard library and this module).
 ENTRY_COMMAND = ("python3", "-m", "datalabs_pipelines.executors.calrissian_entry")
 #: Environment of the Calrissian container that :mod:`.calrissian_entry` reads.
 ENV_STEP_LABELS = "DATALABS_STEP_LABELS"
 ENV_MAX_CORES = "DATALABS_STEP_MAX_CORES"
 ENV_MAX_RAM = "DATALABS_STEP_MAX_RAM"
+#: Where step pods may run (``{"nodeSelector": ..., "tolerations": [...]}``, JSON): the run's
+#: node pool, as for the Job's own pod (Calrissian 0.18.1 has no tolerations option).
+ENV_PLACEMENT = "DATALABS_STEP_PLACEMENT"
 #: The label every pod of a run carries (the Job's, and each step pod): cancel deletes by it.
 RUN_LABEL = "datalabs.io/run-id"
 USER_LABEL = "datalabs.io/user"
@@ -236,6 +240,11 @@ class CalrissianJob:
     #: The run's time limit: the Job (and so Calrissian and its steps) is stopped after it.
     active_deadline_seconds: int | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
+    #: The Calrissian container's ``imagePullPolicy``; empty: the cluster's default.
+    image_pull_policy: str = ""
+    #: Where the Job's pod and every step pod may run (the pipelines' node pool).
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
 
 
 def job_name(run_id: str) -> str:
@@ -298,6 +307,18 @@ def run_identity(
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
     ]
+
+
+def step_placement(
+    node_selector: dict[str, str], tolerations: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The pod spec fields that put a run's pods on its nodes (empty: anywhere)."""
+    out: dict[str, Any] = {}
+    if node_selector:
+        out["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        out["tolerations"] = [dict(t) for t in tolerations]
+    return out
 
 
 def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
@@ -381,6 +402,9 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
         {"name": ENV_MAX_CORES, "value": str(spec.max_cores)},
         {"name": ENV_MAX_RAM, "value": spec.max_ram},
     ]
+    placement = step_placement(spec.node_selector, spec.tolerations)
+    if placement:
+        env.append({"name": ENV_PLACEMENT, "value": json.dumps(placement, sort_keys=True)})
     if spec.default_container:
         # Calrissian's init container (mkdir of output folders) otherwise pulls alpine:3.10.
         env.append({"name": "CALRISSIAN_INIT_IMAGE", "value": spec.default_container})
@@ -410,9 +434,12 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
                     }
                 ],
                 "volumes": volumes,
+                **copy.deepcopy(placement),
             },
         },
     }
+    if spec.image_pull_policy:
+        job_spec["template"]["spec"]["containers"][0]["imagePullPolicy"] = spec.image_pull_policy
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {
@@ -513,6 +540,7 @@ def restrict_step_pod(
     pod: dict[str, Any],
     labels: dict[str, str],
     resources: dict[str, dict[str, str]] | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A step pod as Calrissian built it, made fit for the run's namespace.
 
@@ -522,6 +550,8 @@ def restrict_step_pod(
     - No API token: a step is user code and never needs one.
     - The run's labels (so that cancel finds pods a killed Calrissian left behind).
     - Requests and limits from :func:`step_resources`, when given.
+    - The run's node selector and tolerations (:func:`step_placement`), when given: they
+      replace Calrissian's (it sets a node selector only from a file the user could write).
     """
     out = json.loads(json.dumps(pod))
     metadata = out.setdefault("metadata", {})
@@ -540,4 +570,6 @@ def restrict_step_pod(
     if resources is not None:
         for container in spec.get("containers") or []:
             container["resources"] = resources
+    if placement:
+        spec.update(copy.deepcopy(placement))
     return out

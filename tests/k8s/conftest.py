@@ -3,8 +3,8 @@
 - ``cluster``: the running ``Cluster`` (etcd, kube-apiserver with RBAC and PodSecurity,
   controller-manager, scheduler, a kwok node), started once per test session.
 - ``kubelet_node``: a real node (tests/kubelet_node.py: kubelet, containerd, runc) added to
-  that cluster for the session, with the planetary-lab and rclone sidecar images of
-  ``make images`` loaded; its name. Started only by the tests that ask for it.
+  that cluster for the session, with the planetary-lab, rclone sidecar and Calrissian images
+  of ``make images`` loaded; its name. Started only by the tests that ask for it.
 - ``hub_namespace``: a fresh namespace for one test, with the hub's identity
   (``datalabs-hub``) allowed to manage pods in it as z2jh's hub role allows, and
   KubeSpawner/kubernetes_asyncio pointed at the cluster as that identity.
@@ -31,6 +31,7 @@ from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 
+from datalabs_pipelines.executors.kubernetes import CALRISSIAN_IMAGE
 from datalabs_volumes.mount.kubernetes import SIDECAR_IMAGE
 from tests.cluster import Cluster, running_cluster
 from tests.k8s_fixtures import MockUser, _forget_kubespawner_clients
@@ -69,7 +70,7 @@ LAB_IMAGE = "datalabs/planetary-lab:1.0"
 
 @pytest.fixture(scope="session")
 def kubelet_node(cluster) -> str:
-    with running_kubelet_node(cluster, images=(LAB_IMAGE, SIDECAR_IMAGE)) as node:
+    with running_kubelet_node(cluster, images=(LAB_IMAGE, SIDECAR_IMAGE, CALRISSIAN_IMAGE)) as node:
         yield node
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from traitlets.config import Config
 
 from datalabs_pipelines.catalogue import Catalogue
 from datalabs_pipelines.executors.kubernetes import (
@@ -26,7 +28,7 @@ from datalabs_pipelines.executors.kubernetes import (
     run_service_account,
     user_folder,
 )
-from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings
+from datalabs_spawner.run_broker import DatalabsRunBroker, RunBroker, RunBrokerSettings
 from datalabs_volumes.catalogue import VolumeCatalogue
 from tests.cluster import Cluster
 from tests.k8s.conftest import restricted_namespace
@@ -298,3 +300,43 @@ async def test_the_run_identity_may_create_only_its_users_step_pods(
         assert status in (403, 422), (what, status, answer)
         assert "ValidatingAdmissionPolicy" in answer["message"], (what, answer)
         assert why[what] in answer["message"], (what, answer["message"])
+
+
+def test_the_runs_image_pull_policy_and_node_pool_reach_the_broker(cluster: Cluster):
+    """``runs.image.pullPolicy``, ``runs.nodeSelector`` and ``runs.tolerations`` become the run
+    broker's options: the rendered hub config's ``DatalabsRunBroker`` lines, loaded as the hub
+    loads them, give the broker these settings (and the defaults give none)."""
+    toleration = {"key": "pipelines", "operator": "Exists", "effect": "NoSchedule"}
+
+    def broker_settings(*args: str) -> RunBrokerSettings:
+        on = ("--set", "runs.enabled=true")
+        done = helm(cluster, "template", "datalabs", str(CHART), *on, *args)
+        assert done.returncode == 0, done.stderr
+        [hub_config] = [
+            d
+            for d in yaml.safe_load_all(done.stdout)
+            if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "datalabs-hub-config"
+        ]
+        lines = [
+            line.strip()
+            for line in hub_config["data"]["jupyterhub_config.py"].splitlines()
+            if line.strip().startswith("c.DatalabsRunBroker.")
+        ]
+        config = Config()
+        exec("\n".join(lines), {"c": config})  # the chart's own rendered config
+        return DatalabsRunBroker(config=config).broker().settings
+
+    settings = broker_settings(
+        "--set",
+        "runs.image.pullPolicy=Never",
+        "--set-json",
+        'runs.nodeSelector={"datalabs.io/pool": "pipelines"}',
+        "--set-json",
+        f"runs.tolerations={json.dumps([toleration])}",
+    )
+    assert settings.image == "datalabs/calrissian:0.1.0"
+    assert settings.image_pull_policy == "Never"
+    assert settings.node_selector == {"datalabs.io/pool": "pipelines"}
+    assert settings.tolerations == (toleration,)
+    default = broker_settings()
+    assert (default.image_pull_policy, default.node_selector, default.tolerations) == ("", {}, ())

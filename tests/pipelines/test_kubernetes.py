@@ -97,7 +97,7 @@ def test_the_whole_job():
                     "containers": [
                         {
                             "name": "calrissian",
-                            "image": "ghcr.io/duke-gcb/calrissian/calrissian:0.18.1",
+                            "image": "datalabs/calrissian:0.1.0",
                             "command": list(ENTRY_COMMAND),
                             "args": [
                                 "--max-ram",
@@ -346,3 +346,52 @@ def test_a_step_pod_made_restricted():
         }
     assert pod["spec"]["containers"][0]["resources"] == res
     assert calrissian_pod["spec"]["securityContext"] == {"runAsUser": 0, "runAsGroup": 0}
+
+
+def test_the_runs_node_pool_and_pull_policy_reach_the_job_and_its_steps():
+    """An operator's node selector and tolerations put the Job's pod and, through the
+    environment calrissian_entry reads, every step pod on the pipelines' nodes."""
+    toleration = {"key": "pipelines", "operator": "Exists", "effect": "NoSchedule"}
+    job = make_calrissian_job(
+        _spec(
+            node_selector={"datalabs.io/pool": "pipelines"},
+            tolerations=(toleration,),
+            image_pull_policy="Never",
+        )
+    )
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"datalabs.io/pool": "pipelines"}
+    assert pod["tolerations"] == [toleration]
+    assert pod["containers"][0]["imagePullPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    placement = json.loads(env["DATALABS_STEP_PLACEMENT"])
+    step = restrict_step_pod(
+        {"metadata": {}, "spec": {"nodeSelector": {"from": "calrissian"}, "containers": []}},
+        {},
+        None,
+        placement,
+    )
+    assert step["spec"]["nodeSelector"] == {"datalabs.io/pool": "pipelines"}
+    assert step["spec"]["tolerations"] == [toleration]
+    # none asked: neither the Job nor its steps are placed, nor is a pull policy set
+    plain = make_calrissian_job(_spec())["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+    assert "imagePullPolicy" not in plain["containers"][0]
+    assert "DATALABS_STEP_PLACEMENT" not in {e["name"] for e in plain["containers"][0]["env"]}
+
+
+def test_calrissians_log_files_get_their_folders_before_it_starts(tmp_path):
+    """Calrissian's ``tee`` of its output object and log opens the files before cwltool makes
+    the run's folder; the entry makes their folders first (as the Job's arguments name them)."""
+    from datalabs_pipelines.executors.calrissian_entry import make_log_folders
+
+    run = tmp_path / "output-data" / "0123456789abcdef"
+    args = make_calrissian_job(_spec(output_mount=str(tmp_path / "output-data")))["spec"][
+        "template"
+    ]["spec"]["containers"][0]["args"]
+    assert f"{run}/output.json" in args and f"{run}/cwltool.log" in args
+    make_log_folders(args)
+    assert run.is_dir()
+    make_log_folders([f"--stderr={tmp_path}/other/err.log", "--stdout"])
+    assert (tmp_path / "other").is_dir()

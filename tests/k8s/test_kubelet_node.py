@@ -33,7 +33,7 @@ from tests.cluster import Cluster
 from tests.e2e.hubprocess import Hub
 from tests.helpers import free_port, write
 from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
-from tests.kubelet_node import KUBELET_NODE, node_log, on_kubelet_node
+from tests.kubelet_node import KUBELET_NODE, kubelet_node_ip, node_log, on_kubelet_node
 
 pytestmark = pytest.mark.k8s
 
@@ -227,9 +227,7 @@ def hub_on_kubelet(
     """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node;
     ``extra``: more settings for hub_on_kubelet_config.py (``sidecar=True``). The sessions'
     catalogue is ``catalogue`` as a ConfigMap, made here as the chart makes it."""
-    status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
-    assert status == 200, node
-    node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    node_ip = kubelet_node_ip(cluster)
     placed = on_kubelet_node({})
     port, token = free_port(), secrets.token_hex(16)
     settings = {

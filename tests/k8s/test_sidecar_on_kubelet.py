@@ -247,6 +247,18 @@ def test_alices_webdav_connection_mounted_by_the_sidecar_on_the_real_kubelet(
             if e["name"] == contract.CONNECTIONS_DIR
         )
         point = f"{shared}/my-dav"
+        # the sidecar refuses what the session refuses: the hub's API, although the hub
+        # listens on the node address the connections may reach
+        refused = json.loads(
+            next(
+                e["value"]
+                for e in pod["spec"]["containers"][0]["env"]
+                if e["name"] == contract.REFUSED_ENDPOINTS
+            )
+        )
+        assert [e for e in refused if e.startswith(f"{node_ip}:")], refused
+        args = pod["spec"]["initContainers"][0]["args"]
+        assert [a for i, a in enumerate(args) if args[i - 1] == "--refuse-endpoint"] == refused
 
         # made (and tested by the sidecar's rclone) through her session's Data panel API
         connection = {"name": "my-dav", "backend": "webdav", "options": dav.options()}

@@ -136,7 +136,9 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
 ):
     # root in its container as in the chart's sessions (FUSE), so not in a "restricted" namespace
     name = f"sidecar-{secrets.token_hex(3)}"
-    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help"
+    # fusermount3 (Debian's fuse3): rclone's unmount of a FUSE mount and the cleanup of stale
+    # ones (fusermount3 -uz) need it; the mount itself is shown in test_sidecar_on_kubelet.py
+    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help && fusermount3 -V"
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -164,7 +166,8 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
         status, log = cluster.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
         assert status == 200, log
         assert log.startswith("rclone v1.75.2"), log
-        assert "--mount-root" in log, log
+        assert "--mount-root" in log and "--refuse-endpoint" in log, log
+        assert "fusermount3 version: 3." in log, log
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
 

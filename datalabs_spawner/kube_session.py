@@ -132,6 +132,7 @@ def sidecar_parts(
     allowed_networks: tuple[str, ...] = (),
     resources: dict[str, Any] | None = None,
     archive_claim: str = "",
+    refused_endpoints: tuple[str, ...] = (),
 ) -> SidecarParts:
     """The rclone sidecar wired into a user pod.
 
@@ -140,6 +141,8 @@ def sidecar_parts(
     session names is the sidecar's too. ``with_key``: whether the Secret holds the user's
     connections key (the operator configured a master key). ``archive_claim``: mounted
     read-only in the sidecar alone, for hot attach (the Secret then holds the hub's token).
+    ``allowed_networks`` and ``refused_endpoints``: the network policy of the user's
+    connections, enforced by the sidecar's guard and rclone as by the session.
     """
     sidecar = rclone_sidecar(
         image,
@@ -150,6 +153,7 @@ def sidecar_parts(
         socket_dir=SOCKET_DIR,
         resources=resources,
         allowed_networks=allowed_networks,
+        refused_endpoints=refused_endpoints,
         archive_claim=archive_claim,
         hub_token_key=HUB_TOKEN_ITEM if archive_claim else "",
     )
@@ -298,6 +302,9 @@ class SidecarSecretMixin(LoggingConfigurable):
             self.connections_mount_root,
             with_key=bool(self.credentials_master_key),  # type: ignore[attr-defined]
             allowed_networks=tuple(self.connection_allowed_networks),  # type: ignore[attr-defined]
+            # The session refuses these when a connection is saved; the user's code can call
+            # the guard without the session, so the sidecar must refuse them as well.
+            refused_endpoints=tuple(self.refused_endpoints()),  # type: ignore[attr-defined]
             resources=self.rclone_sidecar_resources or None,
             archive_claim=self.archive_claim,  # type: ignore[attr-defined]
         )

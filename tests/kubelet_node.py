@@ -158,6 +158,14 @@ def on_kubelet_node(pod_spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def kubelet_node_ip(cluster: Cluster) -> str:
+    """The real node's address (its bridge's gateway address, local to this machine), which
+    the node's pods reach: where tests serve what pods must call (the hub, a storage server)."""
+    status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
+    assert status == 200, node
+    return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+
+
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 of 10.88.0.0/16 that no route of this host covers (another run's bridge)."""
     routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout

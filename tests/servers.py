@@ -1,4 +1,5 @@
-"""Real storage servers for tests: ``rclone serve webdav|ftp|sftp|s3`` on 127.0.0.1.
+"""Real storage servers for tests: ``rclone serve webdav|ftp|sftp|s3`` on 127.0.0.1 (or another
+local address: the kubelet node's bridge, which pods reach).
 
 Each server gets its credentials through the environment (``RCLONE_USER``, ``RCLONE_PASS``,
 ``RCLONE_AUTH_KEY``), never its command line, so the canary secret never shows in
@@ -41,6 +42,7 @@ class Server:
     argv: list[str]
     env: dict[str, str]
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def alive(self) -> bool:
@@ -50,16 +52,16 @@ class Server:
         """rclone options (as a user would type them) for a connection to this server."""
         if self.kind == "webdav":
             return {
-                "url": f"http://127.0.0.1:{self.port}",
+                "url": f"http://{self.host}:{self.port}",
                 "vendor": "rclone",
                 "user": USER,
                 "pass": password,
             }
         if self.kind in ("ftp", "sftp"):
-            return {"host": "127.0.0.1", "port": str(self.port), "user": USER, "pass": password}
+            return {"host": self.host, "port": str(self.port), "user": USER, "pass": password}
         return {
             "provider": "Rclone",
-            "endpoint": f"http://127.0.0.1:{self.port}",
+            "endpoint": f"http://{self.host}:{self.port}",
             "access_key_id": S3_KEY_ID,
             "secret_access_key": password,
         }
@@ -93,7 +95,7 @@ class Server:
         """Start the server again on the same port, with the same files."""
         self.stop()
         self.process = _spawn(self.argv, self.env, self.log)
-        _wait_port(self.port, self.process, self.log)
+        _wait_port(self.port, self.process, self.log, self.host)
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -103,12 +105,14 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         )
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen, log: Path, host: str = "127.0.0.1", timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the test server exited: {log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.05)
     raise AssertionError(f"the test server did not listen in {timeout} s: {log.read_text()}")
@@ -121,8 +125,10 @@ def rclone_serve(
     state: Path,
     password: str = CANARY,
     dir_cache_time: str | None = "0s",
+    host: str = "127.0.0.1",
 ) -> Iterator[Server]:
-    """Serve ``root`` over ``kind`` on a free loopback port until the block ends.
+    """Serve ``root`` over ``kind`` on a free port of ``host`` (a local address; loopback by
+    default) until the block ends.
 
     ``dir_cache_time``: how long the server caches listings; "0s" (tests change files while
     serving), None for rclone's default. With "0s" a 10,000-file folder takes the server
@@ -150,7 +156,7 @@ def rclone_serve(
         kind,
         str(root),
         "--addr",
-        f"127.0.0.1:{port}",
+        f"{host}:{port}",
     ]
     if dir_cache_time is not None:
         argv += ["--dir-cache-time", dir_cache_time]
@@ -159,9 +165,9 @@ def rclone_serve(
         argv += ["--passive-port", f"{pasv}-{pasv + 20}"]
     log = state / f"serve-{kind}.log"
     proc = _spawn(argv, env, log)
-    server = Server(kind, root, port, proc, argv, env, log)
+    server = Server(kind, root, port, proc, argv, env, log, host)
     try:
-        _wait_port(port, proc, log)
+        _wait_port(port, proc, log, host)
         yield server
     finally:
         server.stop()

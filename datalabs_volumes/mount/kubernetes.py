@@ -120,6 +120,7 @@ def rclone_sidecar(
     allowed_networks: tuple[str, ...] = (),
     archive_claim: str = "",
     hub_token_key: str = "",
+    refused_endpoints: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The rclone sidecar: a native sidecar (an init container that keeps running).
 
@@ -133,7 +134,9 @@ def rclone_sidecar(
     ``config_secret`` (mounted here only, never in the user container; the guard works on a
     private copy) and the rc password from ``rc_secret`` through ``secretKeyRef``: the pod
     spec names the Secrets, it never holds a value. ``allowed_networks``: the private or
-    loopback ranges connections may reach (the spawner's ``connection_allowed_networks``).
+    loopback ranges connections may reach (the spawner's ``connection_allowed_networks``);
+    ``refused_endpoints``: what they never reach even there (the spawner's
+    ``refused_endpoints()``: its ``connection_refused_endpoints`` and the hub's API).
 
     With ``archive_claim`` and ``hub_token_key`` the sidecar also serves the hub-only bind API
     of hot attach (:mod:`.hubbind`) on port ``HUB_BIND_PORT``: the archive claim is mounted
@@ -152,6 +155,8 @@ def rclone_sidecar(
     ]
     for network in allowed_networks:
         args += ["--allow-network", network]
+    for endpoint in refused_endpoints:
+        args += ["--refuse-endpoint", endpoint]
     if archive_claim and hub_token_key:
         args += ["--archive-root", ARCHIVE_ROOT, "--hub-listen", f":{HUB_BIND_PORT}"]
     container: dict[str, Any] = {

@@ -58,8 +58,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
 from tornado.web import Application, RequestHandler
 
-from ..egress import as_policy
-from ..remotes import BACKENDS, InvalidConnection, check_path, parse_networks, validate
+from ..egress import NetworkPolicy, as_policy
+from ..remotes import BACKENDS, InvalidConnection, check_path, validate
 from .hubbind import TOKEN_ENV, BindPolicy, HubBindServer
 from .local import mounts_under
 from .rclone import TEST_PREFIX, RcloneDaemon, RcloneError
@@ -106,7 +106,9 @@ class Policy:
     """Which rc calls pass, and with what parameters. Pure: no I/O but DNS for host checks."""
 
     mount_root: str
-    allowed_networks: tuple[Any, ...] = ()
+    #: Where connections may connect: a NetworkPolicy (allowed networks and refused
+    #: endpoints), or the allowed networks alone.
+    allowed_networks: NetworkPolicy | tuple[Any, ...] = ()
     resolve_hosts: bool = True
     #: Remotes defined through the guard (or found in the starting config): the only ones usable.
     remotes: set[str] = field(default_factory=set)
@@ -418,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         help="private or loopback range connections may reach (as the spawner's option)",
     )
     parser.add_argument(
+        "--refuse-endpoint",
+        action="append",
+        default=[],
+        help="address, network or address:port never reached, even in an allowed network "
+        "(as the spawner's refused endpoints: the hub's API)",
+    )
+    parser.add_argument(
         "--archive-root",
         help="the archive (read-only) whose folders the hub may have bound into the mount root",
     )
@@ -428,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rcguard %(message)s")
-    policy = Policy(args.mount_root, parse_networks(args.allow_network))
+    try:
+        networks = NetworkPolicy.from_strings(args.allow_network, args.refuse_endpoint)
+    except ValueError as e:
+        parser.error(f"--allow-network/--refuse-endpoint: {e}")
+    policy = Policy(args.mount_root, networks)
     user = os.environ.pop("RCLONE_RC_USER", "datalabs")
     password = os.environ.pop("RCLONE_RC_PASS", "")
     guard = Guard(args.listen, policy, user, password, args.runtime_dir, args.config)

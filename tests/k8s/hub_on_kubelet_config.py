@@ -2,9 +2,10 @@
 
 The test passes its values in ``DATALABS_TEST_HUB`` (JSON); with ``"sidecar": true``
 (tests/k8s/test_sidecar_on_kubelet.py) the pods get the rclone sidecar and bob may log in
-too. The hub serves the broker in both. The hub's API listens on the node's
-bridge address (local to this machine) because the user pods call it from the pod network;
-the proxy and the hub's public side stay on 127.0.0.1.
+too; with ``"credentials_master_key"`` and ``"connection_allowed_networks"`` sessions offer
+connections, to those networks only. The hub serves the broker in both. The hub's API listens
+on the node's bridge address (local to this machine) because the user pods call it from the
+pod network; the proxy and the hub's public side stay on 127.0.0.1.
 """
 
 import json
@@ -44,6 +45,11 @@ if e.get("sidecar"):
     # session namespace does; hot attach goes through the broker to the pod's sidecar.
     c.DatalabsKubeSpawner.rclone_sidecar = True
     c.Authenticator.allowed_users = {"alice", "bob"}
+    # Connections as an operator enables them: a master key, and exactly the private
+    # address of the storage the sessions may reach (here the node's bridge, where the
+    # test's WebDAV server listens); every other private address stays refused.
+    c.DatalabsKubeSpawner.credentials_master_key = e.get("credentials_master_key", "")
+    c.DatalabsKubeSpawner.connection_allowed_networks = e.get("connection_allowed_networks", [])
 else:
     # The namespace enforces Pod Security "restricted", which the privileged rclone sidecar
     # cannot pass (docs/kubernetes-sessions.md): this session has no connections.

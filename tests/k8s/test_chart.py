@@ -9,13 +9,16 @@ pod, RBAC gives each identity what it needs and no more), not that the hub answe
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from kubespawner import KubeSpawner
+from traitlets.config import Config
 
 from datalabs_spawner.spawner import DatalabsKubeSpawner
 from tests.cluster import BIN_DIR, NODE_NAME, Cluster
@@ -182,3 +185,38 @@ async def test_the_hubs_identity_spawns_alice_with_the_demo_catalogue(
     finally:
         await KubeSpawner._stop_all_reflectors()
         await _forget_kubespawner_clients()
+
+
+def test_connections_reach_exactly_the_private_storage_the_operator_allows(
+    cluster: Cluster, tmp_path
+):
+    """``singleuser.connectionAllowedNetworks`` reaches the spawner (which gives it to the
+    session and the sidecar's guard) and opens the sessions' NetworkPolicy to exactly those
+    networks, although they lie in the denied private ranges: before, an operator could only
+    set the spawner's option through ``hub.extraConfig``, and the NetworkPolicy still
+    dropped the traffic to the storage it allowed."""
+    storage = ["10.20.0.5/32", "192.168.7.0/24"]
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({"singleuser": {"connectionAllowedNetworks": storage}}))
+    done = helm(cluster, "template", "datalabs", str(CHART), "-f", str(values))
+    assert done.returncode == 0, done.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout) if d}
+
+    # the hub's config, run as JupyterHub runs it (the Secret's files stubbed)
+    config = Config()
+    code = objects[("ConfigMap", "datalabs-hub-config")]["data"]["jupyterhub_config.py"]
+    exec(code, {"get_config": lambda: config, "open": lambda *a, **k: io.StringIO("x")})
+    assert config.DatalabsKubeSpawner.connection_allowed_networks == storage
+
+    policy = objects[("NetworkPolicy", "datalabs-singleuser")]
+    blocks = [[to.get("ipBlock") for to in rule.get("to", [])] for rule in policy["spec"]["egress"]]
+    assert [{"cidr": cidr} for cidr in storage] in blocks, blocks
+    # the rest of the private ranges stays denied
+    [everything] = [b for b in blocks if b and b[0] and b[0]["cidr"] == "0.0.0.0/0"]
+    assert "10.0.0.0/8" in everything[0]["except"]
+    # and the API server takes the policy as it is rendered
+    namespace = restricted_namespace(cluster)
+    try:
+        cluster.apply({**policy, "metadata": {**policy["metadata"], "namespace": namespace}})
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")

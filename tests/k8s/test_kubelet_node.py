@@ -33,7 +33,7 @@ from tests.cluster import Cluster
 from tests.e2e.hubprocess import Hub
 from tests.helpers import free_port, write
 from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
-from tests.kubelet_node import KUBELET_NODE, node_log, on_kubelet_node
+from tests.kubelet_node import KUBELET_NODE, kubelet_node_ip, node_log, on_kubelet_node
 
 pytestmark = pytest.mark.k8s
 
@@ -136,7 +136,9 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
 ):
     # root in its container as in the chart's sessions (FUSE), so not in a "restricted" namespace
     name = f"sidecar-{secrets.token_hex(3)}"
-    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help"
+    # fusermount3 (Debian's fuse3): rclone's unmount of a FUSE mount and the cleanup of stale
+    # ones (fusermount3 -uz) need it; the mount itself is shown in test_sidecar_on_kubelet.py
+    script = "rclone version && python3 -m datalabs_volumes.mount.rcguard --help && fusermount3 -V"
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -164,7 +166,8 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
         status, log = cluster.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
         assert status == 200, log
         assert log.startswith("rclone v1.75.2"), log
-        assert "--mount-root" in log, log
+        assert "--mount-root" in log and "--refuse-endpoint" in log, log
+        assert "fusermount3 version: 3." in log, log
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
 
@@ -227,9 +230,7 @@ def hub_on_kubelet(
     """A real JupyterHub spawning with ``DatalabsKubeSpawner`` onto the kubelet node;
     ``extra``: more settings for hub_on_kubelet_config.py (``sidecar=True``). The sessions'
     catalogue is ``catalogue`` as a ConfigMap, made here as the chart makes it."""
-    status, node = cluster.request("GET", f"/api/v1/nodes/{KUBELET_NODE}")
-    assert status == 200, node
-    node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    node_ip = kubelet_node_ip(cluster)
     placed = on_kubelet_node({})
     port, token = free_port(), secrets.token_hex(16)
     settings = {

@@ -93,7 +93,11 @@ def test_secrets_are_referenced_never_written_into_the_pod():
 
 def test_the_sidecar_serves_rclone_through_the_guard_only():
     sidecar = rclone_sidecar(
-        "datalabs/rclone-sidecar:0.1", "cfg", "rc", allowed_networks=("10.1.0.0/16",)
+        "datalabs/rclone-sidecar:0.1",
+        "cfg",
+        "rc",
+        allowed_networks=("10.1.0.0/16",),
+        refused_endpoints=("10.1.0.7:8081",),
     )
     assert sidecar["command"] == ["python3", "-m", "datalabs_volumes.mount.rcguard"]
     args = sidecar["args"]
@@ -102,4 +106,5 @@ def test_the_sidecar_serves_rclone_through_the_guard_only():
     assert args[args.index("--runtime-dir") + 1] == "/tmp/datalabs-rclone"
     assert args[args.index("--mount-root") + 1] == "/mnt/datalabs"
     assert args[args.index("--allow-network") + 1] == "10.1.0.0/16"
+    assert args[args.index("--refuse-endpoint") + 1] == "10.1.0.7:8081"
     assert "rcd" not in args

@@ -294,6 +294,34 @@ async def test_a_guarded_rclone_mounts_a_connection_and_refuses_the_rest(serve, 
 
 
 @pytest.mark.slow
+async def test_the_guard_refuses_the_endpoints_the_spawner_refuses(serve, tmp_path):
+    # The session refuses the hub's API (and the operator's refused endpoints) when a
+    # connection is saved; the user's code can call the guard without the session, so the
+    # sidecar is given the same list (--refuse-endpoint) and refuses them too, even inside an
+    # allowed network. Before, the guard had only --allow-network and let them through.
+    hub_api, storage = serve("webdav"), serve("webdav")
+    sidecar = Sidecar(tmp_path, extra_args=("--refuse-endpoint", f"127.0.0.1:{hub_api.port}"))
+    try:
+        await sidecar.ready()
+        params = {**hub_api.options(), "pass": "x"}
+        with pytest.raises(RcloneError) as refused:
+            await sidecar.client.call("config/create", create(**params))
+        assert refused.value.status == 403, refused.value.message
+        assert "reserved for the platform" in refused.value.message
+        # another port of the same allowed address is the user's storage, and passes
+        connection = validate(
+            {"name": "mine", "backend": "webdav", "options": storage.options()}, LOOPBACK
+        )
+        await sidecar.client.call("config/create", create(**connection.rclone_parameters()))
+        listed = await sidecar.client.call(
+            "operations/list", {"fs": "mine:", "remote": "", "opt": {}}
+        )
+        assert "hello.txt" in [e["Name"] for e in listed["list"]]
+    finally:
+        sidecar.stop()
+
+
+@pytest.mark.slow
 async def test_the_guard_exits_when_its_rclone_dies_so_kubernetes_restarts_it(tmp_path):
     sidecar = Sidecar(tmp_path)
     try:

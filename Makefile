@@ -50,7 +50,7 @@ sample-data: venv
 	$(PY) config/sample-data/make_sample_data.py .demo/archive
 
 ## The test cluster's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-## kubelet, kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
+## kubelet, kube-network-policies, kwok, helm), built from their Go modules at the versions pinned in config/kubernetes/cluster/*/go.mod
 ## into a cache outside the repository (DATALABS_CLUSTER_BIN, default
 ## /var/cache/datalabs-cluster/bin); rebuilt only when a go.mod or go.sum changes.
 cluster:

@@ -52,6 +52,8 @@ USERS = {
     "mallory": (),
     # the real kubelet node of tests/kubelet_node.py (the Node authorizer knows it by this name)
     "system:node:datalabs-kubelet": ("system:nodes",),
+    # the NetworkPolicy agent beside that node (tests/kubelet_node.py); RBAC gives it its rights
+    "kube-network-policies": (),
 }
 
 
@@ -341,10 +343,14 @@ def collection_path(obj: dict[str, Any]) -> str:
     return f"{base}/{plural}"
 
 
-def _start(cluster: Cluster, name: str, argv: list[str]) -> None:
+def _start(cluster: Cluster, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
     log = open(cluster.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     cluster.processes[name] = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=None if env is None else {**os.environ, **env},
     )
     log.close()
 

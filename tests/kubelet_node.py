@@ -22,6 +22,24 @@ tests/cluster.py, next to the kwok node, and runs pods on it for real:
   the API server (client certificate of the cluster's CA), so pod logs and exec go through the
   API.
 
+With ``network_policies``, the NetworkPolicy agent ``kube-network-policies`` (built by ``make
+cluster`` from ``sigs.k8s.io/kube-network-policies`` v0.8.0) runs beside the kubelet and decides,
+for the first packet of each new connection of the node's pods, whether the NetworkPolicies
+allow it. The agent gets these packets from an nfqueue. Upstream it fills that queue with
+nftables rules of its own (``queue`` expressions in its table ``inet kube-network-policies``),
+but this kernel is built without ``CONFIG_NFT_QUEUE``: its batch is refused (``netlink receive:
+no such file or directory``) and no table is made (v0.7.0 does the same). The kernel has the
+xtables ``NFQUEUE`` target, so this module queues instead, with iptables (nf_tables backend)
+rules in a chain of its own (``DLNP-<bridge>``): connections from the node's /24 (forwarded to
+another pod, or to the host itself) and to it, not yet established, go to the agent's queue (a
+number of this run). Pod-to-pod traffic on the bridge passes FORWARD because ``br_netfilter`` is
+on (``bridge-nf-call-iptables``). Traffic the host starts (kubelet probes, the API server's
+logs and exec) passes neither hook and is not queued, as upstream exempts it. v0.8.0 reads its
+API credentials only as a pod would (``rest.InClusterConfig``): it runs in a mount namespace of
+its own where a folder of this run is bound on ``/var/run/secrets/kubernetes.io/serviceaccount``,
+with a token of the user ``kube-network-policies`` that may only list and watch pods, namespaces
+and NetworkPolicies (its upstream ClusterRole). On exit the rules go first, then the agent.
+
 The node is tainted ``datalabs.test/kubelet=real:NoSchedule``: pods land on it only when they
 tolerate that and select it (:func:`on_kubelet_node`), so tests written for kwok's node keep
 their pods there.
@@ -47,6 +65,7 @@ import socket as socketlib
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +75,9 @@ from tests.cluster import BIN_DIR, Cluster, _alive_or_raise, _log_tail, _start
 from tests.helpers import free_port
 
 KUBELET_NODE = "datalabs-kubelet"
+#: The NetworkPolicy agent's binary in BIN_DIR, and its identity (tests/cluster.py USERS).
+NETPOL_AGENT = "kube-network-policies"
+
 TAINT = {"key": "datalabs.test/kubelet", "value": "real", "effect": "NoSchedule"}
 CNI_BIN = Path("/usr/lib/cni")
 REPO = Path(__file__).resolve().parents[1]
@@ -129,11 +151,17 @@ def _image_builder():
     return module
 
 
-def missing_parts() -> list[str]:
+def missing_parts(network_policies: bool = False) -> list[str]:
     """What is missing for the node, each with the command that provides it."""
     missing = []
     if not os.access(BIN_DIR / "kubelet", os.X_OK):
         missing.append(f"kubelet in {BIN_DIR} (make cluster)")
+    if network_policies:
+        if not os.access(BIN_DIR / NETPOL_AGENT, os.X_OK):
+            missing.append(f"{NETPOL_AGENT} in {BIN_DIR} (make cluster)")
+        for tool in ("iptables", "unshare"):
+            if not shutil.which(tool):
+                missing.append(f"{tool} (make system: iptables, util-linux)")
     for tool in ("containerd", "ctr", "runc"):
         if not shutil.which(tool):
             missing.append(f"{tool} (make system: Debian's containerd and runc)")
@@ -309,12 +337,15 @@ def _read_tunables() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iterator[str]:
+def running_kubelet_node(
+    cluster: Cluster, images: tuple[str, ...] = (), network_policies: bool = False
+) -> Iterator[str]:
     """Run the real node beside ``cluster``'s control plane; yields the node's name.
 
     ``images`` are image names (``datalabs/planetary-lab:1.0``) of ``make images`` to load into
-    containerd besides the pause image."""
-    missing = missing_parts()
+    containerd besides the pause image. With ``network_policies`` the agent
+    ``kube-network-policies`` enforces NetworkPolicies on the node's pods."""
+    missing = missing_parts(network_policies)
     builder = _image_builder()
     built = builder.built_archives()
     missing += [f"image {i} (make images)" for i in images if i not in built]
@@ -330,6 +361,7 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
     processes_before = set(cluster.processes)
     relay: _Relay | None = None
     dnat: list[str] = []
+    chain = f"DLNP-{bridge}"
     try:
         for hierarchy in CGROUP.iterdir():
             if hierarchy.is_dir() and not hierarchy.is_symlink():
@@ -413,8 +445,12 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
             cluster.wait_for(f"node {KUBELET_NODE} Ready (kubelet)", node_ready, timeout=120)
         except TimeoutError as e:
             raise TimeoutError(f"{e}\n{node_log(cluster)}") from None
+        if network_policies:
+            _start_network_policy_agent(cluster, root, chain, subnet)
         yield KUBELET_NODE
     finally:
+        if network_policies:
+            _stop_network_policy_agent(cluster, chain, subnet)
         _stop_node(cluster, root, socket, processes_before)
         if dnat:
             subprocess.run(["iptables", "-w", "-t", "nat", "-D", *dnat], capture_output=True)
@@ -434,6 +470,154 @@ def running_kubelet_node(cluster: Cluster, images: tuple[str, ...] = ()) -> Iter
         for tunable, value in tunables.items():
             with contextlib.suppress(OSError):
                 (Path("/proc/sys") / tunable).write_text(value)
+
+
+#: Runs the agent with a pod's view of its credentials, in a mount namespace of its own: the
+#: host's /run is left alone (a tmpfs hides it from the agent only). Arguments: the folder with
+#: ``token`` and ``ca.crt``, then the agent's command line.
+_AS_IN_A_POD = (
+    "mount -t tmpfs -o mode=0755 datalabs-netpol /run"
+    " && mkdir -p /run/secrets/kubernetes.io/serviceaccount"
+    ' && mount --bind "$1" /run/secrets/kubernetes.io/serviceaccount'
+    ' && shift && exec "$@"'
+)
+
+
+def _bound_queues() -> set[int]:
+    """The nfqueues a process listens on (the kernel's list)."""
+    with open("/proc/net/netfilter/nfnetlink_queue") as f:
+        return {int(line.split()[0]) for line in f if line.strip()}
+
+
+def _queue_rules(chain: str, subnet: ipaddress.IPv4Network) -> list[list[str]]:
+    """The jumps into ``chain`` (iptables arguments after ``-I``/``-D``)."""
+    return [
+        ["FORWARD", "-s", str(subnet), "-j", chain],
+        ["FORWARD", "-d", str(subnet), "-j", chain],
+        ["INPUT", "-s", str(subnet), "-j", chain],
+    ]
+
+
+def _start_network_policy_agent(
+    cluster: Cluster, root: Path, chain: str, subnet: ipaddress.IPv4Network
+) -> None:
+    """Start kube-network-policies for the node and queue the node's new connections to it."""
+    role = f"datalabs-test-{NETPOL_AGENT}"
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            # the agent's upstream ClusterRole (install.yaml of v0.8.0)
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": NETPOL_AGENT}
+            ],
+        }
+    )
+    credentials = root / "netpol-serviceaccount"
+    credentials.mkdir(mode=0o700)
+    (credentials / "token").write_text(cluster.tokens[NETPOL_AGENT])
+    shutil.copy(cluster.ca, credentials / "ca.crt")
+    api = urllib.parse.urlsplit(cluster.api_url)
+    # a queue of this run's own: other runs on this host may have agents of their own
+    queue = random.choice(sorted(set(range(1000, 65000)) - _bound_queues()))
+    _start(
+        cluster,
+        NETPOL_AGENT,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _AS_IN_A_POD,
+            "sh",
+            str(credentials),
+            str(BIN_DIR / NETPOL_AGENT),
+            f"--hostname-override={KUBELET_NODE}",
+            f"--metrics-bind-address=127.0.0.1:{free_port()}",
+            f"--nfqueue-id={queue}",
+            # this kernel (6.18) has the conntrack fix the DNS workaround is for
+            "--netfilter-bug-1766-fix=false",
+            # each decision is logged with the pods it concerns (tests read this)
+            "--v=2",
+        ],
+        env={"KUBERNETES_SERVICE_HOST": api.hostname, "KUBERNETES_SERVICE_PORT": str(api.port)},
+    )
+    cluster.wait_for(
+        f"{NETPOL_AGENT} on nfqueue {queue}",
+        lambda: _alive_or_raise(cluster) or queue in _bound_queues(),
+        timeout=60,
+    )
+    iptables = ["iptables", "-w"]
+    for argv in (
+        [*iptables, "-N", chain],
+        [
+            *iptables,
+            "-A",
+            chain,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "RETURN",
+        ],
+        # no bypass: while the agent is not there, the node's new connections wait and fail
+        [*iptables, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(queue)],
+        *([*iptables, "-I", *rule[:1], "1", *rule[1:]] for rule in _queue_rules(chain, subnet)),
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+
+
+def _stop_network_policy_agent(cluster: Cluster, chain: str, subnet: ipaddress.IPv4Network) -> None:
+    """Remove the queue rules, then stop the agent (SIGINT: the signal it cleans up on)."""
+    iptables = ["iptables", "-w"]
+    for rule in _queue_rules(chain, subnet):
+        subprocess.run([*iptables, "-D", *rule], capture_output=True, check=False)
+    subprocess.run([*iptables, "-F", chain], capture_output=True, check=False)
+    subprocess.run([*iptables, "-X", chain], capture_output=True, check=False)
+    proc = cluster.processes.pop(NETPOL_AGENT, None)
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            # it waits 5 s after the signal before it exits
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def agent_log(cluster: Cluster) -> str:
+    """The NetworkPolicy agent's log so far (its decisions, with the pods they concern)."""
+    path = cluster.root / f"{NETPOL_AGENT}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _sandbox_netns(socket: Path) -> set[Path]:

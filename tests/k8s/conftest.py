@@ -70,7 +70,11 @@ LAB_IMAGE = "datalabs/planetary-lab:1.0"
 
 @pytest.fixture(scope="session")
 def kubelet_node(cluster) -> str:
-    with running_kubelet_node(cluster, images=(LAB_IMAGE, SIDECAR_IMAGE, CALRISSIAN_IMAGE)) as node:
+    with running_kubelet_node(
+        cluster,
+        images=(LAB_IMAGE, SIDECAR_IMAGE, CALRISSIAN_IMAGE),
+        network_policies=True,
+    ) as node:
         yield node
 
 

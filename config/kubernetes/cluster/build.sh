@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the test cluster's binaries from their Go modules (`make cluster`): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet (the real node), kwok and helm, at the versions pinned in the go.mod
+# kube-controller-manager, kube-scheduler, kubelet (the real node), kube-network-policies (the
+# NetworkPolicy agent beside that kubelet), kwok and helm, at the versions pinned in the go.mod
 # files beside this script. Output goes to a cache outside the repository
 # ($DATALABS_CLUSTER_BIN, default /var/cache/datalabs-cluster/bin); a binary is rebuilt only when
 # its go.mod or go.sum changed. Needs `go` on the PATH and the Go module proxy.
@@ -37,5 +38,6 @@ build k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build k8s kubelet k8s.io/kubernetes/cmd/kubelet
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+build netpol kube-network-policies sigs.k8s.io/kube-network-policies/cmd
 build helm helm helm.sh/helm/v4/cmd/helm
 echo "make cluster: binaries in $bin"

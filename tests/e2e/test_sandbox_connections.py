@@ -176,7 +176,11 @@ def test_the_hub_mounts_alices_connection_into_her_sandbox_and_nobody_elses(
             "the connection is still mounted after her server died",
         )
         wait_for(lambda: processes_of(alice_uid) == [], "processes of her account are left")
-        assert not list(Path("/tmp").glob(f"datalabs-connections-{alice_uid}-*"))
+        # The hub removes the folder (rclone's config in it) just after rclone has stopped.
+        wait_for(
+            lambda: not list(Path("/tmp").glob(f"datalabs-connections-{alice_uid}-*")),
+            "her connections folder is left",
+        )
 
         # The password never shows: not in an answer, the hub's log, or any command line.
         assert not [a for a in answers if CANARY in a]
@@ -341,5 +345,8 @@ def test_after_a_hub_restart_a_connection_attaches_again_and_the_old_rclone_is_g
         assert not old[0].exists()
         hub.stop_server("alice")
         wait_for(lambda: processes_of(uid) == [], "processes of her account are left")
-        assert list(Path("/tmp").glob(f"datalabs-connections-{uid}-*")) == []
+        wait_for(
+            lambda: not list(Path("/tmp").glob(f"datalabs-connections-{uid}-*")),
+            "her connections folder is left",
+        )
     assert mounts_under(state) == []

@@ -9,12 +9,20 @@ key for a file without a checksum (its size and modification time, which it uses
 ``--no-compute-checksum``) names their content well enough. Every other file is hashed as
 before. The volume roots come from ``DATALABS_CWL_UNHASHED_ROOTS`` (a JSON list of folders),
 which the supervisor sets from the volumes attached to the session when the run was asked for.
+
+Outputs are stored once: the supervisor makes an output in ``--outdir`` one file (a hard link)
+with its cache entry (``store_outputs_once``). cwltool copies a cached output onto the file at
+its destination in place, so a later run into the same ``--outdir`` failed on a cache hit ("are
+the same file") and, with another entry, would have written through the link into the cache.
+Here a file cwltool copies onto replaces the one there instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -59,8 +67,24 @@ def skipping_roots(original: Callable[[Any, Any], None], roots: Sequence[str]) -
     return compute_checksums
 
 
+def replacing(copy2: Callable[..., Any]) -> Callable[..., Any]:
+    """``shutil.copy2`` that replaces a file (or link) at ``dst`` instead of writing into it, and
+    leaves it when it already is ``src`` (a hard link of it)."""
+
+    def copy(src: Any, dst: Any, *, follow_symlinks: bool = True) -> Any:
+        if os.path.lexists(dst) and not os.path.isdir(dst):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(src, dst):
+                    return dst
+            os.unlink(dst)
+        return copy2(src, dst, follow_symlinks=follow_symlinks)
+
+    return copy
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run cwltool (its own command line) with archive files left unhashed."""
+    shutil.copy2 = replacing(shutil.copy2)
     roots = roots_from_env()
     if roots:
         import cwltool.command_line_tool as clt

@@ -28,6 +28,22 @@ def test_run_prints_the_output_object_and_exits_zero(cli, data_dir, tmp_path, se
     assert "[step first] start" in (Path(runs[0].rundir) / "cwltool.log").read_text()
 
 
+def test_the_same_run_twice_into_one_outdir_succeeds_both_times(cli, data_dir, tmp_path):
+    """The first run's output file in ``--outdir`` is one file with its cache entry (outputs are
+    stored once); the second run, a cache hit, copies that entry onto it, which cwltool refused
+    ("... are the same file"), as it would have overwritten the cache through the link."""
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"a": "left", "b": "right"}))
+    outdir = tmp_path / "out"
+    for attempt in (1, 2):
+        done = cli(
+            "run", "--outdir", str(outdir), "--quiet", str(data_dir / "two-steps.cwl"), str(job)
+        )
+        assert done.returncode == 0, f"run {attempt}: {done.stderr}"
+        result = Path(json.loads(done.stdout)["result"]["path"])
+        assert result.read_text() == "left\nright\n", f"run {attempt}"
+
+
 def test_run_without_quiet_shows_the_log(cli, data_dir):
     done = cli("run", str(data_dir / "echo.cwl"), "--text", "hi there")
     assert done.returncode == 0

@@ -44,7 +44,7 @@ MOUNT = f"/data/{VOLUME}"
 USER = "alice"
 #: A file name of a CWL document a tool refers to (``run:``, ``$import``, ``$include``).
 _CWL_NAME = re.compile(r"[\w./-]+\.(?:cwl|yml|yaml)\b")
-_IMAGE = re.compile(r"\b(dockerPull|dockerImageId|dockerLoad|dockerFile)\s*:\s*(.+)")
+_IMAGE = re.compile(r"\b(dockerPull|dockerImageId|dockerLoad|dockerFile)[\"']?\s*:\s*(.+)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ConformanceTest:
 @dataclass
 class Result:
     test: str
-    outcome: str  # passed | failed | refused | timeout
+    outcome: str  # passed | failed | refused | timeout | error | needs-image
     reason: str = ""
     seconds: float = 0.0
 
@@ -79,7 +79,7 @@ def _images(path: Path, seen: set[Path] | None = None) -> set[str]:
         return set()
     seen.add(path)
     text = path.read_text(errors="replace")
-    found = {m.group(2).strip().strip("'\"") for m in _IMAGE.finditer(text)}
+    found = {m.group(2).strip().rstrip(",").strip("'\"") for m in _IMAGE.finditer(text)}
     for name in _CWL_NAME.findall(text):
         found |= _images((path.parent / name).resolve(), seen)
     return found
@@ -252,9 +252,12 @@ async def run_tests(
         if test.images:
             return Result(test.id, "needs-image", ", ".join(test.images))
         async with gate:
-            got = await run_test(
-                runs, test, f"c0f0{i:04x}{int(time.time()):08x}", default_container, timeout
-            )
+            run_id = f"c0f0{i:04x}{int(time.time()):08x}"
+            started = time.monotonic()
+            try:
+                got = await run_test(runs, test, run_id, default_container, timeout)
+            except Exception as exc:  # noqa: BLE001 - one broken run must not end the others
+                got = Result(test.id, "error", repr(exc)[:600], time.monotonic() - started)
         if progress is not None:
             progress(got)
         return got

@@ -129,7 +129,8 @@ def _job_paths(value: Any, base: Path) -> Any:
             raw = value.get(key)
             if not isinstance(raw, str) or re.match(r"^[a-z][a-z0-9+.-]*:", raw):
                 continue
-            here = (base / raw).resolve()
+            # a location is a URI reference (``item %231.txt`` names ``item #1.txt``)
+            here = (base / (unquote(raw) if key == "location" else raw)).resolve()
             if here == SUITE or SUITE in here.parents:
                 out[key] = f"{MOUNT}/{here.relative_to(SUITE)}"
     return out
@@ -153,17 +154,22 @@ def _host_locations(value: Any, job_root: str, host_root: Path) -> Any:
 
 
 def _reason(outputs: Path, fallback: str) -> str:
-    """The telling lines of cwltool's log (errors and the final status), else ``fallback``."""
+    """cwltool's own words for the failure: its log from the first telling error on (the
+    lines about cancelled futures and ``--debug`` say nothing), else ``fallback``."""
     log = outputs / "cwltool.log"
-    if log.exists():
-        lines = [
-            line.strip()
-            for line in log.read_text(errors="replace").splitlines()
-            if re.search(r"ERROR|Error|error:|Exception|unsupported|WARNING .*fail", line)
-        ]
-        if lines:
-            return " | ".join(lines[-4:])[:600]
-    return fallback[-600:]
+    if not log.exists():
+        return fallback[-600:]
+    lines = log.read_text(errors="replace").splitlines()
+    noise = re.compile(r"queued exception|canceled futures|try again with --debug|^\s*$")
+    first = [
+        k
+        for k, line in enumerate(lines)
+        if re.search(r"ERROR|Exception|Traceback", line) and not noise.search(line)
+    ]
+    errors = [k for k, line in enumerate(lines) if "ERROR" in line]
+    i = (first or errors or [len(lines)])[0]
+    telling = [line.strip() for line in lines[i : i + 12] if not noise.search(line)]
+    return (" | ".join(telling) or fallback)[:700]
 
 
 async def run_test(

@@ -82,8 +82,9 @@ test: system venv labextension cluster images calrissian-venv
 
 ## The CWL v1.2 conformance tests tagged `required` as cluster runs on the test cluster's real
 ## kubelet node, each a Calrissian Job of the run broker (tests/k8s/conformance_runs.py):
-## prints "N of M required tests pass" and each failure with its reason. Needs root; about
-## 20-40 s per test. CONFORMANCE_ARGS, e.g. `-j 3` (Jobs at a time), `-k scatter`, `--limit 10`.
+## prints "N of M required tests pass" and each failure with its reason. Needs root; 412 s
+## measured with 3 Jobs at a time (6-23 s a test). CONFORMANCE_ARGS, e.g. `-j 2` (Jobs at a time),
+## `-k scatter`, `--limit 10`, `--json results.json`.
 CONFORMANCE_ARGS ?=
 conformance-cluster: system venv cluster images
 	$(PY) -m tests.k8s.conformance_runs $(CONFORMANCE_ARGS)

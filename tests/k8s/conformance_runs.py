@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--tags", default="required", help="comma-separated conformance tags")
     parser.add_argument("-k", dest="only", default="", help="only tests whose id contains this")
-    parser.add_argument("-j", dest="parallel", type=int, default=2, help="Jobs at a time")
+    parser.add_argument("-j", dest="parallel", type=int, default=3, help="Jobs at a time")
     parser.add_argument("--limit", type=int, default=0, help="at most this many tests")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per test")
     parser.add_argument("--json", default="", help="write the results here as JSON")

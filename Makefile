@@ -13,7 +13,8 @@ APT_PACKAGES := bubblewrap fuse3 chromium chromium-driver tigervnc-standalone-se
 	debootstrap containerd runc containernetworking-plugins iptables
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench system venv labextension sample-data cluster images calrissian-venv lint clean
+.PHONY: demo test bench system venv labextension sample-data cluster images calrissian-venv lint clean \
+	conformance-cluster
 
 ## System packages (Debian) and configurable-http-proxy (npm). Skipped when already present.
 system:
@@ -78,6 +79,15 @@ demo: system venv labextension sample-data
 test: system venv labextension cluster images calrissian-venv
 	cd jupyterlab_ext && PATH=$(VENV_BIN):$$PATH jlpm test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The CWL v1.2 conformance tests tagged `required` as cluster runs on the test cluster's real
+## kubelet node, each a Calrissian Job of the run broker (tests/k8s/conformance_runs.py):
+## prints "N of M required tests pass" and each failure with its reason. Needs root; 412 s
+## measured with 3 Jobs at a time (6-23 s a test). CONFORMANCE_ARGS, e.g. `-j 2` (Jobs at a time),
+## `-k scatter`, `--limit 10`, `--json results.json`.
+CONFORMANCE_ARGS ?=
+conformance-cluster: system venv cluster images
+	$(PY) -m tests.k8s.conformance_runs $(CONFORMANCE_ARGS)
 
 bench: system venv sample-data
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

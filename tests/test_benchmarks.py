@@ -41,6 +41,7 @@ MARKS = {
     "spawn_overhead": [pytest.mark.e2e],
     "broker_attach": [pytest.mark.e2e],
     "k8s_spawn": [pytest.mark.k8s],
+    "cluster_pipeline": [pytest.mark.k8s],
     "spawn_burst": [pytest.mark.e2e],
 }
 #: Per script. Measured smoke runs on the 2-core machine at load average 9: spawn_overhead (two

@@ -337,6 +337,10 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
         str(spec.max_cores),
         "--tmp-outdir-prefix",
         f"{spec.tmpout_mount}/",
+        # cwltool writes File and Directory literals (``contents``, no file) under its tmpdir;
+        # on the pod's own /tmp Calrissian could not hand them to a step pod (no claim there).
+        "--tmpdir-prefix",
+        f"{spec.tmpout_mount}/",
         "--outdir",
         f"{outdir}/outputs",
         "--stdout",

@@ -2,9 +2,9 @@
 
 Each is a Calrissian Job created by the run broker, its steps pods of the planetary-lab image
 (tests/k8s/conformance_runs.py), picked to cover what pipelines lean on: File inputs and
-stdin/stdout, a Directory output, scatter, a subworkflow, InitialWorkDirRequirement and
-EnvVarRequirement. All of them must pass. ``make conformance-cluster`` runs every ``required``
-test the same way and prints how many pass.
+stdin/stdout, a Directory output, scatter, a subworkflow, InitialWorkDirRequirement,
+EnvVarRequirement, a File literal and a JavaScript expression. All of them must pass.
+``make conformance-cluster`` runs every ``required`` test the same way and prints how many pass.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ SUBSET = {
     "nested_workflow_noexp": "a subworkflow",
     "initial_workdir_trailingnl": "InitialWorkDirRequirement",
     "envvar_req": "EnvVarRequirement",
+    "cat_synthetic_file": "a File literal (contents, no file)",
+    "inputBinding_position_expr": "a JavaScript expression",
 }
 
 

@@ -106,6 +106,8 @@ def test_the_whole_job():
                                 "4",
                                 "--tmp-outdir-prefix",
                                 "/calrissian/tmpout/",
+                                "--tmpdir-prefix",
+                                "/calrissian/tmpout/",
                                 "--outdir",
                                 f"{out}/outputs",
                                 "--stdout",

@@ -14,14 +14,16 @@ from Debian packages and PyPI and handed to containerd as OCI layout archives:
 3. **pause**: the pod sandbox's process (``pause/pause.go``, a static Go binary) alone in a layer,
    containerd's ``sandbox_image`` on the test kubelet.
 
-Each image is described by ``config/images/<name>/image.toml`` (name, debian, pip, datalabs,
-copy, env, cmd, user). Results are cached outside the repository (``DATALABS_IMAGES_DIR``, default
-``/var/cache/datalabs-images``) under a key hashed from everything that goes in (recipe, base
-key, wheel, copied files), so an unchanged image is not rebuilt. ``--import SOCKET`` loads the
-archives into a containerd (``ctr -n k8s.io images import``).
+Each image is described by ``config/images/<name>/image.toml`` (name, debian, npm, pip,
+datalabs, copy, env, cmd, user). Results are cached outside the repository
+(``DATALABS_IMAGES_DIR``, default ``/var/cache/datalabs-images``) under a key hashed from
+everything that goes in (recipe, base key, wheel, copied files), so an unchanged image is not
+rebuilt. ``--import SOCKET`` loads the archives into a containerd (``ctr -n k8s.io images
+import``).
 
-Needs root (chroot, mounts), ``debootstrap``, ``go`` and the package indexes (Debian, PyPI).
-Only the standard library is used, so the system ``python3`` can run it.
+Needs root (chroot, mounts), ``debootstrap``, ``go``, ``npm`` (for recipes with npm packages)
+and the package indexes (Debian, PyPI, npm). Only the standard library is used, so the system
+``python3`` can run it.
 """
 
 from __future__ import annotations
@@ -320,6 +322,46 @@ def host_ca_bundle() -> str:
     return os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
 
 
+def npm_install(merged: Path, packages: list[str]) -> None:
+    """Install npm ``packages`` (pinned, pure JavaScript) globally into the image under
+    ``/usr/local`` (commands in ``/usr/local/bin``), for the image's own Node.js.
+
+    npm runs on the build host, not in the chroot: Debian's ``npm`` package depends on
+    ``node-gyp`` and with it a compiler toolchain and some 300 ``node-*`` packages, minutes of
+    downloads for a tool the image never runs. The host's npm (what ``make labextension`` uses)
+    writes the package tree into the merged root instead; install scripts are not run (they
+    would run on the host), so only packages without native parts belong here. The image's
+    Node.js comes from the recipe's Debian packages (``nodejs``)."""
+    npm = shutil.which("npm")
+    if not npm:
+        raise SystemExit(
+            "make images: `npm` is missing (Node.js with npm, as for the lab extension)"
+        )
+    if not (merged / "usr/bin/node").exists():
+        raise SystemExit(
+            "make images: a recipe with `npm` packages needs `nodejs` in its `debian` list"
+        )
+    cache = CACHE / "npm-cache"
+    cache.mkdir(exist_ok=True)
+    run(
+        [
+            npm,
+            "install",
+            "--global",
+            f"--prefix={merged / 'usr/local'}",
+            f"--cache={cache}",
+            "--omit=dev",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--no-update-notifier",
+            "--loglevel=error",
+            *packages,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def datalabs_wheel(out: Path) -> Path:
     """The datalabs wheel built from this checkout (the lab extension must be built already)."""
     if not (REPO / "jupyterlab_ext/labextension/static/style.js").exists():
@@ -424,6 +466,9 @@ def build_image(name: str, wheelhouse: Path) -> Path:
                             child.unlink()
                         elif child.is_dir() and child.name != "partial":
                             shutil.rmtree(child)
+            npm_packages = list(recipe.get("npm", []))
+            if npm_packages:
+                npm_install(merged, npm_packages)
             run(["chroot", str(merged), *env, "python3", "-m", "venv", venv])
             packages = list(recipe.get("pip", [])) or ["pip"]
             if wheel is not None:

@@ -42,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _chains import chain_workflow  # noqa: E402  (beside this script)
+
 from datalabs_pipelines.catalogue import load_pipeline  # noqa: E402
 from datalabs_pipelines.executors.kubernetes import (  # noqa: E402
     CALRISSIAN_IMAGE,
@@ -84,28 +86,8 @@ outputs:
 def write_workflow(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "step.cwl").write_text(STEP_TOOL)
-    lines = [
-        "cwlVersion: v1.2",
-        "class: Workflow",
-        f"label: A chain of {STEPS} steps",
-        "inputs:",
-        "  table: File",
-        "outputs:",
-        "  table:",
-        "    type: File",
-        f"    outputSource: s{STEPS}/table",
-        "steps:",
-    ]
-    for i in range(1, STEPS + 1):
-        source = "table" if i == 1 else f"s{i - 1}/table"
-        lines += [
-            f"  s{i}:",
-            "    run: step.cwl",
-            f"    in: {{table: {source}}}",
-            "    out: [table]",
-        ]
     workflow = folder / "chain.cwl"
-    workflow.write_text("\n".join(lines) + "\n")
+    workflow.write_text(chain_workflow(STEPS, f"A chain of {STEPS} steps"))
     return workflow
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import requests
+from _chains import chain_workflow  # beside this script
 
 BIN = Path(sys.executable).parent
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
@@ -75,27 +76,8 @@ outputs:
 
 def write_workflow(folder: Path) -> tuple[Path, Path]:
     (folder / "step.cwl").write_text(STEP_TOOL.replace("ITERATIONS", str(ITERATIONS)))
-    lines = [
-        "cwlVersion: v1.2",
-        "class: Workflow",
-        "inputs:",
-        "  table: File",
-        "outputs:",
-        "  table:",
-        "    type: File",
-        f"    outputSource: s{STEPS}/table",
-        "steps:",
-    ]
-    for i in range(1, STEPS + 1):
-        source = "table" if i == 1 else f"s{i - 1}/table"
-        lines += [
-            f"  s{i}:",
-            "    run: step.cwl",
-            f"    in: {{table: {source}}}",
-            "    out: [table]",
-        ]
     workflow = folder / "wf20.cwl"
-    workflow.write_text("\n".join(lines) + "\n")
+    workflow.write_text(chain_workflow(STEPS))
     (folder / "seed.csv").write_text("0,1.5\n1,2.5\n")
     job = folder / "job.json"
     job.write_text(json.dumps({"table": {"class": "File", "path": str(folder / "seed.csv")}}))

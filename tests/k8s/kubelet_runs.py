@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from datalabs_pipelines.executors.kubernetes import (
-    BROKER_RULES,
     CALRISSIAN_IMAGE,
     job_name,
     user_folder,
@@ -34,7 +33,7 @@ from datalabs_pipelines.executors.kubernetes import (
 from datalabs_spawner.run_broker import RunBroker, RunBrokerSettings
 from tests.cluster import Cluster
 from tests.k8s.conftest import restricted_namespace
-from tests.k8s.pipeline_runs import ARCHIVE_CLAIM, WORK_CLAIMS, job_pods
+from tests.k8s.pipeline_runs import ARCHIVE_CLAIM, WORK_CLAIMS, grant_broker, job_pods
 from tests.kubelet_node import node_log, on_kubelet_node
 
 #: The pipelines' steps run as the image's user, uid 1000 in group 100 (Pod Security
@@ -65,22 +64,7 @@ class KubeletRuns:
                 for c in (ARCHIVE_CLAIM, *WORK_CLAIMS)
             ),
         ]
-        meta = {"name": "hub-runs", "namespace": self.namespace}
-        rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
-        cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": BROKER_RULES})
-        cluster.apply(
-            {
-                **rbac,
-                "kind": "RoleBinding",
-                "metadata": meta,
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "hub-runs",
-                },
-                "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-            }
-        )
+        grant_broker(cluster, self.namespace)
         cluster.bound_volume(self.namespace, ARCHIVE_CLAIM, "ReadOnlyMany", path=str(archive))
         for claim in WORK_CLAIMS:
             (work / claim).mkdir(parents=True, exist_ok=True)

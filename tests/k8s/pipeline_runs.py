@@ -44,32 +44,30 @@ def run_namespace(cluster: Cluster) -> str:
     return name
 
 
+def grant_broker(cluster: Cluster, namespace: str) -> None:
+    """Give the hub (user ``datalabs-hub``) the broker's rights (``BROKER_RULES``) in
+    ``namespace``, as the chart's Role and RoleBinding do."""
+    meta = {"name": "hub-runs", "namespace": namespace}
+    group = "rbac.authorization.k8s.io"
+    cluster.apply(
+        {"apiVersion": f"{group}/v1", "kind": "Role", "metadata": meta, "rules": BROKER_RULES}
+    )
+    cluster.apply(
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": group, "kind": "Role", "name": "hub-runs"},
+            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
+        }
+    )
+
+
 def broker_namespace(cluster: Cluster) -> Iterator[str]:
     """A run namespace where the hub (user ``datalabs-hub``) has the broker's rights
     (``BROKER_RULES``); deleted at the end. For fixtures: ``yield from broker_namespace(c)``."""
     name = run_namespace(cluster)
-    meta = {"name": "hub-runs", "namespace": name}
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta,
-            "rules": BROKER_RULES,
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "hub-runs",
-            },
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    grant_broker(cluster, name)
     yield name
     cluster.request("DELETE", f"/api/v1/namespaces/{name}")
 

@@ -147,14 +147,20 @@ class DatalabsExtension(ExtensionApp):
 
     executor = Enum(
         ["local", "kubernetes"],
-        default_value="local",
         config=True,
         help="""Where runs execute. ``local``: a supervised cwltool process per run in the
         session (the embedded default). ``kubernetes``: a Calrissian Job per run (built by
         :func:`datalabs_pipelines.executors.kubernetes.make_calrissian_job`), created through
         the Kubernetes API and followed by the periodic check; configured by the ``k8s_*``
-        options below. See docs/pipelines.md for what the cluster needs.""",
+        options below. See docs/pipelines.md for what the cluster needs. Default:
+        ``$DATALABS_PIPELINES_EXECUTOR`` (``kubernetes`` in a session the spawner gave the run
+        claims, ``DatalabsKubeSpawner.run_work_claims``), else ``local``.""",
     )
+
+    @default("executor")
+    def _default_executor(self) -> str:
+        chosen = os.environ.get(contract.PIPELINES_EXECUTOR, "")
+        return chosen if chosen in ("local", "kubernetes") else "local"
 
     k8s_submit = Enum(
         ["broker", "api"],

@@ -1068,7 +1068,9 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
         Mount the user's own folder of the pipeline runs' input claim (read-write, at
         ``/calrissian/input-data``) and output claim (read-only, at
         ``/calrissian/output-data``) into their session, for cluster runs submitted by the
-        broker (docs/pipelines.md; the chart's ``runs.enabled``). Off by default.
+        broker (docs/pipelines.md; the chart's ``runs.enabled``), and make the session's
+        Pipelines panel run pipelines there (``$DATALABS_PIPELINES_EXECUTOR=kubernetes``, the
+        default of ``DatalabsExtension.executor``). Off by default.
         """,
     )
 
@@ -1227,6 +1229,12 @@ class DatalabsKubeSpawner(SidecarSecretMixin, DatalabsSpawnerMixin, KubeSpawner)
             self.volume_mounts = merge_named(
                 self.volume_mounts, escape_braces(run_mounts), "datalabs-run-"
             )
+            # Without it the session's Pipelines panel would still run everything in the pod.
+            self.environment = {**self.environment, contract.PIPELINES_EXECUTOR: "kubernetes"}
+        else:
+            self.environment = {
+                k: v for k, v in self.environment.items() if k != contract.PIPELINES_EXECUTOR
+            }
         paths = {c.id: mounts["datalabs-" + c.id]["mountPath"] for c in choice.volumes}
         self.environment = {**self.environment, **escape_braces(self.volume_env(choice, paths))}
         for c in choice.volumes:

@@ -58,6 +58,10 @@ CONNECTION_MOUNTS = "DATALABS_CONNECTION_MOUNTS"
 CONNECTIONS_FILE = "DATALABS_CONNECTIONS_FILE"
 #: The session's pipeline run store; the same name as ``datalabs_pipelines.settings.ENV_HOME``.
 PIPELINES_HOME = "DATALABS_PIPELINES_HOME"
+#: Where the session's pipeline runs execute, ``local`` or ``kubernetes`` (the default of
+#: ``DatalabsExtension.executor``): ``kubernetes`` where the spawner mounts the user's folders of
+#: the run claims (``DatalabsKubeSpawner.run_work_claims``), so runs go to the broker.
+PIPELINES_EXECUTOR = "DATALABS_PIPELINES_EXECUTOR"
 #: The broker's versioned API root for this hub, e.g. ``http://127.0.0.1:8081/hub/datalabs/v1/``.
 BROKER_URL = "DATALABS_BROKER_URL"
 #: Set by the session for its kernels: its own Datalabs REST API, and a token for it.

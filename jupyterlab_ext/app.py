@@ -147,14 +147,20 @@ class DatalabsExtension(ExtensionApp):
 
     executor = Enum(
         ["local", "kubernetes"],
-        default_value="local",
         config=True,
         help="""Where runs execute. ``local``: a supervised cwltool process per run in the
         session (the embedded default). ``kubernetes``: a Calrissian Job per run (built by
         :func:`datalabs_pipelines.executors.kubernetes.make_calrissian_job`), created through
         the Kubernetes API and followed by the periodic check; configured by the ``k8s_*``
-        options below. See docs/pipelines.md for what the cluster needs.""",
+        options below. See docs/pipelines.md for what the cluster needs. Default:
+        ``$DATALABS_PIPELINES_EXECUTOR`` (``kubernetes`` in a session the spawner gave the run
+        claims, ``DatalabsKubeSpawner.run_work_claims``), else ``local``.""",
     )
+
+    @default("executor")
+    def _default_executor(self) -> str:
+        chosen = os.environ.get(contract.PIPELINES_EXECUTOR, "")
+        return chosen if chosen in ("local", "kubernetes") else "local"
 
     k8s_submit = Enum(
         ["broker", "api"],
@@ -235,7 +241,9 @@ class DatalabsExtension(ExtensionApp):
         volume's folder in it: ``{"psa-rosetta": "datalabs-archive/psa-rosetta"}`` (one archive
         claim holding ``local`` volumes) or ``{"spice": "spice-claim"}`` (the whole claim). A
         run gets read-only, at the same path as in the session, only the volumes its inputs lie
-        on; an input on a volume with no claim here refuses the run before its Job is made.""",
+        on; an input on a volume with no claim here refuses the run before its Job is made.
+        With ``k8s_submit = "broker"`` it is not needed: the broker mounts the volumes from
+        the hub's catalogue, and inputs on any of the session's volumes are read in place.""",
     )
 
     k8s_default_container = Unicode(
@@ -358,6 +366,10 @@ class DatalabsExtension(ExtensionApp):
             if claim:
                 claim, _, folder = claim.partition("/")
                 archives.append(ArchiveVolume(volume.id, claim, str(volume.path), folder or None))
+            elif self.k8s_submit == "broker":
+                # The broker mounts the volume into the Job from its own catalogue (no claim
+                # needed here); inputs on it are left in place, never copied to the input claim.
+                archives.append(ArchiveVolume(volume.id, "", str(volume.path)))
             else:
                 # Not an error: runs that do not read from it still work.
                 self.log.warning(

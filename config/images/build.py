@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import tomllib
 import zipfile
@@ -612,11 +613,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"make images: no recipe config/images/<name>/image.toml for {unknown}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    wheelhouse = CACHE / "wheel"
+    # A folder of this build's own: builds from several checkouts share the cache, and with one
+    # wheel folder for all, another build's wheel replaced ours between its key and its install
+    # (an image whose key named this checkout held another checkout's code; seen here).
+    wheelhouse = Path(tempfile.mkdtemp(prefix="wheel-", dir=CACHE))
     archives = [build_pause()]
-    for name in args.images or RECIPES:
-        if name != "pause":
-            archives.append(build_image(name, wheelhouse))
+    try:
+        for name in args.images or RECIPES:
+            if name != "pause":
+                archives.append(build_image(name, wheelhouse))
+    finally:
+        shutil.rmtree(wheelhouse, ignore_errors=True)
     if args.socket:
         import_archives(args.socket, archives)
     return 0

@@ -12,6 +12,10 @@ its own builders before its ``main`` runs (same arguments as the ``calrissian`` 
 - **The deepest mount wins.** Calrissian takes the first mount whose path is a string prefix
   of a file, so ``/data/psa`` could take ``/data/psa-rosetta/x``: the file's mount is the
   deepest one that contains it as a path.
+- **Every step's log.** Calrissian follows a step pod's log only once its watch sees the
+  container running; a step that ends before that (a short tool, a busy node) left an empty log
+  (seen on the test cluster's kubelet: the demo pipeline's step log was empty). Its log is then
+  read whole when the step ends, before Calrissian deletes the pod.
 - **Restricted pods with the run's labels and limits**
   (:func:`~datalabs_pipelines.executors.kubernetes.restrict_step_pod`): Pod Security
   "restricted", no API token, the labels in ``DATALABS_STEP_LABELS`` and the step's name
@@ -64,6 +68,7 @@ def _mounted_claims(pod: Any) -> list[tuple[str, str | None, str, str, bool]]:
 def install(environ: dict[str, str] | None = None) -> None:
     """Patch Calrissian's volume and pod builders (idempotent)."""
     from calrissian import job as calrissian_job
+    from calrissian import k8s as calrissian_k8s
 
     env = os.environ if environ is None else environ
     builder_cls = calrissian_job.KubernetesVolumeBuilder
@@ -115,6 +120,21 @@ def install(environ: dict[str, str] | None = None) -> None:
         step_labels = {**labels, STEP_LABEL: label_value(str(self.name))}
         return restrict_step_pod(original_build(self), step_labels, resources, placement)
 
+    client_cls = calrissian_k8s.KubernetesClient
+    original_completion = client_cls._handle_completion
+
+    def _handle_completion(self, state, container):
+        if not self.tool_log and self.pod is not None:
+            name = self.pod.metadata.name
+            try:
+                text = self.core_api_instance.read_namespaced_pod_log(name, self.namespace)
+            except Exception:  # noqa: BLE001 - the step's result matters more than its log
+                text = ""
+            for line in (text or "").splitlines():
+                self.tool_log.append(self.format_log_entry(name, line))
+        return original_completion(self, state, container)
+
+    client_cls._handle_completion = _handle_completion
     builder_cls.add_persistent_volume_entries_from_pod = add_persistent_volume_entries_from_pod
     builder_cls.find_persistent_volume = find_persistent_volume
     builder_cls.calculate_subpath = staticmethod(calculate_subpath)

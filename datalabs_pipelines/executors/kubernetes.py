@@ -94,6 +94,11 @@ def user_folder(user: str) -> str:
     return f"{_dns_name(user)[:40].strip('-')}-{digest}"
 
 
+#: The folder of a run's results (on the output claim) where Calrissian writes each step pod's
+#: log text, ``<step>.log``.
+TOOL_LOGS_DIR = "steps"
+
+
 @dataclass(frozen=True)
 class ArchiveVolume:
     """A hosted archive volume the user may read, as a PersistentVolumeClaim."""
@@ -349,6 +354,11 @@ def make_calrissian_job(spec: CalrissianJob) -> dict[str, Any]:
         f"{outdir}/cwltool.log",
         "--usage-report",
         f"{outdir}/usage.json",
+        # Each step pod's log text, which Calrissian reads from the API server while the pod
+        # runs and writes here when the step ends (``<step>.log``): the session shows it as the
+        # step's log, since Calrissian deletes the pod (and its log) at once.
+        "--tool-logs-basepath",
+        f"{outdir}/{TOOL_LOGS_DIR}",
         "--disable-color",
     ]
     if spec.default_container:

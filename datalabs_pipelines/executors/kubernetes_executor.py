@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 # server extension imports this module, and the import cost 2.5 s of CPU per session start on
 # the 2-core machine (measured), for an executor local sessions never use.
 
-from ..events import LOG_FILE
+from ..events import STEPS_DIR, RunLog, step_log_name
 from ..runs import (
     CANCELLED,
     CANCELLING,
@@ -62,6 +62,7 @@ from ..runs import (
 from ..settings import Settings
 from .kubernetes import (
     CALRISSIAN_IMAGE,
+    TOOL_LOGS_DIR,
     ArchiveVolume,
     CalrissianJob,
     InputNotReadable,
@@ -76,6 +77,7 @@ from .local import (
     RunRequest,
     _append_run_event,
     on_kubernetes,
+    record_event,
     rerun_request,
 )
 
@@ -83,6 +85,88 @@ T = TypeVar("T")
 LIVE_STATES = (QUEUED, RUNNING, CANCELLING)
 #: A step pod's phase as the state of its step (Pending is not a step's start yet).
 _POD_STEP_STATES = {"Running": RUNNING, "Succeeded": SUCCESS, "Failed": FAILED}
+#: In a cluster run's folder: how far its cwltool log on the output claim has been replayed,
+#: and which step pods' logs have been added to the steps' logs (kept across server restarts).
+FOLLOWED_FILE = "cluster-log.json"
+
+
+def _map_locations(value: Any, old: str, new: str) -> Any:
+    """``value`` (an output object) with every ``location`` and ``path`` under ``old``
+    moved under ``new``."""
+    if isinstance(value, list):
+        return [_map_locations(v, old, new) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _map_locations(v, old, new) for k, v in value.items()}
+    for key, prefix in (("location", "file://"), ("path", "")):
+        text = value.get(key)
+        if isinstance(text, str) and text.startswith(prefix + old):
+            rest = text[len(prefix + old) :]
+            if rest == "" or rest.startswith("/"):
+                out[key] = prefix + new + rest
+    return out
+
+
+class _ClusterLog:
+    """A cluster run's log, recorded in its run folder as a local run's is.
+
+    Calrissian's cwltool writes the run's log to the output claim (``cwltool.log``), which the
+    session mounts read-only; its new complete lines go through the same
+    :class:`~datalabs_pipelines.events.RunLog` and :func:`record_event` as a local run's
+    stderr (the run's log, a log per step, step events and step states). Each step pod's own
+    log text, which Calrissian writes to ``steps/<step>.log`` when the step ends, is added to
+    that step's log."""
+
+    def __init__(self, rundir: Path) -> None:
+        self.rundir = rundir
+        self.log = RunLog(rundir)
+        self.states: dict[str, str] = {}
+        self.offset = 0
+        self.pod_logs: list[str] = []
+        try:
+            followed = json.loads((rundir / FOLLOWED_FILE).read_text("utf-8"))
+            self.offset = int(followed["offset"])
+            self.pod_logs = list(followed["pod_logs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def follow(self, results: Path, upsert_step: Callable[..., Any]) -> None:
+        """Record what the run's results folder gained since the last call."""
+        try:
+            with open(results / "cwltool.log", "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            data = b""  # not started yet, or the claim is not mounted here
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            _step, event = self.log.write_line(line)
+            if event is not None:
+                record_event(event, self.states, self.log, upsert_step)
+        self.offset += end
+        try:
+            pod_logs = sorted(p for p in (results / TOOL_LOGS_DIR).iterdir() if p.is_file())
+        except OSError:
+            pod_logs = []
+        for path in pod_logs:
+            if path.name in self.pod_logs or not path.name.endswith(".log"):
+                continue
+            step = path.name[: -len(".log")]
+            try:
+                text = path.read_text("utf-8", "replace")
+            except OSError:
+                continue
+            with open(self.rundir / STEPS_DIR / step_log_name(step), "a", encoding="utf-8") as f:
+                f.write(f"--- the log of step {step}'s pod\n{text}")
+            self.pod_logs.append(path.name)
+        if end or pod_logs:
+            self.log.flush()
+            (self.rundir / FOLLOWED_FILE).write_text(
+                json.dumps({"offset": self.offset, "pod_logs": self.pod_logs}), "utf-8"
+            )
+
+    def close(self) -> None:
+        self.log.close()
 
 
 class KubernetesAPIError(RuntimeError):
@@ -182,6 +266,9 @@ class KubernetesExecutor:
         # thread and must not take their missing Job for one deleted behind our back.
         self._submitting: set[str] = set()
         self._submitting_lock = threading.Lock()
+        #: The logs of live runs being replayed, by run id (see _ClusterLog).
+        self._logs: dict[str, _ClusterLog] = {}
+        self._logs_lock = threading.Lock()
 
     # -- the Kubernetes API ----------------------------------------------------------------
 
@@ -519,7 +606,25 @@ class KubernetesExecutor:
             except KubernetesAPIError:
                 # A missing permission or a down API must not fail runs that may be fine.
                 continue
+            self._follow_log(run)
             self._follow(run, observed)
+
+    def _follow_log(self, run: Run, last: bool = False) -> None:
+        """Record the new lines of the run's log (``last``: the run ended, so close it)."""
+        with self._logs_lock:
+            log = self._logs.get(run.id)
+            if log is None:
+                log = self._logs[run.id] = _ClusterLog(Path(run.rundir))
+            try:
+                log.follow(
+                    Path(self.k8s.output_dir) / run.id,
+                    lambda step, **fields: self.store.upsert_step(run.id, step, **fields),
+                )
+            except OSError:
+                pass  # the run folder's disk is full: the next call tries again
+            if last:
+                log.close()
+                del self._logs[run.id]
 
     def _follow(self, run: Run, observed: tuple[str, str | None] | None) -> None:
         """Move the run to the state its Job is in (``observed``; None: the Job is gone)."""
@@ -549,24 +654,38 @@ class KubernetesExecutor:
         results = Path(self.k8s.output_dir) / run.id
         if state == SUCCESS:
             try:
-                fields["outputs"] = json.loads((results / "output.json").read_text("utf-8"))
+                fields["outputs"] = self._take_outputs(run, results)
             except (OSError, ValueError):
                 pass  # the claim may not be mounted here; the state is still right
+        # The rest of the run's log, its steps' states and their pods' logs, before the steps
+        # still open are closed.
+        self._follow_log(run, last=True)
         if self.store.set_state_if(run.id, LIVE_STATES, **fields):
             self.store.close_open_steps(
                 run.id, SUCCESS if state == SUCCESS else FAILED, fields["finished"]
             )
-            # The run's log and provenance, for the views that read the run folder. Missing
-            # ones (a run that never started, a claim not mounted here) are simply not shown.
-            try:
-                shutil.copyfile(results / "cwltool.log", Path(run.rundir) / LOG_FILE)
-            except OSError:
-                pass
+            # The run's provenance, for the views that read the run folder. A missing one (a
+            # run that never started, a claim not mounted here) is simply not shown.
             try:
                 shutil.copytree(results / PROVENANCE_DIR, Path(run.rundir) / PROVENANCE_DIR)
             except OSError:
                 pass
             _append_run_event(run.rundir, state, reason)
+
+    def _take_outputs(self, run: Run, results: Path) -> Any:
+        """The run's output object, its files copied from the output claim into the run's
+        folder (``outputs/``, as a local run's) and named there.
+
+        The session mounts its folder of the output claim read-only and outside the
+        workspace, where the runs viewer cannot open files (it opens outputs by their
+        workspace path); the run folder is in the workspace. Copied once, when the run ends
+        (the claim's copy goes with the chart's cleanup)."""
+        outputs = json.loads((results / "output.json").read_text("utf-8"))
+        copy = Path(run.rundir) / "outputs"
+        if (results / "outputs").is_dir() and not copy.exists():
+            shutil.copytree(results / "outputs", copy, symlinks=True)
+        job_view = f"{CalrissianJob.output_mount}/{run.id}/outputs"
+        return _map_locations(outputs, job_view, str(copy))
 
     def close(self) -> None:
         # Jobs go on without us: the next server's ticks pick them up by name.

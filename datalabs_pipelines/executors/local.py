@@ -45,7 +45,7 @@ from ..crate import (
     write_crate,
 )
 from ..cwlmain import ENV_UNHASHED_ROOTS
-from ..events import DISK_FULL_ERRNOS, LOG_FILE, RunLog
+from ..events import DISK_FULL_ERRNOS, LOG_FILE, Event, RunLog
 from ..runs import (
     ACTIVE_STATES,
     CANCELLED,
@@ -650,6 +650,38 @@ def execute(
         os.close(fd)  # frees the slot (the kernel would also free it when this process ends)
 
 
+def record_event(
+    event: Event,
+    states: dict[str, str],
+    log: RunLog,
+    upsert_step: Callable[..., Any],
+) -> None:
+    """Record what one cwltool log line reported: the step's state in the run store
+    (``upsert_step(step, **fields)``) and the event in the run's event file, once per change
+    (``states``: each step's state so far). Local runs and cluster runs (whose cwltool log the
+    Kubernetes executor replays) record their steps alike."""
+    if event.step is None:
+        log.emit_event(event)
+        return
+    if event.kind == "step" and event.state == "running":
+        # Every line of a job mentions its step; only the first one starts it.
+        if event.step not in states:
+            states[event.step] = "running"
+            upsert_step(event.step, state="running", started=time.time())
+            log.emit_event(event)
+        if event.cached:
+            upsert_step(event.step, cached=1)
+    elif event.kind == "step":
+        # "[job s1] completed" and "[step s1] completed" report the same thing twice.
+        if states.get(event.step) != event.state:
+            states[event.step] = event.state or ""
+            upsert_step(event.step, state=event.state, finished=time.time())
+            log.emit_event(event)
+    elif event.kind == "memory":
+        upsert_step(event.step, peak_memory_mib=event.peak_memory_mib)
+        log.emit_event(event)
+
+
 def _execute(
     store: RunStore,
     run: Run,
@@ -711,29 +743,10 @@ def _execute(
         if entry := _CACHE_ENTRY.search(line):
             cache_entries.add(entry["dir"])
         _step, event = log.write_line(line)
-        if event is None or event.step is None:
-            if event is not None:
-                log.emit_event(event)
-            continue
-        if event.kind == "step" and event.state == "running":
-            # Every line of a job mentions its step; only the first one starts it.
-            if event.step not in states:
-                states[event.step] = "running"
-                record(store.upsert_step, run.id, event.step, state="running", started=time.time())
-                log.emit_event(event)
-            if event.cached:
-                record(store.upsert_step, run.id, event.step, cached=1)
-        elif event.kind == "step":
-            # "[job s1] completed" and "[step s1] completed" report the same thing twice.
-            if states.get(event.step) != event.state:
-                states[event.step] = event.state or ""
-                record(
-                    store.upsert_step, run.id, event.step, state=event.state, finished=time.time()
-                )
-                log.emit_event(event)
-        elif event.kind == "memory":
-            record(store.upsert_step, run.id, event.step, peak_memory_mib=event.peak_memory_mib)
-            log.emit_event(event)
+        if event is not None:
+            record_event(
+                event, states, log, lambda step, **kw: record(store.upsert_step, run.id, step, **kw)
+            )
     code = proc.wait()
     log.flush()
     # Tools may leave background processes behind; they belong to this run and end with it.

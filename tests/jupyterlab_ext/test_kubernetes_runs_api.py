@@ -107,3 +107,16 @@ async def test_runs_become_jobs_followed_and_cancelled_over_http(k8s_api, start_
         (second["id"], "cancelled"),
         (run["id"], "failed"),
     ]
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [("kubernetes", "kubernetes"), ("local", "local"), ("", "local"), ("k8s", "local")],
+)
+def test_the_session_runs_where_its_spawner_says(monkeypatch, env, expected):
+    """``$DATALABS_PIPELINES_EXECUTOR`` (set by DatalabsKubeSpawner.run_work_claims) is the
+    executor's default; anything else is the embedded default."""
+    from jupyterlab_ext.app import DatalabsExtension
+
+    monkeypatch.setenv("DATALABS_PIPELINES_EXECUTOR", env)
+    assert DatalabsExtension().executor == expected

@@ -3,15 +3,18 @@
 The test passes its values in ``DATALABS_TEST_HUB`` (JSON); with ``"sidecar": true``
 (tests/k8s/test_sidecar_on_kubelet.py) the pods get the rclone sidecar and bob may log in
 too; with ``"credentials_master_key"`` and ``"connection_allowed_networks"`` sessions offer
-connections, to those networks only. The hub serves the broker in both. The hub's API listens
-on the node's bridge address (local to this machine) because the user pods call it from the
-pod network; the proxy and the hub's public side stay on 127.0.0.1.
+connections, to those networks only; with ``"runs"`` (tests/k8s/test_pipelines_panel_on_kubelet.py)
+the hub serves the run broker as the chart configures it and sessions run pipelines on the
+cluster. The hub serves the broker in all. The hub's API listens on the node's bridge address
+(local to this machine) because the user pods call it from the pod network; the proxy and the
+hub's public side stay on 127.0.0.1.
 """
 
 import json
 import os
 
 from datalabs_spawner.broker import default_handlers as broker_handlers
+from datalabs_spawner.run_broker import default_handlers as run_handlers
 
 c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
 e = json.loads(os.environ["DATALABS_TEST_HUB"])
@@ -56,5 +59,23 @@ else:
     c.DatalabsKubeSpawner.rclone_sidecar = False
 c.DatalabsKubeSpawner.node_selector = e["node_selector"]
 c.DatalabsKubeSpawner.tolerations = e["tolerations"]
+if e.get("runs"):
+    runs = e["runs"]
+    c.JupyterHub.extra_handlers = broker_handlers + run_handlers
+    # As the chart's runs.enabled: the broker's settings, the users' folders of the work
+    # claims in their sessions, and sessions whose Pipelines panel runs on the cluster.
+    c.DatalabsRunBroker.namespace = e["namespace"]
+    c.DatalabsRunBroker.input_dir = runs["input_dir"]
+    c.DatalabsRunBroker.archive_dir = runs["archive_dir"]
+    c.DatalabsRunBroker.calrissian_image_pull_policy = "Never"
+    c.DatalabsRunBroker.node_selector = e["node_selector"]
+    c.DatalabsRunBroker.tolerations = e["tolerations"]
+    c.DatalabsRunBroker.max_ram = "1Gi"
+    c.DatalabsRunBroker.max_cores = 1
+    c.DatalabsRunBroker.max_time_limit = 600
+    # Jobs mount the archive volumes where the sessions see them, so inputs keep their paths.
+    c.DatalabsRunBroker.data_mount_root = "/home/jovyan/data"
+    c.DatalabsKubeSpawner.data_mount_root = "/home/jovyan/data"
+    c.DatalabsKubeSpawner.run_work_claims = True
 c.DatalabsKubeSpawner.start_timeout = 180
 c.DatalabsKubeSpawner.http_timeout = 120

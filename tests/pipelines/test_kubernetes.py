@@ -116,6 +116,8 @@ def test_the_whole_job():
                                 f"{out}/cwltool.log",
                                 "--usage-report",
                                 f"{out}/usage.json",
+                                "--tool-logs-basepath",
+                                f"{out}/steps",
                                 "--disable-color",
                                 "--provenance",
                                 f"{out}/provenance",

@@ -365,3 +365,58 @@ async def test_an_unreachable_api_gives_a_failed_run_with_the_reason(settings, d
         "could not create the run's Job in namespace 'datalabs': ClientConnectorError"
     )
     assert f"127.0.0.1:{port}" in shown["exit_reason"]
+
+
+async def test_a_cluster_runs_steps_logs_and_outputs_reach_the_run_folder_as_a_local_runs(
+    k8s_api, executor, data_dir
+):
+    """The runs viewer reads a cluster run as a local one: step states and events from the
+    Job's cwltool log (followed while it grows), each step's log with its pod's log text, and
+    the outputs copied from the read-only output claim into the run folder."""
+    run = await _submit(executor, data_dir)
+    results = Path(executor.k8s.output_dir) / run.id
+    results.mkdir(parents=True)
+    log = results / "cwltool.log"
+    log.write_text("INFO [workflow ] start\nINFO [step draw] start\nINFO [job draw] /tmp/x$ pyth")
+    await _play_job_controller(k8s_api, run.id, {"active": 1})
+    await asyncio.to_thread(executor.tick)
+    live = await _run(executor, run.id)
+    assert live["state"] == "running"
+    assert [(s["name"], s["state"]) for s in live["steps"]] == [("draw", "running")]
+
+    # the line cut short is read once it is whole; the step ends; Calrissian wrote the pod's log
+    with log.open("a") as f:
+        f.write("on3 plot.py\nINFO [step draw] completed success\n")
+        f.write("INFO [workflow ] completed success\nINFO Final process status is success\n")
+    (results / "steps").mkdir()
+    (results / "steps" / "draw.log").write_text(
+        "2026-12-03T19:00:00Z - draw-pod - plotted 4 points of temperature against time\n"
+    )
+    (results / "outputs").mkdir()
+    (results / "outputs" / "summary.json").write_text('{"time": {}}')
+    where = f"/calrissian/output-data/{run.id}/outputs/summary.json"
+    (results / "output.json").write_text(
+        json.dumps({"summary": {"class": "File", "location": f"file://{where}", "path": where}})
+    )
+    await _play_job_controller(
+        k8s_api, run.id, {"active": 0, "conditions": [{"type": "Complete", "status": "True"}]}
+    )
+    await asyncio.to_thread(executor.tick)
+
+    done = await _run(executor, run.id)
+    assert done["state"] == "success"
+    assert [(s["name"], s["state"]) for s in done["steps"]] == [("draw", "success")]
+    rundir = Path(run.rundir)
+    events = [json.loads(line) for line in (rundir / "events.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e.get("step"), e.get("state")) for e in events if e.get("step")] == [
+        ("step", "draw", "running"),
+        ("step", "draw", "success"),
+    ]
+    step_log = (rundir / "steps" / "draw.log").read_text()
+    assert "[job draw] /tmp/x$ python3 plot.py" in step_log
+    assert "plotted 4 points of temperature against time" in step_log
+    assert (rundir / "cwltool.log").read_text().count("Final process status is success") == 1
+    copy = rundir / "outputs" / "summary.json"
+    assert copy.read_text() == '{"time": {}}'
+    assert done["outputs"]["summary"]["path"] == str(copy)
+    assert done["outputs"]["summary"]["location"] == f"file://{copy}"

@@ -336,6 +336,26 @@ async def test_no_session_catalogue_when_the_configmap_option_is_empty(k8s_api, 
     assert "DATALABS_CATALOGUE_DIRS" not in {e["name"] for e in user["env"]}
 
 
+async def test_a_session_with_the_run_claims_runs_its_pipelines_on_the_cluster(
+    k8s_api, catalogue_dir
+):
+    """``run_work_claims`` also tells the session's Pipelines panel to use the cluster: the
+    claims alone left every run in the pod."""
+    spawner = make(k8s_api, catalogue_dir, run_work_claims=True)
+    spawner.user_options = {"profile": "planetary", "volumes": ["psa"]}
+    await spawner.load_user_options()
+    pod = await validated(await spawner.get_pod_manifest())
+    [user] = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in user["env"]}
+    assert env["DATALABS_PIPELINES_EXECUTOR"] == "kubernetes"
+    # turned off since the last start: the next pod runs pipelines in the session again
+    spawner.run_work_claims = False
+    await spawner.load_user_options()
+    pod = await validated(await spawner.get_pod_manifest())
+    [user] = pod["spec"]["containers"]
+    assert "DATALABS_PIPELINES_EXECUTOR" not in {e["name"] for e in user["env"]}
+
+
 @pytest.mark.parametrize(
     "item, field",
     [

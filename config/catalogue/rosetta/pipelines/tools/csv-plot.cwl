@@ -63,6 +63,7 @@ requirements:
           """
           with open("plot.svg", "w", encoding="utf-8") as f:
               f.write(svg)
+          print(f"plotted {len(points)} points of {y_name} against {x_name}", file=sys.stderr)
 baseCommand: [python3, plot.py]
 inputs:
   table:

@@ -216,6 +216,24 @@ class Cluster:
             raise RuntimeError(f"{obj['kind']} {obj['metadata']['name']}: {status} {answer}")
         return answer
 
+    def grant(
+        self, namespace: str, role: str, rules: list[dict[str, Any]], user: str = "datalabs-hub"
+    ) -> None:
+        """A Role ``role`` with ``rules`` in ``namespace``, bound to ``user`` (the hub's
+        identity by default), as the chart's Roles and RoleBindings are."""
+        group = "rbac.authorization.k8s.io"
+        meta = {"name": role, "namespace": namespace}
+        self.apply({"apiVersion": f"{group}/v1", "kind": "Role", "metadata": meta, "rules": rules})
+        self.apply(
+            {
+                "apiVersion": f"{group}/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": group, "kind": "Role", "name": role},
+                "subjects": [{"kind": "User", "name": user}],
+            }
+        )
+
     def bound_volume(
         self,
         namespace: str,

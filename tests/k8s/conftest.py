@@ -116,23 +116,7 @@ def kube_identity(monkeypatch):
 @pytest_asyncio.fixture
 async def hub_namespace(cluster: Cluster, kube_identity) -> AsyncIterator[str]:
     name = restricted_namespace(cluster)
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "hub", "namespace": name},
-            "rules": HUB_RULES,
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "hub", "namespace": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    cluster.grant(name, "hub", HUB_RULES)
     await kube_identity(cluster.kubeconfig("datalabs-hub", name))
     try:
         yield name

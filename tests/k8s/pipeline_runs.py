@@ -47,20 +47,7 @@ def run_namespace(cluster: Cluster) -> str:
 def grant_broker(cluster: Cluster, namespace: str) -> None:
     """Give the hub (user ``datalabs-hub``) the broker's rights (``BROKER_RULES``) in
     ``namespace``, as the chart's Role and RoleBinding do."""
-    meta = {"name": "hub-runs", "namespace": namespace}
-    group = "rbac.authorization.k8s.io"
-    cluster.apply(
-        {"apiVersion": f"{group}/v1", "kind": "Role", "metadata": meta, "rules": BROKER_RULES}
-    )
-    cluster.apply(
-        {
-            "apiVersion": f"{group}/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {"apiGroup": group, "kind": "Role", "name": "hub-runs"},
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    cluster.grant(namespace, "hub-runs", BROKER_RULES)
 
 
 def broker_namespace(cluster: Cluster) -> Iterator[str]:

@@ -190,18 +190,7 @@ def hub_namespace_on(cluster: Cluster, archive: Path) -> str:
     """A "restricted" namespace where the hub's identity has z2jh's hub rights, with the
     archive claims bound to ``archive``."""
     namespace = restricted_namespace(cluster)
-    rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
-    meta = {"name": "hub", "namespace": namespace}
-    cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": HUB_RULES})
-    cluster.apply(
-        {
-            **rbac,
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    cluster.grant(namespace, "hub", HUB_RULES)
     for claim in ("archive", "datalabs-archive"):
         cluster.bound_volume(namespace, claim, path=str(archive))
     return namespace

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from datalabs_pipelines.executors.kubernetes import BROKER_RULES, user_folder
+from datalabs_pipelines.executors.kubernetes import user_folder
 from tests.cluster import Cluster
 from tests.helpers import write
 from tests.k8s.conftest import LAB_IMAGE
-from tests.k8s.pipeline_runs import WORK_CLAIMS
+from tests.k8s.pipeline_runs import WORK_CLAIMS, grant_broker
 from tests.k8s.test_kubelet_node import hub_namespace_on, hub_on_kubelet
 from tests.kubelet_node import node_log
 
@@ -38,26 +38,6 @@ TABLE = "time,temperature,note\n0,150,a\n1,165,b\n2,180,c\n3,171,d\n"
 #: no fsGroup, so alice's work folders are made theirs.
 LAB_UID, LAB_GID = 1000, 100
 HOME = "/home/jovyan"
-
-
-def _runs_rights(cluster: Cluster, namespace: str) -> None:
-    """The broker's rights for the hub's identity (the chart adds them to the hub's Role)."""
-    rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
-    meta = {"name": "hub-runs", "namespace": namespace}
-    cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": BROKER_RULES})
-    cluster.apply(
-        {
-            **rbac,
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "hub-runs",
-            },
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
 
 
 def _catalogue(root: Path) -> Path:
@@ -106,7 +86,7 @@ def test_a_run_from_the_pipelines_panel_runs_on_the_cluster_and_comes_back_to_th
         os.chown(work / claim / folder, LAB_UID, LAB_GID)
     work.chmod(0o755)
     namespace = hub_namespace_on(cluster, archive)
-    _runs_rights(cluster, namespace)
+    grant_broker(cluster, namespace)  # the chart adds them to the hub's Role
     for claim in WORK_CLAIMS:
         cluster.bound_volume(namespace, claim, "ReadWriteMany", path=str(work / claim))
     runs = {"input_dir": str(work / "calrissian-input-data"), "archive_dir": str(archive)}

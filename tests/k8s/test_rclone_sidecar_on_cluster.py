@@ -58,23 +58,7 @@ async def _session_namespace(cluster: Cluster, kube_identity, rules) -> AsyncIte
             "metadata": {"name": name, "labels": SESSION_LABELS},
         }
     )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "hub", "namespace": name},
-            "rules": rules,
-        }
-    )
-    cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "hub", "namespace": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    cluster.grant(name, "hub", rules)
     policy = session_policy(cluster, name)
     await kube_identity(cluster.kubeconfig("datalabs-hub", name))
     try:

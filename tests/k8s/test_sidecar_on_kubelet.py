@@ -49,18 +49,7 @@ def session_namespace_on(cluster: Cluster, name: str, archive) -> list[str]:
             "metadata": {"name": name, "labels": SESSION_LABELS},
         }
     )
-    rbac = {"apiVersion": "rbac.authorization.k8s.io/v1"}
-    meta = {"name": "hub", "namespace": name}
-    cluster.apply({**rbac, "kind": "Role", "metadata": meta, "rules": HUB_RULES})
-    cluster.apply(
-        {
-            **rbac,
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
-            "subjects": [{"kind": "User", "name": "datalabs-hub"}],
-        }
-    )
+    cluster.grant(name, "hub", HUB_RULES)
     cluster.bound_volume(name, "datalabs-archive", path=str(archive))
     return [
         f"/api/v1/namespaces/{name}",

@@ -180,14 +180,16 @@ def _me() -> str:
 async def sweep_stages(folder: Path | None = None) -> list[Path]:
     """Remove the staging folders of processes that died mid-attach (a hub killed between the
     two mount steps leaves its read-only staging mount behind), unmounting what is mounted
-    there. Folders of a live process, this one included, are left alone."""
+    there. Folders of a live process, this one included, are left alone, and so is anything
+    this process's user did not make (anyone may create names in /tmp)."""
     swept = []
     for stage in Path(folder or tempfile.gettempdir()).glob(f"{STAGE_PREFIX}*-*"):
         pid, _, started = stage.name[len(STAGE_PREFIX) :].partition("-")[0].partition(".")
-        if not pid.isdigit() or f"{pid}.{process_start(int(pid))}" == f"{pid}.{started}":
+        if not pid.isdigit() or str(process_start(int(pid))) == started:
             continue
-        if stage.is_symlink() or not stage.is_dir():
-            continue  # not one this code made
+        info = stage.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue  # a link, a file, or another account's folder: not one this code made
         for point in mounts_under(stage):
             await run_command("umount", "-l", str(point))
         with contextlib.suppress(OSError):

@@ -133,7 +133,12 @@ async def test_staging_folders_of_a_dead_process_are_swept_and_a_live_ones_kept(
     live.mkdir()
     link = staging / f"{local.STAGE_PREFIX}{dead.pid}.{started}-x3"
     link.symlink_to(folders["host"])
+    # Another account names a folder of its own like a dead hub's staging folder.
+    planted = staging / f"{local.STAGE_PREFIX}{dead.pid}.{started}-x4"
+    planted.mkdir()
+    os.chown(planted, 65534, 65534)
 
     assert await local.sweep_stages(staging) == [left]
     assert not left.exists() and mounts_under(staging) == []
     assert live.is_dir() and link.is_symlink() and (folders["host"] / "host.txt").exists()
+    assert planted.is_dir()

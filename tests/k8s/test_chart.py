@@ -9,14 +9,17 @@ pod, RBAC gives each identity what it needs and no more), not that the hub answe
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from jupyterhub.app import JupyterHub
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
@@ -220,3 +223,23 @@ def test_connections_reach_exactly_the_private_storage_the_operator_allows(
         cluster.apply({**policy, "metadata": {**policy["metadata"], "namespace": namespace}})
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_the_cookie_secret_is_one_jupyterhub_reads_as_hex(cluster: Cluster, release, tmp_path):
+    _, secret = cluster.request("GET", f"/api/v1/namespaces/{release}/secrets/datalabs-hub")
+    text = base64.b64decode(secret["data"]["cookie-secret"]).decode()
+    # the chart mounts its secrets with mode 0400; JupyterHub refuses a file others may read
+    path = tmp_path / "cookie-secret"
+    path.write_text(text)
+    path.chmod(0o400)
+    hub = JupyterHub(cookie_secret_file=str(path))
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    hub.log.addHandler(handler)
+    try:
+        hub.init_secrets()
+    finally:
+        hub.log.removeHandler(handler)
+    assert "Old base64" not in logged.getvalue()
+    assert hub.cookie_secret == bytes.fromhex(text)
+    assert len(hub.cookie_secret) == 32

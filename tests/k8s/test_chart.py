@@ -292,3 +292,27 @@ def test_placement_values_reach_the_hub_the_proxy_and_the_sessions(tmp_path: Pat
         "datalabs-proxy": (None, None),
         "sessions": ({}, []),
     }
+
+
+def test_the_hub_finds_itself_and_the_proxy_without_cluster_dns(tmp_path: Path, monkeypatch):
+    """In a pod made after the Services, the hub's own URL (which sessions get) and the proxy's
+    API URL are the Services' addresses from Kubernetes' environment variables; without those
+    variables, the Services' DNS names."""
+    objects = rendered(tmp_path)
+    environ = {
+        "DATALABS_HUB_SERVICE_HOST": "10.96.0.21",
+        "DATALABS_HUB_SERVICE_PORT": "8081",
+        "DATALABS_PROXY_API_SERVICE_HOST": "10.96.0.22",
+        "DATALABS_PROXY_API_SERVICE_PORT": "8001",
+    }
+    config = hub_config(objects, environ)
+    assert config.JupyterHub.hub_connect_url == "http://10.96.0.21:8081"
+    assert config.ConfigurableHTTPProxy.api_url == "http://10.96.0.22:8001"
+    # the same names the Services have in the chart
+    services = {d["metadata"]["name"] for d in objects if d["kind"] == "Service"}
+    assert {"datalabs-hub", "datalabs-proxy-api"} <= services
+    for name in environ:
+        monkeypatch.delenv(name, raising=False)
+    config = hub_config(objects, {})
+    assert config.JupyterHub.hub_connect_url == "http://datalabs-hub:8081"
+    assert config.ConfigurableHTTPProxy.api_url == "http://datalabs-proxy-api:8001"

@@ -243,3 +243,99 @@ def test_the_cookie_secret_is_one_jupyterhub_reads_as_hex(cluster: Cluster, rele
     assert "Old base64" not in logged.getvalue()
     assert hub.cookie_secret == bytes.fromhex(text)
     assert len(hub.cookie_secret) == 32
+
+
+def rendered(tmp_path: Path, *args: str) -> list[dict]:
+    """The chart's objects as `helm template` renders them with these arguments (no cluster)."""
+    done = subprocess.run(
+        [str(BIN_DIR / "helm"), "template", "datalabs", str(CHART), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def hub_config(objects: list[dict], environ: dict[str, str]) -> Config:
+    """The rendered jupyterhub_config.py run as the hub runs it, in a pod with this
+    environment (the secret files read as placeholders)."""
+    [config_map] = [
+        d
+        for d in objects
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "datalabs-hub-config"
+    ]
+    config = Config()
+    saved = dict(os.environ)
+    os.environ.update(environ)
+    try:
+        exec(  # the chart's own rendered config
+            config_map["data"]["jupyterhub_config.py"],
+            {"get_config": lambda: config, "open": lambda path: io.StringIO(f"secret of {path}")},
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return config
+
+
+def test_placement_values_reach_the_hub_the_proxy_and_the_sessions(tmp_path: Path):
+    """hub/proxy/singleuser.nodeSelector and .tolerations place the hub's and the proxy's pods
+    and become the spawner's node_selector and tolerations; the defaults place nothing."""
+    pool = {"datalabs.test/kubelet": "real"}
+    taint = {"key": "datalabs.test/kubelet", "operator": "Equal", "value": "real"}
+    taint["effect"] = "NoSchedule"
+    values = tmp_path / "values.json"
+    placed = {"nodeSelector": pool, "tolerations": [taint]}
+    values.write_text(json.dumps({"hub": placed, "proxy": placed, "singleuser": placed}))
+
+    def placement(objects: list[dict]) -> dict:
+        pods = {
+            d["metadata"]["name"]: d["spec"]["template"]["spec"]
+            for d in objects
+            if d["kind"] == "Deployment"
+        }
+        spawner = hub_config(objects, {}).DatalabsKubeSpawner
+        return {
+            **{
+                name: (spec.get("nodeSelector"), spec.get("tolerations"))
+                for name, spec in pods.items()
+            },
+            "sessions": (spawner.node_selector, spawner.tolerations),
+        }
+
+    assert placement(rendered(tmp_path, "-f", str(values))) == {
+        "datalabs-hub": (pool, [taint]),
+        "datalabs-proxy": (pool, [taint]),
+        "sessions": (pool, [taint]),
+    }
+    assert placement(rendered(tmp_path)) == {
+        "datalabs-hub": (None, None),
+        "datalabs-proxy": (None, None),
+        "sessions": ({}, []),
+    }
+
+
+def test_the_hub_finds_itself_and_the_proxy_without_cluster_dns(tmp_path: Path, monkeypatch):
+    """In a pod made after the Services, the hub's own URL (which sessions get) and the proxy's
+    API URL are the Services' addresses from Kubernetes' environment variables; without those
+    variables, the Services' DNS names."""
+    objects = rendered(tmp_path)
+    environ = {
+        "DATALABS_HUB_SERVICE_HOST": "10.96.0.21",
+        "DATALABS_HUB_SERVICE_PORT": "8081",
+        "DATALABS_PROXY_API_SERVICE_HOST": "10.96.0.22",
+        "DATALABS_PROXY_API_SERVICE_PORT": "8001",
+    }
+    config = hub_config(objects, environ)
+    assert config.JupyterHub.hub_connect_url == "http://10.96.0.21:8081"
+    assert config.ConfigurableHTTPProxy.api_url == "http://10.96.0.22:8001"
+    # the same names the Services have in the chart
+    services = {d["metadata"]["name"] for d in objects if d["kind"] == "Service"}
+    assert {"datalabs-hub", "datalabs-proxy-api"} <= services
+    for name in environ:
+        monkeypatch.delenv(name, raising=False)
+    config = hub_config(objects, {})
+    assert config.JupyterHub.hub_connect_url == "http://datalabs-hub:8081"
+    assert config.ConfigurableHTTPProxy.api_url == "http://datalabs-proxy-api:8001"

@@ -46,7 +46,10 @@ async def run_in_session(hub, user: str, path: str) -> nbformat.NotebookNode:
     kernel_id = r.json()["id"]
     kc = AsyncKernelClient()
     kc.load_connection_file(str(connection_file(hub.state / "workspaces" / user, kernel_id)))
-    kc.start_channels()
+    # No heartbeat (as tests/helpers.kernel_client): jupyter_client takes a first ping left
+    # unanswered within 1 s for a dead kernel ("Kernel died before replying to kernel_info"),
+    # and on a loaded machine a kernel in its sandbox starts slower; the deadlines hold instead.
+    kc.start_channels(hb=False)
     try:
         await kc.wait_for_ready(timeout=60)
         client = NotebookClient(nb, timeout=180)

@@ -82,14 +82,25 @@ def x_windows(display: str, home: Path) -> dict[str, tuple[int, int, int, int]]:
     line = re.compile(
         r'^\s*0x[0-9a-f]+ "([^"]*)": \(.*?\)\s+(\d+)x(\d+)\S*\s+\+(-?\d+)\+(-?\d+)', re.M
     )
-    return {m[1]: (int(m[4]), int(m[5]), int(m[2]), int(m[3])) for m in line.finditer(out)}
+    windows: dict[str, tuple[int, int, int, int]] = {}
+    for m in line.finditer(out):
+        found = (int(m[4]), int(m[5]), int(m[2]), int(m[3]))
+        # Java names more than one X window after a frame (a 1x1 one among them, at first):
+        # the frame is the largest
+        if m[1] not in windows or found[2] * found[3] > windows[m[1]][2] * windows[m[1]][3]:
+            windows[m[1]] = found
+    return windows
 
 
 def wait_for_window(display, home, name, present=True, timeout=20.0):
+    """The windows once ``name`` is there, laid out (not yet 1x1 as Swing first makes it), or
+    once it is gone."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         windows = x_windows(display, home)
-        if (name in windows) == present:
+        if not present and name not in windows:
+            return windows
+        if present and name in windows and min(windows[name][2:]) > 50:
             return windows
         time.sleep(0.3)
     raise AssertionError(f"window {name!r} {'never came' if present else 'never went'}")
@@ -159,8 +170,15 @@ def load_table(tab, canvas, display, home, topcat, path: str) -> bytes | None:
     # The window exists before Swing has drawn it: click once the (white) field is drawn.
     # It took more than 30 s here with a busy-loop on one of the two cores beside the tests.
     deadline = time.monotonic() + 60
-    while min(pixel(canvas.screenshot(), (field[0] + 190, field[1] + 11))) < 250:
-        assert time.monotonic() < deadline, "the Load dialog was never drawn"
+    while min(pixel(shot := canvas.screenshot(), (field[0] + 190, field[1] + 11))) < 250:
+        if time.monotonic() > deadline:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / "topcat-load-dialog.png").write_bytes(shot)
+            raise AssertionError(
+                f"the Load dialog was never drawn: at {load}, the Location field's pixel is "
+                f"{pixel(shot, (field[0] + 190, field[1] + 11))} (tests/artifacts/"
+                "topcat-load-dialog.png)"
+            )
         time.sleep(0.2)
     canvas.click(position={"x": field[0] + 190, "y": field[1] + 11})
     # Keys sent before Swing has moved the focus into the field are lost (one run in three lost

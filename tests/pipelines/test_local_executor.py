@@ -16,7 +16,14 @@ import psutil
 import pytest
 
 from datalabs_pipelines.events import EVENTS_FILE, LOG_FILE, STEPS_DIR
-from datalabs_pipelines.executors.local import LocalExecutor, RunRequest, group_alive, reconcile
+from datalabs_pipelines.executors.local import (
+    LocalExecutor,
+    RunRequest,
+    group_alive,
+    process_alive,
+    process_started,
+    reconcile,
+)
 from datalabs_pipelines.runs import FINAL_STATES, RunNotFound, RunStore
 from datalabs_pipelines.settings import Settings
 
@@ -503,3 +510,24 @@ def test_outputs_are_stored_once_not_in_both_cache_and_run_folder(
     assert [s.cached for s in again.steps] == [True]
     assert Path(again.outputs["copy"]["path"]).read_bytes() == source.read_bytes()
     assert _stored_bytes(settings.home) < 8 * MIB + MIB
+
+
+def test_start_times_read_from_proc_are_the_ones_psutil_compares(tmp_path):
+    """A run records its supervisor's start time (read from ``/proc``); :func:`process_alive`
+    later compares it with psutil's. A command name with a space and a parenthesis (field 2 of
+    ``/proc/<pid>/stat``) must not shift the fields read after it."""
+    odd = tmp_path / "a) b"
+    odd.write_bytes(Path("/bin/sleep").read_bytes())
+    odd.chmod(0o755)
+    proc = subprocess.Popen([str(odd), "30"])
+    try:
+        for pid in (os.getpid(), proc.pid):
+            started = process_started(pid)
+            assert started is not None
+            assert abs(started - psutil.Process(pid).create_time()) < 0.01
+            assert process_alive(pid, started)
+        assert not process_alive(proc.pid, process_started(proc.pid) - 5)  # a reused pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_started(proc.pid) is None

@@ -111,6 +111,58 @@ def test_cancel_kills_the_whole_process_group(executor, store, data_dir, wait_fo
     wait_for(lambda: not group_alive(cwltool_pgid), timeout=10, what="cwltool's group gone")
 
 
+def test_cwltool_is_a_session_of_its_own_holding_none_of_its_supervisors_files(
+    executor, store, settings, data_dir, wait_for
+):
+    """cwltool is a fork of the run's supervisor (no new interpreter): it must hold what an
+    exec'd cwltool held (the job's output file on stdout, its log pipe on stderr) and none of
+    the supervisor's files (the run store, the run's log and events), in a session of its own."""
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000}"
+    run = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    wait_for(lambda: len(_processes_with(marker)) >= 3, timeout=60, what="the step's processes")
+    current = store.get(run.id)
+    cwltool = psutil.Process(current.pgid)
+
+    assert cwltool.ppid() == current.supervisor_pid
+    assert os.getsid(cwltool.pid) == cwltool.pid
+    rundir = Path(current.rundir)
+    assert os.readlink(f"/proc/{cwltool.pid}/fd/1") == str(rundir / "outputs.json")
+    assert os.readlink(f"/proc/{cwltool.pid}/fd/2").startswith("pipe:")
+    held = {f.path for f in cwltool.open_files()}
+    supervisors = {f.path for f in psutil.Process(current.supervisor_pid).open_files()}
+    assert str(settings.db_path) in supervisors and str(rundir / LOG_FILE) in supervisors
+    assert held & supervisors == set(), held
+    assert not any(path.startswith(str(settings.db_path)) for path in held)
+
+    assert executor.cancel("alice", run.id).state == "cancelled"
+
+
+#: Starts cwltool on a step that sleeps 9 s and at once kills its process group, as a cancel does.
+_CANCEL_AT_ONCE = """
+import signal, sys
+from pathlib import Path
+from datalabs_pipelines.executors.local import kill_group, start_cwltool
+argv = ["--no-container", sys.argv[1], "--marker", "9"]
+proc = start_cwltool(argv, sys.argv[2], Path(sys.argv[2]) / "outputs.json", [], None)
+kill_group(proc.pid, signal.SIGTERM)
+print(proc.wait())
+"""
+
+
+def test_a_cancel_right_after_cwltool_started_finds_its_process_group(tmp_path, data_dir):
+    """cwltool is a fork that makes itself a session (and process group) leader; the executor
+    records that group and a cancel kills it. ``start_cwltool`` returns only once the group
+    exists, as ``Popen`` returned after the exec; otherwise a kill at once found no group and
+    the run went on (seen as a cancel that never ended)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CANCEL_AT_ONCE, str(data_dir / "sleepy.cwl"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr
+
+
 def test_cancel_a_queued_run_never_starts_it(tmp_path, data_dir, wait_for):
     settings = Settings(home=tmp_path / "h", user="alice", max_concurrent=1)
     store = RunStore(settings.db_path)

@@ -174,7 +174,7 @@ def _cwltool_child(
     cgroup: RunCgroup | None,
     fds: tuple[int, int, int],
     started: int,
-    mask: set[signal.Signals],
+    mask: set[int | signal.Signals],
 ) -> NoReturn:
     """The child of :func:`start_cwltool`: what a new interpreter's start gave cwltool, then
     cwltool, then the end of a process without a return into the parent's code."""

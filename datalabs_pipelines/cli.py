@@ -10,7 +10,6 @@ store (``$DATALABS_PIPELINES_HOME``, by default ``~/.local/share/datalabs/pipeli
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from .executors import local
-from .launcher import Workspace
 from .runs import CANCELLING, FINAL_STATES, RUNNING, SUCCESS, Run, RunNotFound, RunStore
 from .settings import Settings
 
@@ -104,10 +102,16 @@ def _load_job(job: str | None) -> dict[str, Any]:
     if job is None or job == "-":
         return {}
     try:
-        import yaml
-
         with open(job, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            text = f.read()
+        try:
+            # Most jobs are JSON (the panel, the API and cwltest write JSON): read them without
+            # importing a YAML parser, which cost the foreground run ~30 ms.
+            data = json.loads(text)
+        except ValueError:
+            import yaml
+
+            data = yaml.safe_load(text)
     except Exception:  # noqa: BLE001 - an unreadable job is cwltool's to report, not ours
         return {}
     if not isinstance(data, dict):
@@ -136,6 +140,8 @@ def _resolve_pipeline(name: str) -> tuple[str, str]:
 
 def cmd_run(args: list[str], prog: str = "datalabs-pipeline run") -> int:
     """Run a pipeline in the foreground, the cwl-runner way (see the module docstring)."""
+    from .launcher import Workspace
+
     opts = parse_run_args(args, prog)
     settings = Settings.from_env()
     store = RunStore(settings.db_path)
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         return _run(argv[1:], "datalabs-pipeline run")
+    import argparse  # the other commands only: ``run`` parses its arguments by hand
+
     parser = argparse.ArgumentParser(
         prog="datalabs-pipeline",
         description="Run CWL pipelines and follow their runs (same store as JupyterLab's panel).",

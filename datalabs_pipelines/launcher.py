@@ -12,11 +12,22 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from .catalogue import Pipeline, type_label
 from .crate import VolumeRef
+
+if TYPE_CHECKING:
+    from .catalogue import Pipeline
+
+
+def _type_label(type_: Any) -> str:
+    """The catalogue's name for a CWL type, for messages. Imported when needed: the foreground
+    ``datalabs-pipeline run`` reads :class:`Workspace` from here and never needs the catalogue."""
+    from .catalogue import type_label
+
+    return type_label(type_)
+
 
 #: JSON list of the volumes mounted in the session: ``[{"id", "title", "path"}, ...]``.
 ENV_VOLUMES = "DATALABS_VOLUMES"
@@ -293,7 +304,7 @@ def check_value(
         if value is None:
             if "null" in type_:
                 return None
-            raise _Bad(f"a value of type {type_label(type_)} is required")
+            raise _Bad(f"a value of type {_type_label(type_)} is required")
         errors = []
         for option in type_:
             if option == "null":
@@ -302,12 +313,12 @@ def check_value(
                 return check_value(value, option, workspace, formats, depth + 1)
             except _Bad as exc:
                 errors.append(str(exc))
-        raise _Bad(" or ".join(errors) if len(errors) < 3 else f"expected {type_label(type_)}")
+        raise _Bad(" or ".join(errors) if len(errors) < 3 else f"expected {_type_label(type_)}")
     if isinstance(type_, dict):
         kind = type_.get("type")
         if kind == "array":
             if not isinstance(value, list):
-                raise _Bad(f"expected a list ({type_label(type_)})")
+                raise _Bad(f"expected a list ({_type_label(type_)})")
             out = []
             for i, item in enumerate(value):
                 try:
@@ -385,7 +396,7 @@ def validate_job(
         if param.id not in inputs or inputs[param.id] is None:
             if param.optional:
                 continue
-            problems.append(InputProblem(param.id, f"missing ({type_label(param.type)} required)"))
+            problems.append(InputProblem(param.id, f"missing ({_type_label(param.type)} required)"))
             continue
         try:
             job[param.id] = check_value(inputs[param.id], param.type, workspace, param.format)

@@ -2,9 +2,10 @@
 
 Every run gets a *supervisor*: a small Python process in its own session that starts cwltool
 (itself in a new session, so a cancel can kill its whole process group), turns its log into step
-events, and records the outcome. Supervisors do not depend on the process that launched them, so a
-jupyter-server restart loses no run; a run whose supervisor vanished is found by
-:func:`reconcile` and marked failed with that reason.
+events, and records the outcome. cwltool is a fork of the supervisor (:func:`start_cwltool`), not
+a new interpreter: it skips Python's start-up and the modules both share. Supervisors do not
+depend on the process that launched them, so a jupyter-server restart loses no run; a run whose
+supervisor vanished is found by :func:`reconcile` and marked failed with that reason.
 
 The queue needs no daemon: runs wait in state ``queued``; :func:`dispatch` claims as many as the
 limit allows in one SQLite write transaction, and every supervisor calls it again when its run
@@ -14,10 +15,11 @@ ends, so the queue drains even with no server running. The CLI runs in the foreg
 
 from __future__ import annotations
 
-import argparse
+import atexit
 import contextlib
 import fcntl
 import filecmp
+import gc
 import json
 import os
 import re
@@ -27,13 +29,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
+from typing import IO, Any, NoReturn
 
 from ..crate import (
     VolumeRef,
@@ -93,14 +94,133 @@ def on_kubernetes(run: Run) -> bool:
     return bool(run.argv) and run.argv[0] == CALRISSIAN_ARGV0
 
 
-def cwltool_command() -> list[str]:
-    """How to start cwltool from this environment: cwltool's own ``main.run`` through
-    :mod:`datalabs_pipelines.cwlmain`, which leaves archive inputs unhashed for the cache.
+class CwltoolProcess:
+    """A run's cwltool process (see :func:`start_cwltool`): its pid (which is also its process
+    group's and session's id), its log as a byte stream, and :meth:`wait`."""
 
-    Not ``python -m cwltool``: its ``__main__`` drops the exit code, so every failure would look
-    like a success.
+    def __init__(self, pid: int, stderr: IO[bytes]) -> None:
+        self.pid = pid
+        self.stderr = stderr
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        """Its exit code once it ended (minus the signal number if a signal ended it)."""
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        self.stderr.close()
+        return self.returncode
+
+
+def start_cwltool(
+    argv: list[str], cwd: str, outputs: Path, unhashed: list[str], cgroup: RunCgroup | None
+) -> CwltoolProcess:
+    """Start cwltool for a run: cwltool's own ``main.run`` through
+    :mod:`datalabs_pipelines.cwlmain` (archive inputs unhashed for the cache), with ``argv``,
+    in ``cwd``, its stdout (the output object) into ``outputs``, its log on a pipe, in a new
+    session, inside ``cgroup`` when there is one.
+
+    A fork of this process rather than a new interpreter (``python -m
+    datalabs_pipelines.cwlmain``, as before): the supervisor and the foreground CLI have already
+    loaded Python and the standard modules cwltool imports, which a new interpreter loaded again
+    at every run (about a third of cwltool's start-up; the fixed cost measured in issue 11). It is
+    safe here because the only callers are the supervisor and the foreground CLI, processes of
+    one thread that exist to run this one run; the child never returns into their code (it ends
+    with ``os._exit``), keeps none of their files open (all but 0-2 are closed) and never
+    collects their objects (``gc.freeze``), so it cannot flush, write or close anything of
+    theirs. It runs as the same user, in the same sandbox, as the exec'd interpreter did.
     """
-    return [sys.executable, "-m", "datalabs_pipelines.cwlmain"]
+    if threading_count() != 1:
+        raise RuntimeError("start_cwltool forks: call it from a process with one thread")
+    read, write = os.pipe()
+    ready, started = os.pipe()
+    out = os.open(outputs, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered may be written twice
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    # The parent's handlers (the CLI's and the supervisor's ``stop``, which write to the run
+    # store) must never run in the child: both signals wait until the child has its own.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _cwltool_child(argv, cwd, unhashed, cgroup, (devnull, out, write), started, blocked)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    for fd in (write, out, devnull, started):
+        os.close(fd)
+    # Returns once the child leads its own session (and is in the cgroup), as Popen returned
+    # after the exec: a cancel that kills the process group right after must find it.
+    with open(ready, "rb") as f:
+        f.read(1)  # or nothing, if the child ended before
+    return CwltoolProcess(pid, open(read, "rb"))
+
+
+#: Signals whose handlers in the parent are replaced in cwltool's process by an interpreter's own.
+_CHILD_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def threading_count() -> int:
+    """How many threads this process runs (1 when ``threading`` was never imported)."""
+    threading = sys.modules.get("threading")
+    return 1 if threading is None else threading.active_count()
+
+
+def _cwltool_child(
+    argv: list[str],
+    cwd: str,
+    unhashed: list[str],
+    cgroup: RunCgroup | None,
+    fds: tuple[int, int, int],
+    started: int,
+    mask: set[int | signal.Signals],
+) -> NoReturn:
+    """The child of :func:`start_cwltool`: what a new interpreter's start gave cwltool, then
+    cwltool, then the end of a process without a return into the parent's code."""
+    code = 1
+    try:
+        gc.freeze()  # the parent's objects are never collected (or finalised) here
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        # Into the run's memory cgroup before any of cwltool runs, as the ``/bin/sh`` wrapper
+        # did before it exec'd the interpreter (its steps inherit it); a refusal ends up in the
+        # run's log, as the shell's did.
+        if cgroup is not None:
+            cgroup.enter(os.getpid())
+        os.write(started, b"1")
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.chdir(cwd)
+        os.environ[ENV_UNHASHED_ROOTS] = json.dumps(unhashed)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - fd 0 stays open
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        sys.stderr = open(  # noqa: SIM115
+            2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+        )
+        from .. import cwlmain
+
+        sys.argv = [cwlmain.__file__, *argv]
+        code = cwlmain.main(argv)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            with contextlib.suppress(Exception):
+                print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - reported as an interpreter would, then the end
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # what an interpreter's exit runs (logging's flush)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code & 0xFF if isinstance(code, int) else 1)
 
 
 def unhashed_roots(rundir: Path) -> list[str]:
@@ -262,7 +382,28 @@ def _create_run(
 
 
 def process_started(pid: int) -> float | None:
-    """The start time of process ``pid`` (to tell it apart from a later process with its pid)."""
+    """The start time of process ``pid`` (to tell it apart from a later process with its pid),
+    in seconds since the epoch, as psutil's ``create_time`` gives it.
+
+    Read from ``/proc`` (psutil's own formula: the process's start in clock ticks after boot,
+    field 22 of ``/proc/<pid>/stat``, plus ``btime`` of ``/proc/stat``) rather than through
+    psutil: the foreground ``datalabs-pipeline run`` calls this for itself on every run (its
+    claim of a slot), and importing psutil was 10-20 ms of that process's fixed cost. psutil
+    remains the fallback where ``/proc`` says nothing (another system).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
+        # The command name (field 2) may hold spaces and ")": count fields after its last ")",
+        # where field 3 comes first.
+        ticks = int(stat.rpartition(b")")[2].split()[22 - 3])
+        return ticks / os.sysconf("SC_CLK_TCK") + boot
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -273,6 +414,8 @@ def process_alive(pid: int | None, started: float | None) -> bool:
     """Whether ``pid`` is still the process that started at ``started`` and not a zombie."""
     if pid is None:
         return False
+    import psutil  # only here and below: the foreground CLI never needs it (see above)
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -292,6 +435,8 @@ def group_alive(pgid: int | None) -> bool:
         return False
     except PermissionError:
         return True
+    import psutil
+
     # A group whose only members are zombies is finished for our purposes.
     for proc in psutil.process_iter(["pid", "status"]):
         try:
@@ -614,7 +759,7 @@ def execute(
     store: RunStore,
     run: Run,
     echo: IO[str] | None = None,
-    on_started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    on_started: Callable[[CwltoolProcess], None] | None = None,
 ) -> Run:
     """Run cwltool for a claimed run, following its log until it ends; returns the final run.
 
@@ -686,13 +831,11 @@ def _execute(
     store: RunStore,
     run: Run,
     echo: IO[str] | None,
-    on_started: Callable[[subprocess.Popen[bytes]], None] | None,
+    on_started: Callable[[CwltoolProcess], None] | None,
 ) -> Run:
     rundir = Path(run.rundir)
     log = RunLog(rundir)
     log.emit("run", state=RUNNING)
-    cmd = [*cwltool_command(), *run.argv]
-    env = dict(os.environ, **{ENV_UNHASHED_ROOTS: json.dumps(unhashed_roots(rundir))})
     recent: list[str] = []
     states: dict[str, str] = {}
     cache_entries: set[str] = set()
@@ -710,25 +853,13 @@ def _execute(
             disk_full = True
 
     cgroup = _run_cgroup(run, log)
-    if cgroup is not None:
-        cmd = cgroup.wrap(cmd)
-    with open(rundir / OUTPUTS_FILE, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            cwd=run.cwd,
-            env=env,
-            start_new_session=True,
-        )
+    proc = start_cwltool(run.argv, run.cwd, rundir / OUTPUTS_FILE, unhashed_roots(rundir), cgroup)
     record(store.update, run.id, pgid=proc.pid)
     if on_started is not None:
         on_started(proc)
     # A cancel that came between the claim and now found no process group to kill.
     if store.get(run.id, with_steps=False).state == CANCELLING:
         kill_group(proc.pid, signal.SIGTERM)
-    assert proc.stderr is not None
     for raw in proc.stderr:
         line = raw.decode("utf-8", "replace").rstrip("\n")
         if echo is not None:
@@ -1052,7 +1183,7 @@ def _supervise(home: Path, max_runs: int, run_id: str) -> int:
     store.update(
         run_id, supervisor_pid=os.getpid(), supervisor_started=process_started(os.getpid())
     )
-    proc_holder: list[subprocess.Popen[bytes]] = []
+    proc_holder: list[CwltoolProcess] = []
 
     def stop(signum: int, _frame: object) -> None:
         # Stopping the supervisor stops its run: nothing would watch it otherwise.
@@ -1072,6 +1203,8 @@ def _supervise(home: Path, max_runs: int, run_id: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a run's supervisor process (started by :func:`dispatch`)."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="datalabs-pipeline-supervisor")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--max-runs", type=int, default=4)

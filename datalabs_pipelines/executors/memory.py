@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,14 +100,11 @@ class RunCgroup:
     path: Path
     limit: int
 
-    def wrap(self, command: Sequence[str]) -> list[str]:
-        """``command``, entering the cgroup before it starts, so that every process it makes
-        is inside from its first instruction (no window in which a step runs unlimited).
-
-        The cgroup's path is an argument of the shell, never part of the script.
-        """
-        script = 'echo $$ > "$0" && exec "$@"'
-        return ["/bin/sh", "-c", script, str(self.path / "cgroup.procs"), *command]
+    def enter(self, pid: int) -> None:
+        """Move process ``pid`` into the cgroup. The run's cwltool process calls it for itself
+        before it starts cwltool, so that every process of the run is inside from its first
+        instruction (no window in which a step runs unlimited); OSError when it may not."""
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
 
     def oom_kills(self) -> int:
         """How many processes of the run the kernel killed for going over the limit."""

@@ -228,3 +228,51 @@ def test_run_an_eo_application_package_by_catalogue_id(cli, tmp_path, monkeypatc
         "S2B_10TFK_20210718.json",
         "catalog.json",
     ]
+
+
+#: Packages the foreground process of ``datalabs-pipeline run`` has no use for: cwltool (and
+#: what it brings) runs in its own process, a JSON job needs no YAML parser, the slot claim reads
+#: ``/proc`` itself. Each one cost every run 10-100 ms of start-up (issue 11's benchmark: the
+#: wall time of a run over plain cwltool's).
+_NOT_IN_THE_FOREGROUND = ("cwltool", "schema_salad", "ruamel", "rdflib", "prov", "yaml", "psutil")
+
+
+def test_the_foreground_run_process_does_not_import_cwltool_or_yaml(data_dir, tmp_path, settings):
+    """A real run through the CLI's own entry point; the modules of that process are listed
+    after it (the run's outputs, steps and provenance are there as usual)."""
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"a": "left", "b": "right"}))
+    listing = tmp_path / "modules.json"
+    script = (
+        "import json, sys\n"
+        "from datalabs_pipelines.cli import main\n"
+        "code = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write(json.dumps(sorted(sys.modules)))\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(listing),
+            "run",
+            "--quiet",
+            "--outdir",
+            str(tmp_path / "out"),
+            str(data_dir / "two-steps.cwl"),
+            str(job),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)["result"]["path"]).read_text() == "left\nright\n"
+    run = RunStore(settings.db_path).list(user="alice")[0]
+    assert run.state == "success" and (Path(run.rundir) / "ro-crate-metadata.json").is_file()
+    loaded = json.loads(listing.read_text())
+    assert [m for m in loaded if m.split(".")[0] in _NOT_IN_THE_FOREGROUND] == []
+    assert "datalabs_pipelines.catalogue" not in loaded  # a path, not a catalogue id, was run

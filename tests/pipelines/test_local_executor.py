@@ -16,7 +16,14 @@ import psutil
 import pytest
 
 from datalabs_pipelines.events import EVENTS_FILE, LOG_FILE, STEPS_DIR
-from datalabs_pipelines.executors.local import LocalExecutor, RunRequest, group_alive, reconcile
+from datalabs_pipelines.executors.local import (
+    LocalExecutor,
+    RunRequest,
+    group_alive,
+    process_alive,
+    process_started,
+    reconcile,
+)
 from datalabs_pipelines.runs import FINAL_STATES, RunNotFound, RunStore
 from datalabs_pipelines.settings import Settings
 
@@ -102,6 +109,58 @@ def test_cancel_kills_the_whole_process_group(executor, store, data_dir, wait_fo
     assert [s.state for s in cancelled.steps] == ["failed"]
     wait_for(lambda: not _processes_with(marker), timeout=10, what="no process left")
     wait_for(lambda: not group_alive(cwltool_pgid), timeout=10, what="cwltool's group gone")
+
+
+def test_cwltool_is_a_session_of_its_own_holding_none_of_its_supervisors_files(
+    executor, store, settings, data_dir, wait_for
+):
+    """cwltool is a fork of the run's supervisor (no new interpreter): it must hold what an
+    exec'd cwltool held (the job's output file on stdout, its log pipe on stderr) and none of
+    the supervisor's files (the run store, the run's log and events), in a session of its own."""
+    marker = f"{random.randint(5000, 9000)}.{os.getpid() % 1000}"
+    run = executor.submit(_request(data_dir, "sleepy.cwl", marker=marker))
+    wait_for(lambda: len(_processes_with(marker)) >= 3, timeout=60, what="the step's processes")
+    current = store.get(run.id)
+    cwltool = psutil.Process(current.pgid)
+
+    assert cwltool.ppid() == current.supervisor_pid
+    assert os.getsid(cwltool.pid) == cwltool.pid
+    rundir = Path(current.rundir)
+    assert os.readlink(f"/proc/{cwltool.pid}/fd/1") == str(rundir / "outputs.json")
+    assert os.readlink(f"/proc/{cwltool.pid}/fd/2").startswith("pipe:")
+    held = {f.path for f in cwltool.open_files()}
+    supervisors = {f.path for f in psutil.Process(current.supervisor_pid).open_files()}
+    assert str(settings.db_path) in supervisors and str(rundir / LOG_FILE) in supervisors
+    assert held & supervisors == set(), held
+    assert not any(path.startswith(str(settings.db_path)) for path in held)
+
+    assert executor.cancel("alice", run.id).state == "cancelled"
+
+
+#: Starts cwltool on a step that sleeps 9 s and at once kills its process group, as a cancel does.
+_CANCEL_AT_ONCE = """
+import signal, sys
+from pathlib import Path
+from datalabs_pipelines.executors.local import kill_group, start_cwltool
+argv = ["--no-container", sys.argv[1], "--marker", "9"]
+proc = start_cwltool(argv, sys.argv[2], Path(sys.argv[2]) / "outputs.json", [], None)
+kill_group(proc.pid, signal.SIGTERM)
+print(proc.wait())
+"""
+
+
+def test_a_cancel_right_after_cwltool_started_finds_its_process_group(tmp_path, data_dir):
+    """cwltool is a fork that makes itself a session (and process group) leader; the executor
+    records that group and a cancel kills it. ``start_cwltool`` returns only once the group
+    exists, as ``Popen`` returned after the exec; otherwise a kill at once found no group and
+    the run went on (seen as a cancel that never ended)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CANCEL_AT_ONCE, str(data_dir / "sleepy.cwl"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr
 
 
 def test_cancel_a_queued_run_never_starts_it(tmp_path, data_dir, wait_for):
@@ -503,3 +562,24 @@ def test_outputs_are_stored_once_not_in_both_cache_and_run_folder(
     assert [s.cached for s in again.steps] == [True]
     assert Path(again.outputs["copy"]["path"]).read_bytes() == source.read_bytes()
     assert _stored_bytes(settings.home) < 8 * MIB + MIB
+
+
+def test_start_times_read_from_proc_are_the_ones_psutil_compares(tmp_path):
+    """A run records its supervisor's start time (read from ``/proc``); :func:`process_alive`
+    later compares it with psutil's. A command name with a space and a parenthesis (field 2 of
+    ``/proc/<pid>/stat``) must not shift the fields read after it."""
+    odd = tmp_path / "a) b"
+    odd.write_bytes(Path("/bin/sleep").read_bytes())
+    odd.chmod(0o755)
+    proc = subprocess.Popen([str(odd), "30"])
+    try:
+        for pid in (os.getpid(), proc.pid):
+            started = process_started(pid)
+            assert started is not None
+            assert abs(started - psutil.Process(pid).create_time()) < 0.01
+            assert process_alive(pid, started)
+        assert not process_alive(proc.pid, process_started(proc.pid) - 5)  # a reused pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_started(proc.pid) is None

@@ -16,6 +16,7 @@ here from Debian packages and PyPI, imported into containerd without a registry
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ from tests.kubelet_node import (
     kubelet_node_ip,
     node_log,
     on_kubelet_node,
+    service_rules,
     service_rules_now,
 )
 
@@ -176,6 +178,54 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
         assert "fusermount3 version: 3." in log, log
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+
+
+def test_service_rules_send_each_clusterip_to_its_ready_pods_on_this_node():
+    """The router's rules, from the API's objects alone (no cluster): ready endpoints on this
+    node's /24 only, chosen at random among several, ports by name; headless Services, pods
+    elsewhere and pods not ready get nothing."""
+    subnet = ipaddress.ip_network("10.88.7.0/24")
+
+    def service(name, cluster_ip, *ports):
+        meta = {"name": name, "namespace": "ns"}
+        return {"metadata": meta, "spec": {"clusterIP": cluster_ip, "ports": list(ports)}}
+
+    def endpoints(name, ports, *addresses, ready=True):
+        return {
+            "metadata": {
+                "name": f"{name}-x",
+                "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": [{"addresses": [a], "conditions": {"ready": ready}} for a in addresses],
+        }
+
+    services = [
+        service("web", "10.96.3.4", {"name": "http", "port": 80, "protocol": "TCP"}),
+        service("dns", "10.96.0.10", {"name": "dns", "port": 53, "protocol": "UDP"}),
+        service("headless", "None", {"name": "http", "port": 80}),
+    ]
+    slices = [
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.7.5", "10.88.7.2"),
+        # not ready, and on another node: no rule
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.7.9", ready=False),
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.8.3"),
+        endpoints("dns", [{"name": "dns", "port": 5353, "protocol": "UDP"}], "10.88.7.3"),
+        endpoints("headless", [{"name": "http", "port": 80}], "10.88.7.4"),
+    ]
+    assert service_rules(services, slices, subnet, "SVC", "HAIR") == [
+        '-A SVC -d 10.96.0.10/32 -p udp --dport 53 -m comment --comment "ns/dns:dns" '
+        "-j DNAT --to-destination 10.88.7.3:5353",
+        '-A SVC -d 10.96.3.4/32 -p tcp --dport 80 -m comment --comment "ns/web:http" '
+        "-m statistic --mode random --probability 0.50000 -j DNAT --to-destination 10.88.7.2:8080",
+        '-A SVC -d 10.96.3.4/32 -p tcp --dport 80 -m comment --comment "ns/web:http" '
+        "-j DNAT --to-destination 10.88.7.5:8080",
+        "-A HAIR -s 10.88.7.2/32 -d 10.88.7.2/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-A HAIR -s 10.88.7.3/32 -d 10.88.7.3/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-A HAIR -s 10.88.7.5/32 -d 10.88.7.5/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+    ]
 
 
 #: A server on 8080 answering with its pod's name, which also calls its own Service (hairpin).

@@ -178,8 +178,16 @@ def test_alice_spawns_through_the_installed_chart_on_the_real_kubelet(
             raise AssertionError(f"{e}\n{diagnosis(cluster, namespace)}") from None
         print(f"install to alice's files: {time.monotonic() - started:.0f} s")
     finally:
+        cleanup = time.monotonic()
         if installed:
-            helm(cluster, "uninstall", "datalabs", "-n", namespace, "--wait", "--timeout", "120s")
+            helm(cluster, "uninstall", "datalabs", "-n", namespace)
+        # alice's pod is the hub's, not the release's; every pod goes at once with a second of
+        # grace (`helm uninstall --wait`, then the namespace's deletion, took 132 s here)
+        cluster.request(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/pods",
+            {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 1},
+        )
         cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
         cluster.request("DELETE", f"/api/v1/persistentvolumes/{namespace}-datalabs-hub-db")
         # the node as it was: no pod of this release left on it
@@ -188,6 +196,7 @@ def test_alice_spawns_through_the_installed_chart_on_the_real_kubelet(
             lambda: not pods_of(cluster, namespace),
             timeout=120,
         )
+        print(f"uninstall and namespace gone: {time.monotonic() - cleanup:.0f} s")
 
 
 def _alice_and_bob(cluster: Cluster, namespace: str, archive: Path, password: str) -> None:

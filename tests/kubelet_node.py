@@ -8,11 +8,28 @@ tests/cluster.py, next to the kwok node, and runs pods on it for real:
 - runc, and the CNI ``bridge`` plugin (Debian's containernetworking-plugins) on a bridge and a
   /24 of 10.88.0.0/16 made for this run, without masquerading or default route: pods reach the
   host and each other, nothing else;
-- the ``kubernetes`` service for pods (what kube-proxy does for it; there is no kube-proxy): its
-  address, 10.96.0.1:443 (in the API server's certificate, and what kubelet gives pods as
-  ``KUBERNETES_SERVICE_HOST``), routed to the bridge and sent by a DNAT rule of this bridge
-  alone to a relay on the node's address that connects to the API server on 127.0.0.1, so a
-  pod with a service account token (Calrissian) reaches the API with in-cluster configuration;
+- Services for the node's pods, in place of kube-proxy (which is not run: its chains are
+  host-wide, every test cluster here uses 10.96.0.0/16, and several test runs share this
+  machine). Pods route the whole Service range, 10.96.0.0/16, to the bridge (the CNI config).
+  There, everything is restricted to this run's bridge (``-i``/``-o <bridge>``):
+
+  - the ``kubernetes`` Service, 10.96.0.1:443 (in the API server's certificate, and what kubelet
+    gives pods as ``KUBERNETES_SERVICE_HOST``), goes by a DNAT rule to a relay on the node's
+    address (on port 443 where free, so NetworkPolicies allowing egress to the API server on
+    443 allow it) that connects to the API server on 127.0.0.1: a pod with a service account
+    token (the chart's hub, Calrissian) reaches the API with in-cluster configuration;
+  - every other Service: :class:`ServiceRouter`, a thread of the test process, reads all
+    Services and EndpointSlices every half second and rewrites, in one ``iptables-restore``
+    transaction, a nat chain ``DLSVC-<bridge>`` (jumped to from PREROUTING for the Service
+    range) with one DNAT rule per ClusterIP, port and ready endpoint on this node, chosen at
+    random among several as kube-proxy's iptables mode does; ``DLSVH-<bridge>`` (POSTROUTING)
+    masquerades a pod that reaches itself through its own Service (hairpin), and the filter
+    chain ``DLSVR-<bridge>`` (first in FORWARD) refuses a Service address that no rule sent on
+    (no ready endpoint) with a reset, instead of the host routing it on. Replies between pods of
+    the bridge are un-NATed because ``br_netfilter`` is on (``bridge-nf-call-iptables``; checked,
+    not set, since it is host-wide). What it does not do: NodePorts, LoadBalancers,
+    ExternalIPs, session affinity, Services for the host's own connections (the host reaches pod
+    addresses directly), topology; and it follows changes within half a second, not at once.
 - the images of ``make images`` (config/images/build.py) imported with ``ctr images import``;
   there is no registry, pods use ``imagePullPolicy: Never``;
 - the kubelet built by ``make cluster``, with the cgroupfs driver and ``failCgroupV1: false``
@@ -44,11 +61,11 @@ The node is tainted ``datalabs.test/kubelet=real:NoSchedule``: pods land on it o
 tolerate that and select it (:func:`on_kubelet_node`), so tests written for kwok's node keep
 their pods there.
 
-On exit every pod on the node is deleted and its containers stopped, then kubelet and containerd
-stop, leftover containers are killed, mounts under the node's folder and the pods' network
-namespaces are removed, the bridge and the cgroups are deleted, and the kernel settings the
-kubelet changes (``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops``) are put
-back.
+On exit the Service rules and chains go first, then every pod on the node is deleted and its
+containers stopped, then kubelet and containerd stop, leftover containers are killed, mounts
+under the node's folder and the pods' network namespaces are removed, the bridge and the cgroups
+are deleted, and the kernel settings the kubelet changes (``vm.overcommit_memory``,
+``kernel.panic``, ``kernel.panic_on_oops``) are put back.
 """
 
 from __future__ import annotations
@@ -88,15 +105,23 @@ NETNS = Path("/var/run/netns")
 #: The ``kubernetes`` service's address: the first of the API server's
 #: ``--service-cluster-ip-range`` (tests/cluster.py), and in its certificate.
 KUBERNETES_SERVICE = ("10.96.0.1", 443)
+#: The API server's ``--service-cluster-ip-range`` (tests/cluster.py): every ClusterIP is in it,
+#: and pods route it to the bridge (the node), where :class:`ServiceRouter` sends it on.
+SERVICE_RANGE = ipaddress.ip_network("10.96.0.0/16")
+#: How often :class:`ServiceRouter` reads the Services and EndpointSlices (seconds).
+SERVICE_SYNC_PERIOD = 0.5
 
 
 class _Relay:
     """A TCP relay on ``host`` (a free port) to ``target``, in threads; :meth:`close` ends it
     and every connection it made."""
 
-    def __init__(self, host: str, target: tuple[str, int]) -> None:
+    def __init__(self, host: str, target: tuple[str, int], port: int = 0) -> None:
         self.target = target
-        self.listener = socketlib.create_server((host, 0))
+        try:
+            self.listener = socketlib.create_server((host, port))
+        except OSError:  # taken: any free port does, the DNAT rule names it
+            self.listener = socketlib.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.open: list[socketlib.socket] = []
         self.lock = threading.Lock()
@@ -165,6 +190,11 @@ def missing_parts(network_policies: bool = False) -> list[str]:
     for tool in ("containerd", "ctr", "runc"):
         if not shutil.which(tool):
             missing.append(f"{tool} (make system: Debian's containerd and runc)")
+    bridged = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if not bridged.exists() or bridged.read_text().strip() != "1":
+        # replies between pods of the bridge pass iptables only so: un-DNAT of Service replies
+        # and the NetworkPolicy queue need it
+        missing.append("br_netfilter with bridge-nf-call-iptables=1 (modprobe br_netfilter)")
     if not (CNI_BIN / "bridge").exists():
         missing.append(f"{CNI_BIN}/bridge (make system: containernetworking-plugins)")
     builder = _image_builder()
@@ -314,8 +344,9 @@ def _cni_config(root: Path, bridge: str, subnet: ipaddress.IPv4Network) -> Path:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": str(subnet)}]],
-                        # the kubernetes service's address, through the bridge (the node)
-                        "routes": [{"dst": f"{KUBERNETES_SERVICE[0]}/32"}],
+                        # the Services' addresses (the kubernetes service's among them),
+                        # through the bridge (the node), where ServiceRouter sends them on
+                        "routes": [{"dst": str(SERVICE_RANGE)}],
                         "dataDir": str(root / "ipam"),
                     },
                 }
@@ -323,6 +354,192 @@ def _cni_config(root: Path, bridge: str, subnet: ipaddress.IPv4Network) -> Path:
         },
     )
     return folder
+
+
+def service_rules(
+    services: list[dict[str, Any]],
+    slices: list[dict[str, Any]],
+    subnet: ipaddress.IPv4Network,
+    chain: str,
+    hairpin: str,
+) -> list[str]:
+    """The ``iptables-restore`` lines (nat table, ``-A`` only) that send each Service's
+    ClusterIP:port to the ready endpoints in ``subnet`` (this node's pods), chosen at random as
+    kube-proxy's iptables mode does, and masquerade a pod that reaches itself through its own
+    Service (``hairpin``: else its reply would come from its own address, not the Service's).
+    Pure: ``services`` and ``slices`` are the API's items (v1 Services, discovery.k8s.io/v1
+    EndpointSlices). Services without a ClusterIP, or without a ready endpoint here, get no
+    rule (their traffic is refused in the filter table)."""
+    by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for item in slices:
+        if item.get("addressType") != "IPv4":
+            continue
+        meta = item["metadata"]
+        name = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if name:
+            by_service.setdefault((meta["namespace"], name), []).append(item)
+    rules: list[str] = []
+    endpoints_here: set[str] = set()
+    for service in sorted(
+        services, key=lambda s: (s["metadata"]["namespace"], s["metadata"]["name"])
+    ):
+        meta, spec = service["metadata"], service["spec"]
+        cluster_ip = spec.get("clusterIP") or ""
+        try:
+            if ipaddress.ip_address(cluster_ip) not in SERVICE_RANGE:
+                continue
+        except ValueError:  # "None" (headless) or none at all
+            continue
+        for port in spec.get("ports") or []:
+            protocol = port.get("protocol", "TCP")
+            if protocol not in ("TCP", "UDP"):
+                continue
+            targets = set()
+            for item in by_service.get((meta["namespace"], meta["name"]), []):
+                [target_port] = [
+                    p["port"]
+                    for p in item.get("ports") or [{}]
+                    if p.get("name", "") == port.get("name", "")
+                    and p.get("protocol", "TCP") == protocol
+                ] or [None]
+                if target_port is None:
+                    continue
+                for endpoint in item.get("endpoints") or []:
+                    # a missing condition means ready (the API's rule for consumers)
+                    if (endpoint.get("conditions") or {}).get("ready") is False:
+                        continue
+                    for address in endpoint.get("addresses") or []:
+                        if ipaddress.ip_address(address) in subnet:
+                            targets.add((address, target_port))
+            targets_sorted = sorted(targets)
+            comment = f"{meta['namespace']}/{meta['name']}:{port.get('name') or port['port']}"
+            for i, (address, target_port) in enumerate(targets_sorted):
+                left = len(targets_sorted) - i
+                pick = (
+                    f"-m statistic --mode random --probability {1 / left:.5f} " if left > 1 else ""
+                )
+                rules.append(
+                    f"-A {chain} -d {cluster_ip}/32 -p {protocol.lower()} --dport {port['port']}"
+                    f' -m comment --comment "{comment}" {pick}'
+                    f"-j DNAT --to-destination {address}:{target_port}"
+                )
+                endpoints_here.add(address)
+    for address in sorted(endpoints_here):
+        rules.append(
+            f"-A {hairpin} -s {address}/32 -d {address}/32 -m conntrack --ctstate DNAT"
+            " -j MASQUERADE"
+        )
+    return rules
+
+
+class ServiceRouter:
+    """What kube-proxy does for Services, for this node's pods only: a thread that reads the
+    Services and EndpointSlices of the API every :data:`SERVICE_SYNC_PERIOD` seconds and keeps
+    the DNAT rules of this run's chains in step (see the module docstring)."""
+
+    def __init__(self, cluster: Cluster, bridge: str, subnet: ipaddress.IPv4Network) -> None:
+        self.cluster = cluster
+        self.subnet = subnet
+        self.chain = f"DLSVC-{bridge}"
+        self.hairpin = f"DLSVH-{bridge}"
+        self.reject = f"DLSVR-{bridge}"
+        self.jumps = [
+            ["-t", "nat", "PREROUTING", "-i", bridge, "-d", str(SERVICE_RANGE), "-j", self.chain],
+            ["-t", "nat", "POSTROUTING", "-o", bridge, "-j", self.hairpin],
+            # a ClusterIP without a ready endpoint here was not DNATed: refuse it at once, as
+            # kube-proxy does, rather than let the host route it on (its default route)
+            ["-t", "filter", "FORWARD", "-i", bridge, "-d", str(SERVICE_RANGE), "-j", self.reject],
+        ]
+        self.rules: list[str] | None = None
+        self.error = ""
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="service-router")
+
+    def start(self) -> None:
+        iptables = ["iptables", "-w"]
+        for table, chain in (("nat", self.chain), ("nat", self.hairpin), ("filter", self.reject)):
+            subprocess.run([*iptables, "-t", table, "-N", chain], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *iptables,
+                "-A",
+                self.reject,
+                "-p",
+                "tcp",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*iptables, "-A", self.reject, "-j", "REJECT"], check=True, capture_output=True
+        )
+        for table, flag, base, *rest in self.jumps:
+            # first in its chain: before the NetworkPolicy agent's queue rules, whose verdict
+            # ends the chain
+            subprocess.run(
+                [*iptables, table, flag, "-I", base, "1", *rest], check=True, capture_output=True
+            )
+        self.sync()
+        self.thread.start()
+
+    def sync(self) -> bool:
+        """Read the API once and rewrite the chains if anything changed; whether it did."""
+        status, services = self.cluster.request("GET", "/api/v1/services")
+        status2, slices = self.cluster.request("GET", "/apis/discovery.k8s.io/v1/endpointslices")
+        if status != 200 or status2 != 200:
+            self.error = f"services: {status}, endpointslices: {status2}"
+            return False
+        rules = service_rules(
+            services["items"], slices["items"], self.subnet, self.chain, self.hairpin
+        )
+        if rules == self.rules:
+            return False
+        # one transaction: the chains are flushed and refilled at once (no moment without rules)
+        text = "\n".join(
+            ["*nat", f":{self.chain} - [0:0]", f":{self.hairpin} - [0:0]", *rules, "COMMIT", ""]
+        )
+        done = subprocess.run(
+            ["iptables-restore", "-w", "--noflush"], input=text, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            self.error = f"iptables-restore: {done.stderr.strip()}\n{text}"
+            return False
+        self.rules = rules
+        self.error = ""
+        return True
+
+    def _run(self) -> None:
+        while not self.stopped.wait(SERVICE_SYNC_PERIOD):
+            try:
+                self.sync()
+            except OSError as e:  # the API server stopping at the end of a session
+                self.error = str(e)
+
+    def stop(self) -> None:
+        """Stop the thread and remove every rule and chain of this run."""
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=60)
+        iptables = ["iptables", "-w"]
+        for table, flag, base, *rest in self.jumps:
+            subprocess.run([*iptables, table, flag, "-D", base, *rest], capture_output=True)
+        for table, chain in (("nat", self.chain), ("nat", self.hairpin), ("filter", self.reject)):
+            subprocess.run([*iptables, "-t", table, "-F", chain], capture_output=True)
+            subprocess.run([*iptables, "-t", table, "-X", chain], capture_output=True)
+
+
+def service_rules_now(cluster: Cluster) -> list[str]:
+    """The Service rules the node's router has in force (for tests and failure messages)."""
+    router = _routers.get(str(cluster.root))
+    return list(router.rules or []) if router else []
+
+
+#: The running routers, by their cluster's folder.
+_routers: dict[str, ServiceRouter] = {}
 
 
 def _mounts_under(folder: Path) -> list[str]:
@@ -360,6 +577,7 @@ def running_kubelet_node(
     tunables = _read_tunables()
     processes_before = set(cluster.processes)
     relay: _Relay | None = None
+    router: ServiceRouter | None = None
     dnat: list[str] = []
     chain = f"DLNP-{bridge}"
     try:
@@ -378,8 +596,10 @@ def running_kubelet_node(
             subprocess.run(argv, check=True, capture_output=True)
         cni_conf = _cni_config(root, bridge, subnet)
         api = urlparse(cluster.api_url)
-        relay = _Relay(node_ip, (api.hostname or "127.0.0.1", api.port or 443))
         service_ip, service_port = KUBERNETES_SERVICE
+        # on the Service's own port where it is free (the node's address is this run's own):
+        # a NetworkPolicy allowing egress to the API server on 443 then allows the relay too
+        relay = _Relay(node_ip, (api.hostname or "127.0.0.1", api.port or 443), port=service_port)
         dnat = [
             "PREROUTING",
             "-i",
@@ -447,8 +667,15 @@ def running_kubelet_node(
             raise TimeoutError(f"{e}\n{node_log(cluster)}") from None
         if network_policies:
             _start_network_policy_agent(cluster, root, chain, subnet)
+        # after the agent: its queue rules go first in FORWARD, the router's before them
+        router = ServiceRouter(cluster, bridge, subnet)
+        router.start()
+        _routers[str(cluster.root)] = router
         yield KUBELET_NODE
     finally:
+        if router is not None:
+            _routers.pop(str(cluster.root), None)
+            router.stop()
         if network_policies:
             _stop_network_policy_agent(cluster, chain, subnet)
         _stop_node(cluster, root, socket, processes_before)

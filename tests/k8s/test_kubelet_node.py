@@ -16,6 +16,7 @@ here from Debian packages and PyPI, imported into containerd without a registry
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -33,7 +34,14 @@ from tests.cluster import Cluster
 from tests.e2e.hubprocess import Hub
 from tests.helpers import free_port, write
 from tests.k8s.conftest import HUB_RULES, LAB_IMAGE, restricted_namespace
-from tests.kubelet_node import KUBELET_NODE, kubelet_node_ip, node_log, on_kubelet_node
+from tests.kubelet_node import (
+    KUBELET_NODE,
+    kubelet_node_ip,
+    node_log,
+    on_kubelet_node,
+    service_rules,
+    service_rules_now,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -170,6 +178,164 @@ def test_the_sidecar_image_runs_rclone_and_the_rc_guard_on_the_real_kubelet(
         assert "fusermount3 version: 3." in log, log
     finally:
         cluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+
+
+def test_service_rules_send_each_clusterip_to_its_ready_pods_on_this_node():
+    """The router's rules, from the API's objects alone (no cluster): ready endpoints on this
+    node's /24 only, chosen at random among several, ports by name; headless Services, pods
+    elsewhere and pods not ready get nothing."""
+    subnet = ipaddress.ip_network("10.88.7.0/24")
+
+    def service(name, cluster_ip, *ports):
+        meta = {"name": name, "namespace": "ns"}
+        return {"metadata": meta, "spec": {"clusterIP": cluster_ip, "ports": list(ports)}}
+
+    def endpoints(name, ports, *addresses, ready=True):
+        return {
+            "metadata": {
+                "name": f"{name}-x",
+                "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": [{"addresses": [a], "conditions": {"ready": ready}} for a in addresses],
+        }
+
+    services = [
+        service("web", "10.96.3.4", {"name": "http", "port": 80, "protocol": "TCP"}),
+        service("dns", "10.96.0.10", {"name": "dns", "port": 53, "protocol": "UDP"}),
+        service("headless", "None", {"name": "http", "port": 80}),
+    ]
+    slices = [
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.7.5", "10.88.7.2"),
+        # not ready, and on another node: no rule
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.7.9", ready=False),
+        endpoints("web", [{"name": "http", "port": 8080}], "10.88.8.3"),
+        endpoints("dns", [{"name": "dns", "port": 5353, "protocol": "UDP"}], "10.88.7.3"),
+        endpoints("headless", [{"name": "http", "port": 80}], "10.88.7.4"),
+    ]
+    assert service_rules(services, slices, subnet, "SVC", "HAIR") == [
+        '-A SVC -d 10.96.0.10/32 -p udp --dport 53 -m comment --comment "ns/dns:dns" '
+        "-j DNAT --to-destination 10.88.7.3:5353",
+        '-A SVC -d 10.96.3.4/32 -p tcp --dport 80 -m comment --comment "ns/web:http" '
+        "-m statistic --mode random --probability 0.50000 -j DNAT --to-destination 10.88.7.2:8080",
+        '-A SVC -d 10.96.3.4/32 -p tcp --dport 80 -m comment --comment "ns/web:http" '
+        "-j DNAT --to-destination 10.88.7.5:8080",
+        "-A HAIR -s 10.88.7.2/32 -d 10.88.7.2/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-A HAIR -s 10.88.7.3/32 -d 10.88.7.3/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-A HAIR -s 10.88.7.5/32 -d 10.88.7.5/32 -m conntrack --ctstate DNAT -j MASQUERADE",
+    ]
+
+
+#: A server on 8080 answering with its pod's name, which also calls its own Service (hairpin).
+ECHO_SERVER = """\
+import http.server, os, socket, threading, time, urllib.request
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("echo " + socket.gethostname()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+threading.Thread(
+    target=http.server.ThreadingHTTPServer(("", 8080), Echo).serve_forever, daemon=True
+).start()
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(os.environ["ECHO_URL"], timeout=2) as r:
+            print("hairpin:", r.read().decode(), flush=True)
+            break
+    except OSError:
+        time.sleep(0.5)
+threading.Event().wait()
+"""
+
+#: Calls the Service until it answers, then a Service without endpoints (refused at once).
+ECHO_CLIENT = """\
+import os, time, urllib.request
+
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(os.environ["ECHO_URL"], timeout=2) as r:
+            print("client:", r.read().decode(), flush=True)
+            break
+    except OSError:
+        time.sleep(0.5)
+start = time.monotonic()
+try:
+    urllib.request.urlopen(os.environ["NOBODY_URL"], timeout=10)
+    print("nobody: answered")
+except OSError as e:
+    print("nobody:", type(getattr(e, "reason", e)).__name__, round(time.monotonic() - start))
+"""
+
+
+def test_a_service_reaches_its_pod_on_the_real_kubelet(cluster: Cluster, kubelet_node):
+    """A pod reaches another pod by its Service's ClusterIP (the node's ServiceRouter, in
+    place of kube-proxy), a pod reaches itself through its own Service, a Service without
+    a ready pod is refused at once, and the rules go when the Service goes."""
+    namespace = restricted_namespace(cluster)
+    try:
+        addresses = {}
+        for name, selector in (("echo", {"app": "echo"}), ("nobody", {"app": "nobody"})):
+            service = cluster.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {
+                        "selector": selector,
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                    },
+                }
+            )
+            addresses[name] = f"http://{service['spec']['clusterIP']}/"
+        env = [
+            {"name": "ECHO_URL", "value": addresses["echo"]},
+            {"name": "NOBODY_URL", "value": addresses["nobody"]},
+        ]
+        server = lab_pod("echo", ["python", "-c", ECHO_SERVER])
+        server["metadata"] = {"name": "echo", "namespace": namespace, "labels": {"app": "echo"}}
+        server["spec"]["containers"][0]["env"] = env
+        client = lab_pod("client", ["python", "-c", ECHO_CLIENT], restartPolicy="Never")
+        client["metadata"]["namespace"] = namespace
+        client["spec"]["containers"][0]["env"] = env
+        cluster.apply(server)
+        cluster.apply(client)
+        got = wait_finished(cluster, namespace, "client")
+
+        def log(pod: str) -> str:
+            return cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log")[1]
+
+        rules = "\n".join(service_rules_now(cluster))
+        assert got["status"]["phase"] == "Succeeded", (got["status"], log("client"), rules)
+        lines = log("client").splitlines()
+        assert "client: echo echo" in lines, (lines, rules)
+        # refused by the node (a TCP reset), not left to time out
+        assert "nobody: ConnectionRefusedError 0" in lines, lines
+        cluster.wait_for(
+            "the echo pod's call of its own Service", lambda: "hairpin:" in log("echo")
+        )
+        assert "hairpin: echo echo" in log("echo").splitlines()
+        assert f"{namespace}/echo:http" in rules, rules
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}/services/echo")
+        cluster.wait_for(
+            "the echo Service's rules gone",
+            lambda: not any(f"{namespace}/echo:" in r for r in service_rules_now(cluster)),
+            timeout=30,
+        )
+    finally:
+        cluster.request("DELETE", f"/api/v1/namespaces/{namespace}")
 
 
 @pytest.fixture
